@@ -1,0 +1,475 @@
+"""The migration study and everything graded in it.
+
+Invariants the data must keep live in the database (unique, check and foreign-key
+constraints), so that no import path, form or API call can break them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.urls import reverse
+from django.utils import timezone
+
+SHARE_TOLERANCE = Decimal("0.0001")
+
+
+class Study(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        ACTIVE = "active", "Active"
+        DECIDED = "decided", "Decided"
+        ARCHIVED = "archived", "Archived"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+    description = models.TextField(blank=True)
+    status = models.CharField(max_length=12, choices=Status, default=Status.DRAFT)
+    confidence = models.FloatField(
+        default=0.95, help_text="Posterior probability required for a go or no-go verdict."
+    )
+    label_budget = models.PositiveIntegerField(
+        default=1000, help_text="Human grades to spend at most (graded responses)."
+    )
+    exploration_share = models.FloatField(
+        default=0.15, help_text="Share of picks made uniformly at random."
+    )
+    overlap_share = models.FloatField(
+        default=0.10, help_text="Share of picks that give a graded response a second annotator."
+    )
+    lease_seconds = models.PositiveIntegerField(
+        default=600,
+        help_text="How long a response stays reserved for the annotator it was given to.",
+    )
+    refit_every = models.PositiveIntegerField(
+        default=20, help_text="Refit the calibration after this many new grades."
+    )
+    side_by_side = models.BooleanField(
+        default=False, help_text="Show two arms' responses to the same prompt together."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "studies"
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(confidence__gt=0.5, confidence__lt=1),
+                name="study_confidence_between_half_and_one",
+            ),
+            models.CheckConstraint(
+                condition=Q(exploration_share__gte=0, exploration_share__lte=1),
+                name="study_exploration_share_is_a_share",
+            ),
+            models.CheckConstraint(
+                condition=Q(overlap_share__gte=0, overlap_share__lt=1),
+                name="study_overlap_share_is_a_share",
+            ),
+            models.CheckConstraint(
+                condition=Q(lease_seconds__gte=10), name="study_lease_at_least_10s"
+            ),
+            models.CheckConstraint(
+                condition=Q(refit_every__gte=1), name="study_refit_every_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("calibration-study", kwargs={"slug": self.slug})
+
+    @property
+    def incumbent(self) -> Arm:
+        return self.arms.get(role=Arm.Role.INCUMBENT)
+
+    def candidates(self) -> models.QuerySet[Arm]:
+        return self.arms.filter(role=Arm.Role.CANDIDATE)
+
+    def traffic_share_error(self) -> str | None:
+        """Say what is wrong with the regions' traffic shares, or None when they sum to 1."""
+        shares = [r.traffic_share for r in self.regions.all()]
+        if not shares:
+            return "the study has no regions"
+        total = sum(shares, Decimal(0))
+        if abs(total - 1) > SHARE_TOLERANCE:
+            return f"traffic shares sum to {total}, expected 1"
+        return None
+
+    def role_of(self, user: object) -> str | None:
+        """The user's role in this study (admin, lead, annotator), or None."""
+        if getattr(user, "is_superuser", False):
+            return Membership.Role.ADMIN
+        if not getattr(user, "is_authenticated", False):
+            return None
+        membership = self.memberships.filter(user=user).first()
+        return membership.role if membership else None
+
+
+class Arm(models.Model):
+    """A model under comparison: the incumbent or one candidate."""
+
+    class Role(models.TextChoices):
+        INCUMBENT = "incumbent", "Incumbent"
+        CANDIDATE = "candidate", "Candidate"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="arms")
+    key = models.SlugField(max_length=80, help_text="Identifier used in imported files.")
+    model_name = models.CharField(max_length=200)
+    role = models.CharField(max_length=10, choices=Role)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["study", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "key"], name="arm_key_unique_in_study"),
+            models.UniqueConstraint(
+                fields=["study"],
+                condition=Q(role="incumbent"),
+                name="one_incumbent_per_study",
+            ),
+            models.CheckConstraint(
+                condition=Q(role__in=["incumbent", "candidate"]), name="arm_role_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_name} ({self.role})"
+
+
+class Dimension(models.Model):
+    """What is graded: a rubric on a binary or ordinal scale, with its decision margin."""
+
+    class Scale(models.TextChoices):
+        BINARY = "binary", "Pass / fail"
+        ORDINAL = "ordinal", "Ordinal 1..K"
+
+    class JudgeScoreType(models.TextChoices):
+        BINARY = "binary", "Binary (0 or 1)"
+        LIKERT = "likert", "Likert (whole numbers in a range)"
+        CONTINUOUS = "continuous", "Continuous"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="dimensions")
+    key = models.SlugField(max_length=80)
+    title = models.CharField(max_length=200)
+    rubric = models.TextField(blank=True, help_text="What graders should look for.")
+    scale = models.CharField(max_length=8, choices=Scale, default=Scale.BINARY)
+    scale_max = models.PositiveSmallIntegerField(
+        default=1, help_text="K for an ordinal scale 1..K; 1 for binary."
+    )
+    point_descriptions = models.JSONField(
+        default=list, blank=True, help_text="One description per scale point, lowest first."
+    )
+    pass_threshold = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Ordinal grades at or above this pass."
+    )
+    margin = models.FloatField(
+        default=0.02, help_text="Non-inferiority margin δ on the pass rate (0.02 = 2 points)."
+    )
+    judge_score_type = models.CharField(
+        max_length=10, choices=JudgeScoreType, default=JudgeScoreType.BINARY
+    )
+    judge_min = models.FloatField(null=True, blank=True)
+    judge_max = models.FloatField(null=True, blank=True)
+    judge_bins = models.PositiveSmallIntegerField(
+        default=2, help_text="How many bins the judge's score is cut into for calibration."
+    )
+    judge_cuts = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Interior cut points of the judge score, fixed at first import.",
+    )
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["study", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "key"], name="dimension_key_unique_in_study"),
+            models.CheckConstraint(
+                condition=(
+                    Q(scale="binary", scale_max=1, pass_threshold__isnull=True)
+                    | Q(
+                        scale="ordinal",
+                        scale_max__gte=2,
+                        scale_max__lte=10,
+                        pass_threshold__gte=1,
+                        pass_threshold__lte=F("scale_max"),
+                    )
+                ),
+                name="dimension_scale_consistent",
+            ),
+            models.CheckConstraint(
+                condition=Q(margin__gte=0, margin__lt=1), name="dimension_margin_is_a_share"
+            ),
+            models.CheckConstraint(
+                condition=Q(judge_bins__gte=2, judge_bins__lte=10),
+                name="dimension_judge_bins_2_to_10",
+            ),
+            models.CheckConstraint(
+                condition=Q(judge_min__isnull=True)
+                | Q(judge_max__isnull=True)
+                | Q(judge_min__lt=F("judge_max")),
+                name="dimension_judge_range_ordered",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def is_binary(self) -> bool:
+        return self.scale == self.Scale.BINARY
+
+    def scale_values(self) -> list[int]:
+        """The grades a label may take: 0/1 for binary, 1..K for ordinal."""
+        return [0, 1] if self.is_binary else list(range(1, self.scale_max + 1))
+
+    def passes(self, value: int) -> bool:
+        """Map a stored grade to pass/fail for the decision."""
+        if self.is_binary:
+            return value == 1
+        assert self.pass_threshold is not None
+        return value >= self.pass_threshold
+
+
+class Region(models.Model):
+    """A segment of traffic with its share."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="regions")
+    key = models.SlugField(max_length=80)
+    name = models.CharField(max_length=200)
+    traffic_share = models.DecimalField(max_digits=7, decimal_places=6)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["study", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "key"], name="region_key_unique_in_study"),
+            models.CheckConstraint(
+                condition=Q(traffic_share__gt=0, traffic_share__lte=1),
+                name="region_traffic_share_in_0_1",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        LEAD = "lead", "ML lead"
+        ANNOTATOR = "annotator", "Annotator"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "user"], name="one_membership_per_user_and_study"
+            ),
+            models.CheckConstraint(
+                condition=Q(role__in=["admin", "lead", "annotator"]), name="membership_role_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of {self.study}"
+
+
+class Prompt(models.Model):
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="prompts")
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="prompts")
+    external_id = models.CharField(max_length=200)
+    text = models.TextField()
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "external_id"], name="prompt_external_id_unique_in_study"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Response(models.Model):
+    """One arm's answer to one prompt.
+
+    ``study`` and ``region`` repeat the prompt's so that picking the next item is one
+    indexed query; ``cell`` is the judge bins of every dimension (``"1.0.3"``, in
+    dimension order), set when the judge scores are binned.
+    """
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    arm = models.ForeignKey(Arm, on_delete=models.PROTECT, related_name="responses")
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="responses")
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="responses")
+    text = models.TextField()
+    metadata = models.JSONField(default=dict, blank=True)
+    cell = models.CharField(max_length=64, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "arm"], name="one_response_per_prompt_and_arm"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["study", "arm", "region", "cell"], name="response_cell_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"response {self.pk}"
+
+
+class JudgeScore(models.Model):
+    response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="judge_scores")
+    dimension = models.ForeignKey(Dimension, on_delete=models.CASCADE, related_name="judge_scores")
+    judge = models.CharField(max_length=200, help_text="Which automatic evaluator gave the score.")
+    value = models.FloatField()
+    bin = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["response", "dimension"], name="one_judge_score_per_response_and_dimension"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.judge}={self.value}"
+
+
+class Annotation(models.Model):
+    """One annotator's verdict on one response: graded (with labels) or skipped.
+
+    A submission is idempotent through ``client_key``: the same key twice is one
+    annotation. An undone annotation keeps its row (``undone_at``) and stops counting.
+    """
+
+    class Status(models.TextChoices):
+        GRADED = "graded", "Graded"
+        SKIPPED = "skipped", "Skipped"
+
+    response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="annotations")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations"
+    )
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="annotations")
+    client_key = models.UUIDField(default=uuid.uuid4)
+    status = models.CharField(max_length=8, choices=Status, default=Status.GRADED)
+    skip_reason = models.CharField(max_length=200, blank=True)
+    flagged = models.BooleanField(default=False)
+    flag_reason = models.CharField(max_length=200, blank=True)
+    comment = models.TextField(blank=True)
+    time_spent_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    undone_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["annotator", "client_key"], name="annotation_client_key_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["response", "annotator"],
+                condition=Q(undone_at__isnull=True),
+                name="one_live_annotation_per_response_and_annotator",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["graded", "skipped"]), name="annotation_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="skipped") | ~Q(skip_reason=""),
+                name="skip_has_reason",
+            ),
+            models.CheckConstraint(
+                condition=Q(flagged=False) | ~Q(flag_reason=""), name="flag_has_reason"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["study", "created_at"], name="annotation_study_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} {self.status} response {self.response_id}"
+
+
+class Label(models.Model):
+    """The grade one annotation gives on one dimension (0/1 binary, 1..K ordinal)."""
+
+    annotation = models.ForeignKey(Annotation, on_delete=models.CASCADE, related_name="labels")
+    dimension = models.ForeignKey(Dimension, on_delete=models.PROTECT, related_name="labels")
+    value = models.PositiveSmallIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["annotation", "dimension"], name="one_label_per_annotation_and_dimension"
+            ),
+            models.CheckConstraint(condition=Q(value__lte=10), name="label_value_at_most_10"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dimension_id}={self.value}"
+
+
+class Assignment(models.Model):
+    """A pick of the selection rule, leased to one annotator for a while.
+
+    ``policy`` and ``probability`` record how and with what chance the response was
+    chosen, so that design-based estimators (PPI++) can be run on the same labels.
+    """
+
+    class Policy(models.TextChoices):
+        ACTIVE = "active", "Active (information)"
+        EXPLORE = "explore", "Exploration (uniform)"
+        OVERLAP = "overlap", "Overlap (second annotator)"
+        UNIFORM = "uniform", "Uniform (no posterior yet)"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="assignments")
+    response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
+    policy = models.CharField(max_length=8, choices=Policy)
+    probability = models.FloatField(help_text="Probability that this response was the pick.")
+    score = models.FloatField(null=True, blank=True, help_text="Expected information of the cell.")
+    fit_id = models.BigIntegerField(null=True, blank=True, help_text="Fit whose draws scored it.")
+    leased_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(probability__gt=0, probability__lte=1),
+                name="assignment_probability_in_0_1",
+            ),
+            models.CheckConstraint(
+                condition=Q(expires_at__gt=F("leased_at")), name="assignment_expires_after_lease"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["study", "annotator", "completed_at"], name="assignment_open_idx"),
+            models.Index(fields=["response", "expires_at"], name="assignment_response_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"response {self.response_id} to {self.annotator} ({self.policy})"
+
+    def is_expired(self, now: object | None = None) -> bool:
+        return self.completed_at is None and self.expires_at <= (now or timezone.now())

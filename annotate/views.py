@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from .models import Membership, Study
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    """Each user's studies, grouped by the role they hold in them."""
+    if request.user.is_superuser:
+        studies = [(study, Membership.Role.ADMIN) for study in Study.objects.all()]
+    else:
+        memberships = Membership.objects.filter(user=request.user).select_related("study")
+        studies = [(m.study, m.role) for m in memberships]
+    return render(request, "annotate/home.html", {"studies": studies})

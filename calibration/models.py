@@ -1,0 +1,76 @@
+"""Fits of the calibration model, and what they concluded."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Fit(models.Model):
+    """One run of the calibration model on a study's counts.
+
+    Everything needed to reproduce it is stored beside the result: the seed, a hash of
+    the counts, the model version and the judge bins. The newest succeeded fit is what
+    dashboards and selection read; a queued, running or failed fit never hides it.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    class Trigger(models.TextChoices):
+        LABELS = "labels", "New labels"
+        MANUAL = "manual", "On demand"
+        CONFIG = "config", "Configuration change"
+        IMPORT = "import", "Import"
+
+    study = models.ForeignKey("annotate.Study", on_delete=models.CASCADE, related_name="fits")
+    status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED)
+    trigger = models.CharField(max_length=8, choices=Trigger, default=Trigger.MANUAL)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    seed = models.BigIntegerField(default=0)
+    counts_hash = models.CharField(max_length=64, blank=True)
+    model_version = models.CharField(max_length=40, blank=True)
+    bins = models.JSONField(default=dict, blank=True)
+    n_labels = models.PositiveIntegerField(default=0, help_text="Graded responses the fit saw.")
+    n_responses = models.PositiveIntegerField(default=0)
+    diagnostics = models.JSONField(default=dict, blank=True)
+    trustworthy = models.BooleanField(
+        default=False, help_text="Diagnostics passed (r-hat, ESS, divergences)."
+    )
+    summary = models.JSONField(default=dict, blank=True)
+    draws = models.BinaryField(null=True, blank=True, editable=False)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "succeeded", "failed"]),
+                name="fit_status_valid",
+            ),
+            # Never two fits of one study in flight at once: bursts coalesce.
+            models.UniqueConstraint(
+                fields=["study"],
+                condition=Q(status__in=["queued", "running"]),
+                name="one_fit_in_flight_per_study",
+            ),
+        ]
+        indexes = [models.Index(fields=["study", "status", "-finished_at"], name="fit_latest_idx")]
+
+    def __str__(self) -> str:
+        return f"fit {self.pk} of {self.study} ({self.status})"
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
