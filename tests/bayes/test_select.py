@@ -1,0 +1,243 @@
+"""Selection scores, reweighting and the exploration mixture, checked against closed forms."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+
+from calibration.bayes.select import (
+    DimensionDraws,
+    Selector,
+    choose_cell,
+    delta_draws,
+    dimension_scores,
+    effective_sample_size,
+    reweight,
+    score_cells,
+    verdicts,
+)
+
+
+def _random_draws(
+    *, s: int = 400, m: int = 3, r: int = 2, j: int = 3, seed: int = 0, margin: float = 0.02
+) -> DimensionDraws:
+    rng = np.random.default_rng(seed)
+    theta = rng.beta(20, 8, size=(s, m, r))
+    conf = rng.dirichlet(np.ones(j) * 2, size=(s, m, 2))
+    return DimensionDraws(theta=theta, confusion=conf, margin=margin)
+
+
+def _weighted_var(x: np.ndarray, w: np.ndarray) -> float:
+    w = w / w.sum()
+    mean = float(w @ x)
+    return float(w @ (x - mean) ** 2)
+
+
+def _brute_force_score(
+    draws: DimensionDraws, traffic: np.ndarray, u: np.ndarray, m: int, r: int, j: int
+) -> float:
+    """Var(Δ) − Σ_y P(y|j) Var_{w^y}(Δ), summed over the Δ involving arm m, with loops."""
+    delta = delta_draws(draws.theta, traffic)
+    total = 0.0
+    for c in range(delta.shape[1]):
+        if m not in (0, c + 1):
+            continue
+        lik1 = np.array(
+            [
+                draws.theta[s, m, r]
+                * draws.confusion[s, m, 1, j]
+                / (
+                    draws.theta[s, m, r] * draws.confusion[s, m, 1, j]
+                    + (1 - draws.theta[s, m, r]) * draws.confusion[s, m, 0, j]
+                )
+                for s in range(draws.n_draws)
+            ]
+        )
+        before = _weighted_var(delta[:, c], u)
+        after = 0.0
+        for lik in (lik1, 1.0 - lik1):
+            p_y = float(u @ lik) / u.sum()
+            after += p_y * _weighted_var(delta[:, c], u * lik)
+        total += before - after
+    return total
+
+
+def test_score_equals_the_variance_reduction_computed_by_hand_on_tiny_draws():
+    # Judge bin says nothing (both rows equal), so P(y=1 | j, draw) = θ of the draw.
+    theta = np.array([[[0.90], [0.80]], [[0.50], [0.60]], [[0.70], [0.75]], [[0.30], [0.35]]])
+    conf = np.tile(np.array([[0.5, 0.5], [0.5, 0.5]]), (4, 2, 1, 1))
+    draws = DimensionDraws(theta=theta, confusion=conf, margin=0.02)
+    table = dimension_scores(draws, traffic=np.array([1.0]), confidence=0.99)
+
+    delta = np.array([-0.10, 0.10, 0.05, 0.05])  # θ[1] − θ[0] per draw
+    var = delta.var()
+    for arm in (0, 1):
+        p = theta[:, arm, 0]
+        after = 0.0
+        for lik in (p, 1 - p):
+            w = lik / lik.sum()
+            mean = w @ delta
+            after += lik.mean() * (w @ (delta - mean) ** 2)
+        np.testing.assert_allclose(table[arm, 0, 0], var - after, rtol=1e-9)
+        np.testing.assert_allclose(table[arm, 0, 1], var - after, rtol=1e-9)
+    assert table[0, 0, 0] > 0
+
+
+def test_perfectly_informative_judge_bin_leaves_nothing_for_a_human_to_add():
+    draws = _random_draws(m=2, r=1, j=2)
+    conf = draws.confusion.copy()
+    conf[:, :, 0, :] = [1.0, 0.0]  # a fail always lands in bin 0
+    conf[:, :, 1, :] = [0.3, 0.7]  # bin 1 only ever holds passes
+    informative = DimensionDraws(theta=draws.theta, confusion=conf, margin=0.02)
+    table = dimension_scores(informative, traffic=np.array([1.0]), confidence=0.999)
+    np.testing.assert_allclose(table[:, :, 1], 0.0, atol=1e-15)
+    assert (table[:, :, 0] > 0).all()
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_closed_form_matches_brute_force_on_every_cell(weighted):
+    draws = _random_draws(s=60, m=3, r=2, j=3, seed=3)
+    traffic = np.array([0.7, 0.3])
+    rng = np.random.default_rng(1)
+    log_w = rng.normal(size=60) if weighted else None
+    table = dimension_scores(draws, traffic=traffic, confidence=0.9999, log_weights=log_w)
+    u = np.ones(60) if log_w is None else np.exp(log_w)
+    for m, r, j in itertools.product(range(3), range(2), range(3)):
+        expected = _brute_force_score(draws, traffic, u, m, r, j)
+        np.testing.assert_allclose(table[m, r, j], expected, rtol=1e-8, atol=1e-15)
+
+
+def test_settled_verdicts_attract_no_labels():
+    draws = _random_draws(m=2, r=1)
+    theta = draws.theta.copy()
+    theta[:, 1, 0] = theta[:, 0, 0] + 0.2  # candidate clearly better: go
+    settled = DimensionDraws(theta=theta, confusion=draws.confusion, margin=0.02)
+    assert verdicts(delta_draws(theta, [1.0]), margin=0.02, confidence=0.95)[0] == "go"
+    table = dimension_scores(settled, traffic=np.array([1.0]), confidence=0.95)
+    np.testing.assert_array_equal(table, 0.0)
+    for criterion in ("variance", "wrong_verdict"):
+        open_table = dimension_scores(
+            draws, traffic=np.array([1.0]), confidence=0.9999, criterion=criterion
+        )
+        assert open_table.max() > 0
+
+
+def test_caller_can_hold_a_verdict_closed_from_the_fit_summary():
+    draws = _random_draws(m=3, r=1)
+    table = dimension_scores(
+        draws, traffic=np.array([1.0]), confidence=0.9999, undecided=np.array([False, True])
+    )
+    np.testing.assert_array_equal(table[1], 0.0)  # candidate 1's only Δ is held closed
+    assert table[2].max() > 0 and table[0].max() > 0
+
+
+def test_cell_scores_sum_the_dimensions_a_grade_covers():
+    tables = [np.arange(12.0).reshape(2, 2, 3), 100 * np.arange(8.0).reshape(2, 2, 2)]
+    scores = score_cells(tables, arm=[0, 1, 1], region=[1, 0, 1], bins=[[2, 1], [0, 0], [1, -1]])
+    np.testing.assert_allclose(scores, [5 + 300, 6 + 400, 10])
+
+
+def test_reweighting_multiplies_by_the_label_likelihood():
+    draws = _random_draws(s=50, m=2, r=2, j=2, seed=4)
+    lw = reweight(None, draws, arm=[1, 0], region=[0, 1], bin=[1, 0], y=[1, 0])
+    th, cf = draws.theta, draws.confusion
+    lik1 = (
+        th[:, 1, 0]
+        * cf[:, 1, 1, 1]
+        / (th[:, 1, 0] * cf[:, 1, 1, 1] + (1 - th[:, 1, 0]) * cf[:, 1, 0, 1])
+    )
+    lik2 = (
+        (1 - th[:, 0, 1])
+        * cf[:, 0, 0, 0]
+        / (th[:, 0, 1] * cf[:, 0, 1, 0] + (1 - th[:, 0, 1]) * cf[:, 0, 0, 0])
+    )
+    expected = np.log(lik1 * lik2)
+    np.testing.assert_allclose(lw, expected - expected.max(), rtol=1e-10)
+    # y = -1 (dimension not graded) changes nothing.
+    np.testing.assert_allclose(reweight(lw, draws, arm=[0], region=[0], bin=[0], y=[-1]), lw)
+
+
+def test_effective_sample_size_is_kish():
+    assert effective_sample_size(np.zeros(100)) == pytest.approx(100)
+    lw = np.log(np.array([1.0, 1.0, 2.0]))
+    assert effective_sample_size(lw) == pytest.approx(16 / 6)
+
+
+def test_a_cell_just_labelled_no_longer_looks_equally_valuable():
+    draws = _random_draws(s=2000, m=2, r=1, j=2, seed=7)
+    sel = Selector(dimensions=[draws], traffic=np.array([1.0]), confidence=0.9999)
+    before = sel.scores(arm=[1], region=[0], bins=[[0]])[0]
+    rng = np.random.default_rng(0)
+    ys = (rng.random(30) < 0.7).astype(int)
+    sel.observe(
+        arm=np.ones(30, int), region=np.zeros(30, int), bins=np.zeros((30, 1), int), y=ys[:, None]
+    )
+    after = sel.scores(arm=[1], region=[0], bins=[[0]])[0]
+    assert after < 0.8 * before
+    assert sel.effective_sample_sizes()[0] < 2000
+
+
+def test_selector_asks_for_a_refit_when_the_weights_collapse():
+    draws = _random_draws(s=500, m=2, r=1, j=2, seed=8)
+    sel = Selector(dimensions=[draws], traffic=np.array([1.0]), confidence=0.99)
+    assert not sel.needs_refit
+    n = 400
+    sel.observe(
+        arm=np.ones(n, int),
+        region=np.zeros(n, int),
+        bins=np.zeros((n, 1), int),
+        y=np.ones((n, 1), int),
+    )
+    assert sel.needs_refit
+
+
+def _response_probabilities(scores, n_avail, eps, *, tries=4000):
+    """The probability choose_cell reports for a response of each cell, and cell frequencies."""
+    rng = np.random.default_rng(0)
+    probs = {}
+    freq = np.zeros(len(scores))
+    for _ in range(tries):
+        pick = choose_cell(scores, n_avail, eps, rng)
+        probs.setdefault(pick.index, pick.probability)
+        assert probs[pick.index] == pytest.approx(pick.probability)
+        freq[pick.index] += 1
+    return probs, freq / tries
+
+
+def test_response_probabilities_sum_to_one_and_match_the_draws():
+    scores = np.array([0.1, 0.5, 0.5, 0.0, 0.2])
+    n_avail = np.array([10, 3, 5, 40, 0])
+    probs, freq = _response_probabilities(scores, n_avail, 0.15)
+    assert 4 not in probs  # nothing available there
+    assert set(probs) == {0, 1, 2, 3}
+    total = sum(probs[c] * n_avail[c] for c in probs)
+    assert total == pytest.approx(1.0)
+    for c, p in probs.items():
+        assert p > 0
+        assert freq[c] == pytest.approx(p * n_avail[c], abs=0.03)
+    # The greedy part splits between the two tied cells.
+    assert probs[1] == pytest.approx(0.15 / 58 + 0.85 / (2 * 3))
+
+
+def test_without_open_verdicts_the_pick_is_uniform_over_responses():
+    rng = np.random.default_rng(0)
+    pick = choose_cell(np.zeros(3), np.array([1, 2, 7]), 0.15, rng)
+    assert pick.policy == "explore"
+    assert pick.probability == pytest.approx(0.1)
+
+
+def test_scoring_thousands_of_cells_from_a_thousand_draws_is_fast():
+    dims = [_random_draws(s=1000, m=3, r=6, j=j, seed=i) for i, j in enumerate((2, 5, 10))]
+    sel = Selector(dimensions=dims, traffic=np.full(6, 1 / 6), confidence=0.9999)
+    cells = np.array(list(itertools.product(range(3), range(6), range(2), range(5), range(10))))
+    sel.scores(arm=cells[:, 0], region=cells[:, 1], bins=cells[:, 2:])  # warm-up
+    start = time.perf_counter()
+    sel._tables = None
+    scores = sel.scores(arm=cells[:, 0], region=cells[:, 1], bins=cells[:, 2:])
+    pick = choose_cell(scores, np.full(len(cells), 3), 0.15, np.random.default_rng(0))
+    elapsed = time.perf_counter() - start
+    assert len(cells) == 1800 and pick.probability > 0
+    assert elapsed < 0.05, f"{elapsed * 1000:.1f} ms"
