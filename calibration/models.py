@@ -57,11 +57,13 @@ class Fit(models.Model):
                 condition=Q(status__in=["queued", "running", "succeeded", "failed"]),
                 name="fit_status_valid",
             ),
-            # Never two fits of one study in flight at once: bursts coalesce.
+            # Bursts coalesce: at most one fit of a study runs, and at most one more waits
+            # behind it (a follow-up that will see the labels that came in meanwhile).
             models.UniqueConstraint(
-                fields=["study"],
-                condition=Q(status__in=["queued", "running"]),
-                name="one_fit_in_flight_per_study",
+                fields=["study"], condition=Q(status="running"), name="one_running_fit_per_study"
+            ),
+            models.UniqueConstraint(
+                fields=["study"], condition=Q(status="queued"), name="one_queued_fit_per_study"
             ),
         ]
         indexes = [models.Index(fields=["study", "status", "-finished_at"], name="fit_latest_idx")]

@@ -1,0 +1,454 @@
+"""Fits as a service: request, coalesce, run and serve calibration fits.
+
+Life of a fit::
+
+    request_fit ──▶ queued ──(worker: run_fit)──▶ running ──▶ succeeded | failed
+
+* At most one fit of a study runs and at most one waits behind it (two partial unique
+  constraints on :class:`~calibration.models.Fit`). A request while one is queued returns
+  that one; a request while one runs queues a single follow-up, which will see every label
+  that came in meanwhile. A burst of labels therefore gives one fit, not fifty.
+* The task is enqueued on commit, so a worker never looks for a fit that is not there yet.
+  Claiming a fit is a conditional UPDATE (``queued → running``), so a second worker (or a
+  duplicate task) finds nothing to do.
+* A fit left ``running`` by a killed worker is declared lost after
+  :data:`STALE_RUNNING_AFTER` at the next request, and a new fit is queued.
+* The newest *succeeded* fit is what everything reads (:func:`latest_fit`); queued, running
+  and failed fits never hide it. An untrustworthy fit (diagnostics failed) is still served,
+  flagged, so the UI can say so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from annotate.models import Study
+from calibration.bayes.decision import summarise
+from calibration.bayes.fit import DimensionFit, Fitter
+from calibration.bayes.model import MODEL_VERSION
+from calibration.counts import StudyCounts, count_labels, study_counts
+from calibration.models import Fit
+
+__all__ = [
+    "DRAWS_STORED",
+    "STALE_RUNNING_AFTER",
+    "get_fitter",
+    "latest_fit",
+    "load_draws",
+    "note_new_labels",
+    "request_fit",
+    "run_fit",
+]
+
+logger = logging.getLogger(__name__)
+
+#: A fit "running" for longer than this is taken to have lost its worker.
+STALE_RUNNING_AFTER = timedelta(minutes=15)
+#: Draws per dimension kept in Fit.draws (selection needs a few hundred to a thousand).
+DRAWS_STORED = 1000
+#: NUTS settings per dimension (draws per chain; chains run as threads in nutpie).
+FIT_SETTINGS: dict[str, Any] = {"draws": 1000, "tune": 1000, "chains": 2}
+
+_DRAWS_FORMAT = "baton-fit-draws-1"
+
+# One Fitter per process: a long-lived db_worker keeps the compiled models of every shape
+# it has seen, so a refit only swaps the counts (pm.Data) and samples.
+_fitter: Fitter | None = None
+_fitter_lock = threading.Lock()
+
+
+def get_fitter() -> Fitter:
+    """The process-wide :class:`~calibration.bayes.fit.Fitter` (created on first use)."""
+    global _fitter
+    with _fitter_lock:
+        if _fitter is None:
+            _fitter = Fitter()
+        return _fitter
+
+
+# ---------------------------------------------------------------------------------------
+# Requesting fits
+
+
+def _enqueue(fit_id: int) -> None:
+    """Enqueue the fit's task once the surrounding transaction commits."""
+    from calibration.tasks import fit_study
+
+    transaction.on_commit(lambda: fit_study.enqueue(fit_id))
+
+
+def _expire_stale_running(*, study: Study, now) -> int:
+    """Mark fits whose worker was lost as failed; returns how many."""
+    return Fit.objects.filter(
+        study=study,
+        status=Fit.Status.RUNNING,
+        started_at__lt=now - STALE_RUNNING_AFTER,
+    ).update(
+        status=Fit.Status.FAILED,
+        finished_at=now,
+        error=(
+            f"worker lost: still running after {STALE_RUNNING_AFTER}, "
+            "marked failed when a new fit was requested"
+        ),
+    )
+
+
+def request_fit(*, study: Study, trigger: str, requested_by: AbstractBaseUser | None = None) -> Fit:
+    """Ask for a fit of ``study``; returns the fit that will answer the request.
+
+    Coalesces: if a fit is already queued it is returned (no second one). If one is
+    running, one queued follow-up is created (at most one, by constraint). The task is
+    enqueued on commit.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        lost = _expire_stale_running(study=study, now=now)
+        queued = Fit.objects.filter(study=study, status=Fit.Status.QUEUED).first()
+        if queued is not None:
+            if lost:
+                # Its task may already have been consumed (and given up, because the lost
+                # fit held the running slot): enqueue it again; claiming is idempotent.
+                _enqueue(queued.pk)
+            return queued
+        try:
+            with transaction.atomic():
+                fit = Fit.objects.create(
+                    study=study,
+                    status=Fit.Status.QUEUED,
+                    trigger=trigger,
+                    requested_by=requested_by,
+                )
+        except IntegrityError:
+            # A concurrent request queued one between our read and our insert.
+            return Fit.objects.get(study=study, status=Fit.Status.QUEUED)
+        _enqueue(fit.pk)
+        return fit
+
+
+def note_new_labels(*, study: Study) -> Fit | None:
+    """Called after each grade: request a fit once ``study.refit_every`` labels came in.
+
+    Labels are counted since the newest fit that started (its ``n_labels`` is what it saw).
+    Returns the fit that will include the new labels, or None when it is not time yet.
+    """
+    queued = Fit.objects.filter(study=study, status=Fit.Status.QUEUED).first()
+    if queued is not None:
+        return queued  # it has not counted yet, so it will see these labels
+    last = (
+        Fit.objects.filter(study=study, started_at__isnull=False)
+        .exclude(status=Fit.Status.QUEUED)
+        .order_by("-started_at", "-id")
+        .values_list("n_labels", flat=True)
+        .first()
+    )
+    if count_labels(study=study) - (last or 0) < study.refit_every:
+        return None
+    return request_fit(study=study, trigger=Fit.Trigger.LABELS)
+
+
+# ---------------------------------------------------------------------------------------
+# Running fits
+
+
+def fit_seed(fit_id: int) -> int:
+    """Deterministic sampler seed of a fit (31 bits, from its id)."""
+    digest = hashlib.sha256(f"baton-fit-{fit_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
+
+
+def _claim(fit_id: int) -> bool:
+    """``queued → running``, atomically; False if another worker has it or one is running."""
+    try:
+        with transaction.atomic():
+            return bool(
+                Fit.objects.filter(pk=fit_id, status=Fit.Status.QUEUED).update(
+                    status=Fit.Status.RUNNING, started_at=timezone.now()
+                )
+            )
+    except IntegrityError:
+        # Another fit of the study is running; the one finishing hands over to us.
+        return False
+
+
+def run_fit(*, fit_id: int) -> Fit | None:
+    """Run one queued fit: count, sample each dimension, summarise, store.
+
+    Returns the fit, or None when there was nothing to do (not queued any more, or another
+    fit of the study is running: that one re-enqueues this one when it finishes).
+    On an exception the fit is marked failed with the error; earlier fits keep serving.
+    """
+    if not _claim(fit_id):
+        logger.info("fit %s not claimed (taken, finished, or study busy)", fit_id)
+        return None
+    fit = Fit.objects.select_related("study").get(pk=fit_id)
+    try:
+        result = _compute(fit)
+    except Exception as exc:  # noqa: BLE001 — any failure is recorded on the fit
+        logger.exception("fit %s failed", fit_id)
+        _finish(
+            fit,
+            status=Fit.Status.FAILED,
+            error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}",
+        )
+    else:
+        _finish(fit, status=Fit.Status.SUCCEEDED, **result)
+    fit.refresh_from_db()
+    return fit
+
+
+def _finish(fit: Fit, **fields: Any) -> None:
+    """Store the outcome if the fit is still ours, then hand over to a queued follow-up."""
+    with transaction.atomic():
+        stored = Fit.objects.filter(pk=fit.pk, status=Fit.Status.RUNNING).update(
+            finished_at=timezone.now(), **fields
+        )
+        if not stored:
+            logger.warning("fit %s was declared lost meanwhile; its result is dropped", fit.pk)
+        follow_up = (
+            Fit.objects.filter(study_id=fit.study_id, status=Fit.Status.QUEUED)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if follow_up is not None:
+            # Its own task may have run while we held the running slot and given up.
+            _enqueue(follow_up)
+
+
+def _compute(fit: Fit) -> dict[str, Any]:
+    """The expensive part, outside any transaction: counts, sampling, summaries."""
+    study = fit.study
+    data = study_counts(study=study)
+    seed = fit_seed(fit.pk)
+    # Record what the fit saw as soon as it is known (note_new_labels counts from it).
+    Fit.objects.filter(pk=fit.pk).update(
+        n_labels=data.n_labels,
+        n_responses=data.n_responses,
+        seed=seed,
+        counts_hash=data.digest(),
+        model_version=MODEL_VERSION,
+        bins=data.bins,
+    )
+    fitter = get_fitter()
+    fits: dict[str, DimensionFit] = {}
+    diagnostics: dict[str, dict[str, float | bool]] = {}
+    for i, (key, counts) in enumerate(data.counts.items()):
+        t0 = time.perf_counter()
+        dim_fit = fitter.fit(counts, seed=seed + i, **FIT_SETTINGS)
+        seconds = time.perf_counter() - t0
+        fits[key] = dim_fit
+        diagnostics[key] = _dimension_diagnostics(dim_fit, seconds)
+    summary = build_summary(study=study, fits=fits, data=data)
+    return {
+        "diagnostics": diagnostics,
+        "trustworthy": all(f.ok for f in fits.values()),
+        "summary": summary,
+        "draws": dump_draws(fits),
+        "error": "",
+    }
+
+
+def _dimension_diagnostics(dim_fit: DimensionFit, seconds: float) -> dict[str, float | bool]:
+    d = dim_fit.diagnostics
+    out: dict[str, float | bool] = {
+        "max_rhat": float(d["max_rhat"]),
+        "min_ess_bulk": float(d["min_ess_bulk"]),
+        "divergences": int(d["divergences"]),
+        "seconds": round(seconds, 3),
+        "ok": bool(dim_fit.ok),
+    }
+    for extra in ("compile_seconds", "sample_seconds", "chains", "draws", "tune"):
+        if extra in d:
+            out[extra] = float(d[extra])
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Draws
+
+
+def dump_draws(fits: dict[str, DimensionFit]) -> bytes:
+    """All dimensions' draws in one blob: float32, thinned to :data:`DRAWS_STORED`."""
+    buf = io.BytesIO()
+    parts = {
+        f"dim_{i}": np.frombuffer(f.to_bytes(max_draws=DRAWS_STORED), dtype=np.uint8)
+        for i, f in enumerate(fits.values())
+    }
+    meta = {"format": _DRAWS_FORMAT, "dimensions": list(fits)}
+    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **parts)
+    return buf.getvalue()
+
+
+def parse_draws(blob: bytes) -> dict[str, DimensionFit]:
+    """Inverse of :func:`dump_draws`."""
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        meta = json.loads(npz["meta"].tobytes().decode())
+        if meta.get("format") != _DRAWS_FORMAT:
+            raise ValueError(f"unknown draws format {meta.get('format')!r}")
+        return {
+            key: DimensionFit.from_bytes(npz[f"dim_{i}"].tobytes())
+            for i, key in enumerate(meta["dimensions"])
+        }
+
+
+_draws_cache: OrderedDict[int, dict[str, DimensionFit]] = OrderedDict()
+_draws_cache_lock = threading.Lock()
+_DRAWS_CACHE_SIZE = 16
+
+
+def load_draws(fit: Fit) -> dict[str, DimensionFit]:
+    """Posterior draws of a succeeded fit by dimension key (cached in-process by fit id).
+
+    Each value has ``theta`` ``(S, M, R)`` and ``confusion`` ``(S, M, 2, J)`` (float32,
+    arm 0 the incumbent, axes named by ``arms``/``regions``). A fit's draws never change,
+    so the cache needs no invalidation; it only bounds memory.
+    """
+    with _draws_cache_lock:
+        hit = _draws_cache.get(fit.pk)
+        if hit is not None:
+            _draws_cache.move_to_end(fit.pk)
+            return hit
+    blob = fit.draws
+    if blob is None:
+        blob = Fit.objects.values_list("draws", flat=True).get(pk=fit.pk)
+    if not blob:
+        raise ValueError(f"fit {fit.pk} has no draws (status {fit.status})")
+    draws = parse_draws(bytes(blob))
+    with _draws_cache_lock:
+        _draws_cache[fit.pk] = draws
+        while len(_draws_cache) > _DRAWS_CACHE_SIZE:
+            _draws_cache.popitem(last=False)
+    return draws
+
+
+def latest_fit(study: Study) -> Fit | None:
+    """The newest succeeded fit of ``study`` (trustworthy or not), or None."""
+    return (
+        Fit.objects.filter(study=study, status=Fit.Status.SUCCEEDED)
+        .defer("draws")
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Summaries
+
+
+def _finite(x: Any) -> Any:
+    """JSON-safe copy: NaN/inf become None (PostgreSQL's jsonb refuses them)."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    if isinstance(x, float | np.floating):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _delta(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: d[k] for k in ("mean", "lower", "upper", "p_noninferior", "p_inferior", "verdict")}
+
+
+def build_summary(*, study: Study, fits: dict[str, DimensionFit], data: StudyCounts) -> dict:
+    """The verdict matrix, per-region deltas and judge behaviour, as JSON for Fit.summary.
+
+    Numbers come from :func:`calibration.bayes.decision.summarise` (traffic-weighted Δ per
+    candidate and dimension, 95% interval, P(Δ > −margin), verdict at the study's
+    confidence); this only reshapes them into lists in arm, dimension and region order, and
+    adds names and traffic-weighted pass rates per arm.
+    """
+    raw = summarise(
+        fits,
+        weights=data.traffic_shares,
+        margins=data.margins,
+        confidence=study.confidence,
+        counts=data.counts,
+    ).to_dict()
+    arms = {a.key: a for a in study.arms.all()}
+    regions = list(study.regions.order_by("position", "id"))
+    dimensions = {d.key: d for d in study.dimensions.all()}
+    w = data.traffic_shares
+
+    dims_out = []
+    for key, fit in fits.items():
+        rates = np.asarray(fit.theta, dtype=np.float64) @ w  # (S, M)
+        lo, hi = np.quantile(rates, [0.025, 0.975], axis=0)
+        dims_out.append(
+            {
+                "key": key,
+                "title": dimensions[key].title,
+                "margin": data.margins[key],
+                "n_bins": fit.n_bins,
+                "pass_rates": [
+                    {"arm": a, "mean": rates[:, i].mean(), "lower": lo[i], "upper": hi[i]}
+                    for i, a in enumerate(fit.arms)
+                ],
+            }
+        )
+
+    candidates_out = []
+    for cand_key, cand in raw["candidates"].items():
+        dims = []
+        for dim_key, ds in cand["dimensions"].items():
+            judge = ds["judge"]
+            judge_arms = [
+                {
+                    "arm": arm_key,
+                    "sensitivity": (judge["sensitivity"] or {}).get(arm_key),
+                    "specificity": (judge["specificity"] or {}).get(arm_key),
+                    "confusion_mean": judge["confusion_mean"][arm_key],
+                }
+                for arm_key in (ds["incumbent"], cand_key)
+            ]
+            dims.append(
+                {
+                    "dimension": dim_key,
+                    "margin": ds["margin"],
+                    **_delta(ds["overall"]),
+                    "fit_ok": ds["fit_ok"],
+                    "naive_judge_delta": ds["naive_judge_delta"],
+                    "regions": [{"region": g.key, **_delta(ds["regions"][g.key])} for g in regions],
+                    "judge": {
+                        "p_differs": judge["p_differs"],
+                        "tol": judge["tol"],
+                        "arms": judge_arms,
+                    },
+                }
+            )
+        candidates_out.append(
+            {
+                "arm": cand_key,
+                "model_name": arms[cand_key].model_name,
+                "verdict": cand["verdict"],
+                "dimensions": dims,
+            }
+        )
+
+    incumbent = arms[raw["incumbent"]]
+    return _finite(
+        {
+            "confidence": study.confidence,
+            "incumbent": {"arm": incumbent.key, "model_name": incumbent.model_name},
+            "regions": [
+                {"key": g.key, "name": g.name, "traffic_share": w[i]} for i, g in enumerate(regions)
+            ],
+            "dimensions": dims_out,
+            "candidates": candidates_out,
+        }
+    )

@@ -1,0 +1,128 @@
+"""Populate a study with responses, judge scores and grades in bulk, and a fake fitter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from django.utils import timezone
+
+from annotate.models import (
+    Annotation,
+    Dimension,
+    JudgeScore,
+    Label,
+    Prompt,
+    Response,
+    Study,
+)
+from calibration.bayes.data import CellCounts
+from calibration.bayes.fit import DimensionFit
+from calibration.counts import n_bins_of
+from tests.factories import UserFactory
+
+
+def populate(
+    study: Study,
+    *,
+    prompts_per_region: int = 20,
+    graded_share: float = 0.3,
+    annotators: int = 1,
+    seed: int = 0,
+) -> None:
+    """Every arm answers every prompt; each response gets a binned judge score on every
+    dimension, and ``graded_share`` of them one grade per annotator (on every dimension)."""
+    rng = np.random.default_rng(seed)
+    arms = list(study.arms.all())
+    dims = list(study.dimensions.all())
+    users = [UserFactory(username=f"{study.slug}-grader{i}") for i in range(annotators)]
+    prompts = Prompt.objects.bulk_create(
+        Prompt(study=study, region=region, external_id=f"{region.key}-{i}", text="q")
+        for region in study.regions.all()
+        for i in range(prompts_per_region)
+    )
+    responses = Response.objects.bulk_create(
+        Response(prompt=p, arm=a, study=study, region_id=p.region_id, text="a")
+        for p in prompts
+        for a in arms
+    )
+    scores = []
+    for d in dims:
+        j = n_bins_of(d)
+        bins = rng.integers(0, j, size=len(responses))
+        scores += [
+            JudgeScore(response=r, dimension=d, judge="j", value=float(b), bin=int(b))
+            for r, b in zip(responses, bins, strict=True)
+        ]
+    JudgeScore.objects.bulk_create(scores)
+    graded = [r for r in responses if rng.random() < graded_share]
+    annotations = Annotation.objects.bulk_create(
+        Annotation(response=r, annotator=u, study=study, created_at=timezone.now())
+        for r in graded
+        for u in users
+    )
+    labels = []
+    for a in annotations:
+        for d in dims:
+            labels.append(Label(annotation=a, dimension=d, value=int(rng.choice(d.scale_values()))))
+    Label.objects.bulk_create(labels)
+
+
+def grade(response: Response, user, values: dict[Dimension, int], **fields) -> Annotation:
+    """One graded annotation with the given label per dimension."""
+    annotation = Annotation.objects.create(
+        response=response, annotator=user, study=response.study, **fields
+    )
+    Label.objects.bulk_create(
+        Label(annotation=annotation, dimension=d, value=v) for d, v in values.items()
+    )
+    return annotation
+
+
+@dataclass
+class FakeFitter:
+    """Stands in for calibration.bayes.fit.Fitter: Beta draws from the labelled counts.
+
+    Not a calibration model: it only gives draws of the right shapes, fast, so that the
+    service plumbing can be tested without sampling.
+    """
+
+    ok: bool = True
+    fail: bool = False  # raise instead of fitting
+    draws: int = 200
+    calls: int = 0
+
+    def fit(self, counts: CellCounts, *, seed: int, **_: object) -> DimensionFit:
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("sampler exploded")
+        rng = np.random.default_rng(seed)
+        lab = counts.labelled.sum(axis=3)  # (M, R, 2)
+        theta = rng.beta(1 + lab[..., 1], 1 + lab[..., 0], size=(self.draws, *lab.shape[:2]))
+        j = counts.n_bins
+        row0 = np.linspace(2.0, 1.0, j)
+        row1 = row0[::-1]
+        m = len(counts.arms)
+        confusion = np.stack(
+            [
+                rng.dirichlet(row0 * 20, size=(self.draws, m)),
+                rng.dirichlet(row1 * 20, size=(self.draws, m)),
+            ],
+            axis=2,
+        )
+        diagnostics = {
+            "max_rhat": 1.0 if self.ok else 1.2,
+            "min_ess_bulk": 900.0,
+            "divergences": 0.0,
+        }
+        return DimensionFit(
+            arms=counts.arms,
+            regions=counts.regions,
+            n_bins=j,
+            theta=theta,
+            confusion=confusion,
+            diagnostics=diagnostics,
+            ok=self.ok,
+            seed=seed,
+            counts_digest=counts.digest(),
+        )
