@@ -1,0 +1,1215 @@
+"""Import a study's responses and judge scores from JSONL or long CSV.
+
+One service, :func:`import_file`, behind three entry points (``manage.py importstudy``,
+``POST /api/studies/{slug}/imports/`` and the admin upload page). The file formats are
+documented in ``docs/formats.md``.
+
+How it works, and why:
+
+* **Streaming, constant memory.** The file is read line by line (never whole). Each line is
+  parsed and validated, then staged in batches into temporary tables: PostgreSQL gets them
+  through ``COPY``, SQLite through ``executemany``. Python keeps one batch and a bounded
+  reservoir of scores (for quantile cuts), whatever the file size. Duplicate ids are found
+  by the database in the staging table, not in a Python set.
+* **Atomic.** Staging and the set-based writes that follow (``UPDATE … FROM`` then
+  ``INSERT … SELECT … ON CONFLICT``) run in one transaction: a bad line 999,999 leaves the
+  database as it was.
+* **Idempotent.** Importing the same file again changes nothing (the report says
+  "unchanged"). A new judge score for a known response updates the score, its bin and the
+  response's cell. A *text* that differs from the stored one (prompt or response) is refused:
+  once humans have graded a response, silently changing what they graded would corrupt the
+  labels. Changed ``metadata`` is updated.
+* **Binning.** ``Dimension.judge_cuts`` is fixed by the first import that brings scores for
+  the dimension and reused afterwards (see :func:`judge_cuts_for`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from array import array
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+from django.db import connection, transaction
+
+from calibration.bayes.data import quantile_cuts
+
+from .models import Arm, Dimension, JudgeScore, Prompt, Region, Response, Study
+
+__all__ = [
+    "CSV_COLUMNS",
+    "DEFAULT_JUDGE",
+    "FORMATS",
+    "MAX_LINE_BYTES",
+    "Counts",
+    "ImportFailed",
+    "ImportProblem",
+    "ImportReport",
+    "import_file",
+    "judge_cuts_for",
+]
+
+MAX_LINE_BYTES = 1 << 20  # 1 MiB per line (JSONL) or per physical line (CSV)
+MAX_PROBLEMS = 20
+DEFAULT_JUDGE = "judge"
+DEFAULT_BATCH_SIZE = 5000
+RESERVOIR_SIZE = 100_000  # scores kept per dimension to place quantile cuts
+MAX_ID_LENGTH = Prompt._meta.get_field("external_id").max_length or 200
+MAX_JUDGE_LENGTH = JudgeScore._meta.get_field("judge").max_length or 200
+FORMATS = ("jsonl", "csv")
+CSV_COLUMNS = ("id", "region", "prompt", "arm", "response", "dimension", "score")
+_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+_LINE_KEYS = ("id", "region", "prompt", "responses", "metadata", "judge")
+_RESPONSE_KEYS = ("text", "scores", "metadata")
+_SCORE_KEYS = ("value", "judge")
+_SCORE_SHAPE = 'a number, or {"value": number, "judge": string}'
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class ImportProblem:
+    """One thing wrong with an imported file, and where."""
+
+    file: str
+    line: int
+    field: str
+    message: str
+    expected: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.file}:{self.line}: {self.field}: {self.message}"
+        return f"{text} (expected {self.expected})" if self.expected else text
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ImportFailed(Exception):  # noqa: N818 — it reads as what happened, like Django's
+    """The file was refused; nothing was written. ``problems`` says why, first line first."""
+
+    def __init__(self, problems: Iterable[ImportProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass
+class Counts:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.created + self.updated + self.unchanged
+
+
+@dataclass
+class ImportReport:
+    """What an import did: rows created, updated and left unchanged, and how long it took."""
+
+    file: str
+    format: str
+    study: str
+    lines: int = 0
+    prompts: Counts = field(default_factory=Counts)
+    responses: Counts = field(default_factory=Counts)
+    scores: Counts = field(default_factory=Counts)
+    cuts_fixed: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        def row(name: str, c: Counts) -> str:
+            return (
+                f"  {name:<10}{c.created:>10} created {c.updated:>10} updated "
+                f"{c.unchanged:>10} unchanged"
+            )
+
+        lines = [
+            f"{self.file} ({self.format}) into study {self.study}: "
+            f"{self.lines} interactions in {self.seconds:.2f} s",
+            row("prompts", self.prompts),
+            row("responses", self.responses),
+            row("scores", self.scores),
+        ]
+        for key, cuts in self.cuts_fixed.items():
+            lines.append(f"  judge cuts of {key} fixed at {cuts}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class _LineError(Exception):
+    """A problem on the current line: (field, message, expected)."""
+
+    def __init__(self, field: str, message: str, expected: str = "") -> None:
+        super().__init__(message)
+        self.field, self.message, self.expected = field, message, expected
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(float(v))
+
+
+@dataclass(frozen=True)
+class _DimRule:
+    """How one dimension's judge scores are checked."""
+
+    key: str
+    id: int
+    kind: str
+    lo: float | None
+    hi: float | None
+
+    @classmethod
+    def of(cls, d: Dimension) -> _DimRule:
+        return cls(d.key, d.pk, d.judge_score_type, d.judge_min, d.judge_max)
+
+    def expected(self) -> str:
+        if self.kind == Dimension.JudgeScoreType.BINARY:
+            return "0 or 1"
+        what = "a whole number" if self.kind == Dimension.JudgeScoreType.LIKERT else "a number"
+        if self.lo is not None and self.hi is not None:
+            return f"{what} from {_num(self.lo)} to {_num(self.hi)}"
+        if self.lo is not None:
+            return f"{what} ≥ {_num(self.lo)}"
+        if self.hi is not None:
+            return f"{what} ≤ {_num(self.hi)}"
+        return f"a finite {what.removeprefix('a ')}"
+
+    def problem(self, v: float) -> str | None:
+        """Why ``v`` is not a valid judge score for this dimension, or None."""
+        if not math.isfinite(v):
+            return f"{v} is not a finite number"
+        if self.kind == Dimension.JudgeScoreType.BINARY:
+            if v != 0 and v != 1:
+                return f"{_num(v)} is not 0 or 1 (the judge of '{self.key}' is binary)"
+            return None
+        if self.kind == Dimension.JudgeScoreType.LIKERT and not float(v).is_integer():
+            return f"{_num(v)} is not a whole number (the judge of '{self.key}' is Likert)"
+        if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
+            return f"{_num(v)} is outside the judge range of '{self.key}'"
+        return None
+
+
+class _Schema:
+    """The study's arms, dimensions and regions, as the parsers need them."""
+
+    def __init__(self, study: Study) -> None:
+        self.regions = dict(Region.objects.filter(study=study).values_list("key", "id"))
+        arms = list(Arm.objects.filter(study=study).order_by("position", "id"))
+        dims = list(Dimension.objects.filter(study=study).order_by("position", "id"))
+        self.arms = [(a.key, a.pk) for a in arms]
+        self.arm_keys = {a.key for a in arms}
+        self.arm_key_of = {a.pk: a.key for a in arms}
+        self.dimensions = dims
+        self.rules = [_DimRule.of(d) for d in dims]
+        self.dim_keys = {d.key for d in dims}
+        self.dim_index = {d.key: i for i, d in enumerate(dims)}
+        self.arm_list = ", ".join(k for k, _ in self.arms)
+        self.dim_list = ", ".join(r.key for r in self.rules)
+        self.region_list = ", ".join(self.regions)
+
+    def emptiness(self) -> str | None:
+        for what, items in (("arms", self.arms), ("dimensions", self.rules)):
+            if not items:
+                return f"the study has no {what}; add them before importing"
+        if not self.regions:
+            return "the study has no regions; add them before importing"
+        return None
+
+    def check_region(self, key: str) -> int:
+        try:
+            return self.regions[key]
+        except KeyError:
+            raise _LineError(
+                "region", f"unknown region {key!r}", f"one of {self.region_list}"
+            ) from None
+
+    def check_arm_keys(self, keys: Iterable[str], where: str) -> None:
+        keys = set(keys)
+        for key in sorted(keys - self.arm_keys):
+            raise _LineError(f"{where}.{key}", f"unknown arm {key!r}", f"one of {self.arm_list}")
+        for key, _ in self.arms:
+            if key not in keys:
+                raise _LineError(
+                    where,
+                    f"no response from arm {key!r}",
+                    f"a response from every arm of the study on each interaction: {self.arm_list}",
+                )
+
+    def check_dim_keys(self, keys: Iterable[str], where: str) -> None:
+        keys = set(keys)
+        for key in sorted(keys - self.dim_keys):
+            raise _LineError(
+                f"{where}.{key}", f"unknown dimension {key!r}", f"one of {self.dim_list}"
+            )
+        for rule in self.rules:
+            if rule.key not in keys:
+                raise _LineError(
+                    where,
+                    f"no score for dimension {rule.key!r}",
+                    f"a judge score for every dimension of the study: {self.dim_list}",
+                )
+
+
+def _check_id(ext_id: str, where: str = "id") -> None:
+    if not ext_id.strip():
+        raise _LineError(where, "empty id", "a non-empty string")
+    if len(ext_id) > MAX_ID_LENGTH:
+        raise _LineError(
+            where, f"id is {len(ext_id)} characters long", f"at most {MAX_ID_LENGTH} characters"
+        )
+
+
+def _check_judge(judge: str, where: str) -> None:
+    if not judge.strip():
+        raise _LineError(where, "empty judge name", "a non-empty string")
+    if len(judge) > MAX_JUDGE_LENGTH:
+        raise _LineError(
+            where, f"judge name is {len(judge)} characters long", f"at most {MAX_JUDGE_LENGTH}"
+        )
+
+
+def _meta_json(meta: dict[str, Any] | None) -> str:
+    # json.dumps with its default separators is what Django's JSONField stores on SQLite, so
+    # re-importing rows written through the ORM compares equal.
+    return json.dumps(meta) if meta else "{}"
+
+
+# --------------------------------------------------------------------------- JSONL
+
+
+class _Score(msgspec.Struct, forbid_unknown_fields=True):
+    value: float
+    judge: str | None = None
+
+
+class _Response(msgspec.Struct, forbid_unknown_fields=True):
+    text: str
+    scores: dict[str, float | _Score]
+    metadata: dict[str, Any] | None = None
+
+
+class _Line(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    region: str
+    prompt: str
+    responses: dict[str, _Response]
+    metadata: dict[str, Any] | None = None
+    judge: str | None = None
+
+
+_decode_line = msgspec.json.Decoder(_Line).decode
+
+# A staged interaction: one prompt row and one row per arm.
+#   prompt row:   (line, ext_id, region_id, text, metadata_json)
+#   response row: (line, ext_id, arm_id, text, metadata_json, v_0, judge_0, v_1, judge_1, …)
+_Staged = tuple[tuple[Any, ...], list[tuple[Any, ...]]]
+
+
+def _rows_from_line(obj: _Line, line: int, schema: _Schema) -> _Staged:
+    """Check what types alone cannot (known keys, ranges) and shape the staging rows."""
+    _check_id(obj.id)
+    region_id = schema.check_region(obj.region)
+    default_judge = DEFAULT_JUDGE
+    if obj.judge is not None:
+        _check_judge(obj.judge, "judge")
+        default_judge = obj.judge
+    responses = obj.responses
+    if len(responses) != len(schema.arms) or responses.keys() != schema.arm_keys:
+        schema.check_arm_keys(responses, "responses")
+    rows = []
+    rules = schema.rules
+    for arm_key, arm_id in schema.arms:
+        resp = responses[arm_key]
+        scores = resp.scores
+        if len(scores) != len(rules) or scores.keys() != schema.dim_keys:
+            schema.check_dim_keys(scores, f"responses.{arm_key}.scores")
+        row: list[Any] = [line, obj.id, arm_id, resp.text, _meta_json(resp.metadata)]
+        for rule in rules:
+            s = scores[rule.key]
+            if type(s) is float:
+                value, judge = s, default_judge
+            else:
+                value, judge = s.value, s.judge  # type: ignore[union-attr]
+                if judge is None:
+                    judge = default_judge
+                else:
+                    _check_judge(judge, f"responses.{arm_key}.scores.{rule.key}.judge")
+            why = rule.problem(value)
+            if why is not None:
+                raise _LineError(f"responses.{arm_key}.scores.{rule.key}", why, rule.expected())
+            row.append(value)
+            row.append(judge)
+        rows.append(tuple(row))
+    prompt_row = (line, obj.id, region_id, obj.prompt, _meta_json(obj.metadata))
+    return prompt_row, rows
+
+
+def _type_name(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return {dict: "an object", list: "an array", str: "a string"}.get(
+        type(v), "a number" if isinstance(v, int | float) else type(v).__name__
+    )
+
+
+def _explain_types(obj: Any) -> _LineError | None:
+    """Name the first missing, unknown or mistyped field of a decoded line, or None."""
+
+    def keys(d: dict[str, Any], allowed: tuple[str, ...], required: tuple[str, ...], where: str):
+        for k in required:
+            if k not in d:
+                return _LineError(f"{where}{k}", "missing field", f"fields {', '.join(allowed)}")
+        for k in d:
+            if k not in allowed:
+                return _LineError(
+                    f"{where}{k}", "unknown field", f"only the fields {', '.join(allowed)}"
+                )
+        return None
+
+    def want(v: Any, kind: type, where: str, what: str) -> _LineError | None:
+        if isinstance(v, kind) and not isinstance(v, bool):
+            return None
+        return _LineError(where, f"{_type_name(v)} is not {what}", what)
+
+    if not isinstance(obj, dict):
+        return _LineError("line", f"{_type_name(obj)} is not an object", "one JSON object per line")
+    if err := keys(obj, _LINE_KEYS, ("id", "region", "prompt", "responses"), ""):
+        return err
+    for k in ("id", "region", "prompt"):
+        if err := want(obj[k], str, k, "a string"):
+            return err
+    if obj.get("judge") is not None and (err := want(obj["judge"], str, "judge", "a string")):
+        return err
+    if obj.get("metadata") is not None and (
+        err := want(obj["metadata"], dict, "metadata", "an object")
+    ):
+        return err
+    if err := want(obj["responses"], dict, "responses", "an object"):
+        return err
+    for arm, resp in obj["responses"].items():
+        where = f"responses.{arm}"
+        if err := want(resp, dict, where, 'an object {"text": ..., "scores": {...}}'):
+            return err
+        if err := keys(resp, _RESPONSE_KEYS, ("text", "scores"), f"{where}."):
+            return err
+        if err := want(resp["text"], str, f"{where}.text", "a string"):
+            return err
+        if resp.get("metadata") is not None and (
+            err := want(resp["metadata"], dict, f"{where}.metadata", "an object")
+        ):
+            return err
+        if err := want(resp["scores"], dict, f"{where}.scores", "an object"):
+            return err
+        for dim, score in resp["scores"].items():
+            at = f"{where}.scores.{dim}"
+            if isinstance(score, dict):
+                if err := keys(score, _SCORE_KEYS, ("value",), f"{at}."):
+                    return err
+                if err := want(score["value"], int | float, f"{at}.value", "a number"):
+                    return err
+                if score.get("judge") is not None and (
+                    err := want(score["judge"], str, f"{at}.judge", "a string")
+                ):
+                    return err
+            elif err := want(score, int | float, at, _SCORE_SHAPE):
+                return err
+    return None
+
+
+def _explain(raw: bytes, exc: Exception, line: int, offset: int) -> _LineError:
+    """Turn a fast-path decoding failure into a message that names the field."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return _LineError(
+            "encoding",
+            f"byte 0x{raw[e.start]:02x} at byte offset {offset + e.start} of the file "
+            f"(column {e.start + 1} of line {line}) is not valid UTF-8",
+            "UTF-8 text",
+        )
+    try:
+        obj = json.loads(text.rstrip("\r\n"))
+    except json.JSONDecodeError as e:
+        return _LineError("json", f"malformed JSON: {e.msg} at column {e.colno}", "one JSON object")
+    except RecursionError:
+        return _LineError("json", "JSON nested too deeply", "one JSON object")
+    return _explain_types(obj) or _LineError("line", str(exc), "a valid interaction")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _physical_lines(stream: IO[bytes], sink: _Problems) -> Iterator[tuple[int, int, bytes]]:
+    """Yield ``(line number, byte offset, bytes)``, refusing lines over ``MAX_LINE_BYTES``."""
+    number, offset = 0, 0
+    readline = stream.readline
+    while True:
+        raw = readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        if isinstance(raw, str):
+            raise TypeError("open the file in binary mode ('rb'): the importer decodes UTF-8")
+        number += 1
+        start = offset
+        offset += len(raw)
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte-order mark, as some spreadsheet exports write
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):  # skip the rest, in bounded reads
+                raw = readline(MAX_LINE_BYTES)
+                offset += len(raw)
+            sink.add(
+                number,
+                "line",
+                f"line is longer than {MAX_LINE_BYTES} bytes (1 MiB)",
+                f"at most {MAX_LINE_BYTES} bytes per line",
+            )
+            if sink.fatal_lines:
+                return
+            continue
+        yield number, start, raw
+
+
+class _Problems:
+    def __init__(self, name: str, limit: int, *, fatal_lines: bool = False) -> None:
+        self.name, self.limit = name, limit
+        self.fatal_lines = fatal_lines  # CSV cannot resynchronise after a broken line
+        self.items: list[ImportProblem] = []
+
+    def add(self, line: int, field: str, message: str, expected: str = "") -> None:
+        self.items.append(ImportProblem(self.name, line, field, message, expected))
+
+    @property
+    def full(self) -> bool:
+        return len(self.items) >= self.limit
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ImportFailed(sorted(self.items, key=lambda p: p.line)[: self.limit])
+
+
+def _parse_jsonl(stream: IO[bytes], schema: _Schema, sink: _Problems) -> Iterator[_Staged]:
+    for number, offset, raw in _physical_lines(stream, sink):
+        if raw.isspace():
+            continue
+        try:
+            obj = _decode_line(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            err = _explain(raw, exc, number, offset)
+            sink.add(number, err.field, err.message, err.expected)
+        else:
+            try:
+                yield _rows_from_line(obj, number, schema)
+                continue
+            except _LineError as err:
+                sink.add(number, err.field, err.message, err.expected)
+        if sink.full:
+            return
+
+
+def _parse_csv(stream: IO[bytes], schema: _Schema, sink: _Problems) -> Iterator[_Staged]:
+    """Long CSV: one row per (id, arm, dimension); the rows of one id are contiguous."""
+
+    def text_lines() -> Iterator[str]:
+        for number, offset, raw in _physical_lines(stream, sink):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                err = _explain(raw, e, number, offset)
+                sink.add(number, err.field, err.message, err.expected)
+                return
+
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
+    reader = csv.reader(text_lines(), strict=True)
+    header_spec = ",".join(CSV_COLUMNS) + "[,judge]"
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as e:
+        sink.add(1, "header", f"unreadable CSV: {e}", header_spec)
+        return
+    header = [h.strip() for h in header]
+    if header not in (list(CSV_COLUMNS), [*CSV_COLUMNS, "judge"]):
+        sink.add(1, "header", f"the header is {','.join(header)!r}", header_spec)
+        return
+    width = len(header)
+    group: _CsvGroup | None = None
+    bad_id: str | None = None  # after a problem, skip the rest of that id's rows
+    last_line = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            sink.add(last_line + 1, "csv", f"unreadable CSV: {e}", "RFC 4180 quoting")
+            return
+        line, last_line = last_line + 1, reader.line_num
+        if not row or (len(row) == 1 and not row[0].strip()) or row[0] == bad_id:
+            continue
+        bad_id = None
+        if group is not None and row[0] != group.ext_id:
+            staged = _finish(group, schema, sink)
+            group = None
+            if staged is not None:
+                yield staged
+            if sink.full:
+                return
+        try:
+            if len(row) != width:
+                raise _LineError("row", f"{len(row)} fields", f"{width} fields: {','.join(header)}")
+            if group is None:
+                group = _CsvGroup(row[0], line)
+            group.add(row, line, schema)
+        except _LineError as err:
+            sink.add(line, err.field, err.message, err.expected)
+            bad_id, group = row[0], None
+            if sink.full:
+                return
+    if group is not None:
+        staged = _finish(group, schema, sink)
+        if staged is not None:
+            yield staged
+
+
+def _finish(group: _CsvGroup, schema: _Schema, sink: _Problems) -> _Staged | None:
+    try:
+        return group.finish(schema)
+    except _GroupError as err:
+        sink.add(err.line, err.field, err.message, err.expected)
+        return None
+
+
+class _GroupError(_LineError):
+    def __init__(self, line: int, field: str, message: str, expected: str = "") -> None:
+        super().__init__(field, message, expected)
+        self.line = line
+
+
+class _CsvGroup:
+    """The rows of one id, checked against each other as they arrive."""
+
+    def __init__(self, ext_id: str, line: int) -> None:
+        self.ext_id, self.line = ext_id, line
+        self.region: tuple[str, int] | None = None
+        self.prompt: tuple[str, int] | None = None
+        self.arms: dict[str, tuple[str, int, dict[str, tuple[float, str]]]] = {}
+
+    def add(self, row: list[str], line: int, schema: _Schema) -> None:
+        ext_id, region, prompt, arm, response, dim, score = row[:7]
+        judge = row[7] if len(row) > 7 and row[7] != "" else DEFAULT_JUDGE
+        _check_id(ext_id)
+        if self.region is None:
+            schema.check_region(region)
+            self.region, self.prompt = (region, line), (prompt, line)
+        else:
+            assert self.prompt is not None
+            if region != self.region[0]:
+                raise _LineError(
+                    "region",
+                    f"id {ext_id!r} has region {region!r} here but {self.region[0]!r} on "
+                    f"line {self.region[1]}",
+                    "the same region on every row of an id",
+                )
+            if prompt != self.prompt[0]:
+                raise _LineError(
+                    "prompt",
+                    f"the prompt text of id {ext_id!r} differs from the one on line "
+                    f"{self.prompt[1]}",
+                    "the same prompt text on every row of an id",
+                )
+        if arm not in schema.arm_keys:
+            raise _LineError("arm", f"unknown arm {arm!r}", f"one of {schema.arm_list}")
+        if dim not in schema.dim_keys:
+            raise _LineError("dimension", f"unknown dimension {dim!r}", f"one of {schema.dim_list}")
+        entry = self.arms.get(arm)
+        if entry is None:
+            entry = self.arms[arm] = (response, line, {})
+        elif response != entry[0]:
+            raise _LineError(
+                "response",
+                f"the response text of id {ext_id!r}, arm {arm!r} differs from the one on "
+                f"line {entry[1]}",
+                "the same response text on every row of an id and arm",
+            )
+        if dim in entry[2]:
+            raise _LineError(
+                "dimension",
+                f"a second score for id {ext_id!r}, arm {arm!r}, dimension {dim!r}",
+                "one row per id, arm and dimension",
+            )
+        rule = schema.rules[schema.dim_index[dim]]
+        cell = score.strip()
+        try:
+            value = float(cell)
+        except ValueError:
+            raise _LineError(
+                "score", f"{cell!r} is not a number" if cell else "empty score", rule.expected()
+            ) from None
+        if why := rule.problem(value):
+            raise _LineError("score", why, rule.expected())
+        if judge is not DEFAULT_JUDGE:
+            _check_judge(judge, "judge")
+        entry[2][dim] = (value, judge)
+
+    def finish(self, schema: _Schema) -> _Staged:
+        assert self.region is not None and self.prompt is not None
+        try:
+            schema.check_arm_keys(self.arms, "arm")
+        except _LineError as err:
+            raise _GroupError(
+                self.line,
+                err.field,
+                f"id {self.ext_id!r}: {err.message}",
+                f"{err.expected}; the rows of one id must be contiguous",
+            ) from None
+        rows = []
+        for arm_key, arm_id in schema.arms:
+            text, _, scores = self.arms[arm_key]
+            try:
+                schema.check_dim_keys(scores, "dimension")
+            except _LineError as err:
+                raise _GroupError(
+                    self.line,
+                    err.field,
+                    f"id {self.ext_id!r}, arm {arm_key!r}: {err.message}",
+                    f"{err.expected}; the rows of one id must be contiguous",
+                ) from None
+            row: list[Any] = [self.line, self.ext_id, arm_id, text, "{}"]
+            for rule in schema.rules:
+                row.extend(scores[rule.key])
+            rows.append(tuple(row))
+        region_id = schema.regions[self.region[0]]
+        return (self.line, self.ext_id, region_id, self.prompt[0], "{}"), rows
+
+
+# --------------------------------------------------------------------------- binning
+
+
+class _CutsCollector:
+    """Bounded statistics of this import's scores, for dimensions whose cuts are not fixed.
+
+    A reservoir sample (Vitter's algorithm R, seeded so an import is reproducible) of at most
+    ``RESERVOIR_SIZE`` scores per dimension keeps memory constant; quantiles of 100k draws are
+    within a fraction of a percentile of the file's.
+    """
+
+    def __init__(self, dims: list[Dimension]) -> None:
+        self.pending = [
+            (i, d)
+            for i, d in enumerate(dims)
+            if d.judge_cuts is None and judge_cuts_for(d, None) is None
+        ]
+        self.samples = {i: array("d") for i, _ in self.pending}
+        self.seen = dict.fromkeys(self.samples, 0)
+        self.rng = random.Random(20_240_611)
+
+    def feed(self, response_rows: list[tuple[Any, ...]]) -> None:
+        for i, _ in self.pending:
+            col = 5 + 2 * i
+            sample, n = self.samples[i], self.seen[i]
+            room = RESERVOIR_SIZE - len(sample)
+            if room > 0:
+                sample.extend(row[col] for row in response_rows[:room])
+                rest = response_rows[room:]
+                n += min(room, len(response_rows))
+            else:
+                rest = response_rows
+            randrange = self.rng.randrange
+            for row in rest:
+                n += 1
+                k = randrange(n)
+                if k < RESERVOIR_SIZE:
+                    sample[k] = row[col]
+            self.seen[i] = n
+
+    def cuts(self) -> dict[int, list[float]]:
+        return {i: judge_cuts_for(d, self.samples[i]) or [] for i, d in self.pending}
+
+
+def judge_cuts_for(dimension: Dimension, scores: Iterable[float] | None) -> list[float] | None:
+    """Interior cut points for a dimension's judge scores (bin = number of cuts ≤ score).
+
+    * binary judge: ``[0.5]``;
+    * Likert judge with a declared range ``judge_min..judge_max`` of at most ``judge_bins``
+      points: one cut half-way between consecutive points (one bin per point);
+    * otherwise (continuous, or Likert with more points than bins or no declared range):
+      quantile cuts of ``scores`` into at most ``judge_bins`` bins, placed half-way between
+      distinct values (:func:`calibration.bayes.data.quantile_cuts`).
+
+    Returns None when the cuts depend on scores and none were given.
+    """
+    kind = dimension.judge_score_type
+    if kind == Dimension.JudgeScoreType.BINARY:
+        return [0.5]
+    lo, hi = dimension.judge_min, dimension.judge_max
+    if kind == Dimension.JudgeScoreType.LIKERT and lo is not None and hi is not None:
+        first, last = math.ceil(lo), math.floor(hi)
+        if 0 < last - first + 1 <= dimension.judge_bins:
+            return [k + 0.5 for k in range(first, last)]
+    if scores is None:
+        return None
+    return [float(c) for c in quantile_cuts(list(scores), dimension.judge_bins)]
+
+
+def _bin_sql(column: str, cuts: list[float]) -> str:
+    """SQL for ``#{k : cuts[k] ≤ column}`` (what calibration.bayes.data.bin_scores computes)."""
+    if not cuts:
+        return "0"
+    whens = " ".join(
+        f"WHEN {column} >= {float(c)!r} THEN {k + 1}" for k, c in reversed(list(enumerate(cuts)))
+    )
+    return f"(CASE {whens} ELSE 0 END)"
+
+
+# --------------------------------------------------------------------------- the service
+
+
+def import_file(
+    path_or_fileobj: str | os.PathLike[str] | IO[bytes],
+    *,
+    study: Study,
+    filename: str | None = None,
+    fmt: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_problems: int = MAX_PROBLEMS,
+) -> ImportReport:
+    """Import a JSONL or long-CSV file of interactions into ``study``, all or nothing.
+
+    Parameters
+    ----------
+    path_or_fileobj
+        A path, or a file object opened in binary mode (an uploaded file works).
+    study
+        The study the file belongs to; its arms, dimensions and regions must exist.
+    filename
+        Name used in messages and to guess the format (default: the path's or file's name).
+    fmt
+        ``"jsonl"`` or ``"csv"``; by default from the extension (``.jsonl``, ``.ndjson``,
+        ``.csv``).
+    batch_size
+        Interactions staged per round trip to the database.
+    max_problems
+        Stop after this many problems (the first is always reported).
+
+    Raises
+    ------
+    ImportFailed
+        With one :class:`ImportProblem` per problem found; the database is unchanged.
+    """
+    if isinstance(path_or_fileobj, str | os.PathLike):
+        path = Path(path_or_fileobj)
+        with path.open("rb") as stream:
+            return import_file(
+                stream,
+                study=study,
+                filename=filename or path.name,
+                fmt=fmt,
+                batch_size=batch_size,
+                max_problems=max_problems,
+            )
+    stream = path_or_fileobj
+    name = filename or os.path.basename(str(getattr(stream, "name", "") or "upload"))
+    fmt = _format_of(name, fmt)
+    started = time.perf_counter()
+    report = ImportReport(file=name, format=fmt, study=study.slug)
+    with transaction.atomic():
+        # Imports of one study run one after another (a no-op on SQLite, whose write
+        # transactions are serial anyway), so the existence checks below cannot race.
+        Study.objects.select_for_update().filter(pk=study.pk).first()
+        schema = _Schema(study)
+        sink = _Problems(name, max_problems, fatal_lines=fmt == "csv")
+        if why := schema.emptiness():
+            raise ImportFailed([ImportProblem(name, 1, "study", why)])
+        parse = _parse_jsonl if fmt == "jsonl" else _parse_csv
+        with connection.cursor() as cursor:
+            stager = _Stager.for_connection(cursor, len(schema.rules))
+            _stage(parse(stream, schema, sink), stager, schema, sink, report, batch_size)
+            sink.raise_if_any()
+            if report.lines == 0:
+                raise ImportFailed(
+                    [
+                        ImportProblem(
+                            name, 1, "file", "the file is empty", "at least one interaction"
+                        )
+                    ]
+                )
+            stager.analyze()
+            _apply(cursor, stager, study, schema, report, sink)
+            # On failure the rollback removes the staging tables with everything else.
+            stager.drop()
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _format_of(name: str, fmt: str | None) -> str:
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ImportFailed(
+                [ImportProblem(name, 1, "format", f"unknown format {fmt!r}", "jsonl or csv")]
+            )
+        return fmt
+    suffix = Path(name).suffix.lower()
+    if suffix not in _EXTENSIONS:
+        raise ImportFailed(
+            [
+                ImportProblem(
+                    name,
+                    1,
+                    "format",
+                    f"cannot tell the format from the name {name!r}",
+                    "a .jsonl, .ndjson or .csv file, or an explicit format",
+                )
+            ]
+        )
+    return _EXTENSIONS[suffix]
+
+
+def _stage(
+    records: Iterator[_Staged],
+    stager: _Stager,
+    schema: _Schema,
+    sink: _Problems,
+    report: ImportReport,
+    batch_size: int,
+) -> None:
+    collector = _CutsCollector(schema.dimensions)
+    prompts: list[tuple[Any, ...]] = []
+    responses: list[tuple[Any, ...]] = []
+    for prompt_row, response_rows in records:
+        report.lines += 1
+        if sink.items:
+            continue  # keep validating to report more problems; stop writing
+        prompts.append(prompt_row)
+        responses.extend(response_rows)
+        if len(prompts) >= batch_size:
+            collector.feed(responses)
+            stager.write(prompts, responses)
+            prompts, responses = [], []
+    if prompts and not sink.items:
+        collector.feed(responses)
+        stager.write(prompts, responses)
+    stager.cuts = collector.cuts()
+
+
+class _Stager:
+    """Temporary staging tables, filled in batches."""
+
+    prompt_table = "baton_import_prompt"
+    response_table = "baton_import_response"
+
+    def __init__(self, cursor: Any, n_dims: int) -> None:
+        self.cursor, self.n_dims = cursor, n_dims
+        self.cuts: dict[int, list[float]] = {}
+        self.score_cols = [c for i in range(n_dims) for c in (f"v{i}", f"j{i}")]
+        self.drop()
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE {self.prompt_table} (line integer NOT NULL, "
+            "ext_id text NOT NULL, region_id bigint NOT NULL, text text NOT NULL, "
+            "metadata text NOT NULL)"
+        )
+        scores = ", ".join(
+            f"v{i} double precision NOT NULL, j{i} text NOT NULL" for i in range(n_dims)
+        )
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE {self.response_table} (line integer NOT NULL, "
+            "ext_id text NOT NULL, arm_id bigint NOT NULL, text text NOT NULL, "
+            f"metadata text NOT NULL, {scores})"
+        )
+
+    @staticmethod
+    def for_connection(cursor: Any, n_dims: int) -> _Stager:
+        if connection.vendor == "postgresql":
+            return _PostgresStager(cursor, n_dims)
+        return _Stager(cursor, n_dims)
+
+    def write(self, prompts: list[tuple[Any, ...]], responses: list[tuple[Any, ...]]) -> None:
+        marks = ", ".join(["%s"] * 5)
+        self.cursor.executemany(f"INSERT INTO {self.prompt_table} VALUES ({marks})", prompts)
+        marks = ", ".join(["%s"] * (5 + 2 * self.n_dims))
+        self.cursor.executemany(f"INSERT INTO {self.response_table} VALUES ({marks})", responses)
+
+    def analyze(self) -> None:
+        # SQLite plans the joins from the permanent tables' indexes; nothing to do.
+        pass
+
+    def drop(self) -> None:
+        for table in (self.prompt_table, self.response_table):
+            self.cursor.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+class _PostgresStager(_Stager):
+    def write(self, prompts: list[tuple[Any, ...]], responses: list[tuple[Any, ...]]) -> None:
+        with self.cursor.copy(f"COPY {self.prompt_table} FROM STDIN") as copy:
+            for row in prompts:
+                copy.write_row(row)
+        with self.cursor.copy(f"COPY {self.response_table} FROM STDIN") as copy:
+            for row in responses:
+                copy.write_row(row)
+
+    def analyze(self) -> None:
+        # Temporary tables are never analysed automatically; without statistics the planner
+        # guesses a few rows and picks nested loops over a million.
+        self.cursor.execute(f"ANALYZE {self.prompt_table}")
+        self.cursor.execute(f"ANALYZE {self.response_table}")
+
+
+def _apply(
+    cursor: Any,
+    stager: _Stager,
+    study: Study,
+    schema: _Schema,
+    report: ImportReport,
+    sink: _Problems,
+) -> None:
+    """Check the staged rows against the file and the database, then write them."""
+    pg = connection.vendor == "postgresql"
+    jsonb = "::jsonb" if pg else ""
+    P, R, J = Prompt._meta.db_table, Response._meta.db_table, JudgeScore._meta.db_table  # noqa: N806
+    sp, sr = stager.prompt_table, stager.response_table
+    sid = study.pk
+
+    # Fix the cuts of dimensions that have none yet; reuse stored ones.
+    cuts: list[list[float]] = []
+    for i, d in enumerate(schema.dimensions):
+        if d.judge_cuts is not None:
+            cuts.append([float(c) for c in d.judge_cuts])
+            continue
+        fixed = judge_cuts_for(d, None)
+        new = fixed if fixed is not None else stager.cuts[i]
+        Dimension.objects.filter(pk=d.pk).update(judge_cuts=new)
+        report.cuts_fixed[d.key] = new
+        cuts.append(new)
+    bins = [_bin_sql(f"x.v{i}", c) for i, c in enumerate(cuts)]
+    cell = " || '.' || ".join(f"CAST({b} AS TEXT)" for b in bins) if bins else "''"
+
+    # 1. Ids repeated within the file (for CSV: the rows of an id were not contiguous).
+    cursor.execute(
+        f"SELECT s.line, s.ext_id, f.first FROM {sp} s JOIN (SELECT ext_id, MIN(line) AS first "
+        f"FROM {sp} GROUP BY ext_id HAVING COUNT(*) > 1) f ON f.ext_id = s.ext_id "
+        f"WHERE s.line > f.first ORDER BY s.line LIMIT %s",
+        [sink.limit],
+    )
+    for line, ext_id, first in cursor.fetchall():
+        if report.format == "csv":
+            sink.add(
+                line,
+                "id",
+                f"id {ext_id!r} appears again after other ids (first on line {first})",
+                "the rows of one id to be contiguous",
+            )
+        else:
+            sink.add(
+                line,
+                "id",
+                f"duplicate id {ext_id!r} (first on line {first})",
+                "each id once per file",
+            )
+    sink.raise_if_any()
+
+    existed = Prompt.objects.filter(study=study).exists()
+    n_prompts = report.lines
+    n_responses = n_prompts * len(schema.arms)
+    n_scores = n_responses * len(schema.rules)
+    if not existed:
+        # A fresh study: nothing to compare with, everything is created.
+        cursor.execute(
+            f"INSERT INTO {P} (study_id, region_id, external_id, text, metadata) "
+            f"SELECT %s, s.region_id, s.ext_id, s.text, s.metadata{jsonb} FROM {sp} s",
+            [sid],
+        )
+        _insert_responses(cursor, sp, sr, P, R, sid, cell, jsonb, existed=False)
+        _insert_scores(cursor, sr, P, R, J, sid, schema, bins, pg=pg, existed=False)
+        report.prompts.created = n_prompts
+        report.responses.created = n_responses
+        report.scores.created = n_scores
+        return
+
+    # 2. Known ids whose prompt text or region differ from the file: refused.
+    cursor.execute(
+        f"SELECT s.line, s.ext_id, p.text = s.text, p.region_id, s.region_id FROM {sp} s "
+        f"JOIN {P} p ON p.study_id = %s AND p.external_id = s.ext_id "
+        f"WHERE p.text <> s.text OR p.region_id <> s.region_id ORDER BY s.line LIMIT %s",
+        [sid, sink.limit],
+    )
+    region_key = {v: k for k, v in schema.regions.items()}
+    for line, ext_id, same_text, old_region, new_region in cursor.fetchall():
+        if not same_text:
+            sink.add(
+                line,
+                "prompt",
+                f"the text of prompt {ext_id!r} differs from the one already imported",
+                "the same text: known prompts are never changed; "
+                "import a changed prompt under a new id",
+            )
+        else:
+            sink.add(
+                line,
+                "region",
+                f"prompt {ext_id!r} was imported in region "
+                f"{region_key.get(old_region, old_region)!r}, not "
+                f"{region_key.get(new_region, new_region)!r}",
+                "the same region: known prompts never move",
+            )
+    cursor.execute(
+        f"SELECT s.line, s.ext_id, s.arm_id FROM {sr} s "
+        f"JOIN {P} p ON p.study_id = %s AND p.external_id = s.ext_id "
+        f"JOIN {R} r ON r.prompt_id = p.id AND r.arm_id = s.arm_id "
+        f"WHERE r.text <> s.text ORDER BY s.line LIMIT %s",
+        [sid, sink.limit],
+    )
+    for line, ext_id, arm_id in cursor.fetchall():
+        arm = schema.arm_key_of[arm_id]
+        sink.add(
+            line,
+            f"responses.{arm}.text" if report.format == "jsonl" else "response",
+            f"the text of arm {arm!r}'s response to {ext_id!r} differs from the one "
+            "already imported",
+            "the same text: graded responses are never changed; "
+            "import a changed response under a new id",
+        )
+    sink.raise_if_any()
+
+    # 3. Prompts: update changed metadata, create the new ones.
+    cursor.execute(
+        f"UPDATE {P} SET metadata = x.metadata{jsonb} FROM {sp} x "
+        f"WHERE {P}.study_id = %s AND {P}.external_id = x.ext_id "
+        f"AND {P}.metadata <> x.metadata{jsonb}",
+        [sid],
+    )
+    report.prompts.updated = cursor.rowcount
+    cursor.execute(
+        f"INSERT INTO {P} (study_id, region_id, external_id, text, metadata) "
+        f"SELECT %s, s.region_id, s.ext_id, s.text, s.metadata{jsonb} FROM {sp} s "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {P} p WHERE p.study_id = %s "
+        f"AND p.external_id = s.ext_id) ON CONFLICT (study_id, external_id) DO NOTHING",
+        [sid, sid],
+    )
+    report.prompts.created = cursor.rowcount
+    report.prompts.unchanged = n_prompts - report.prompts.created - report.prompts.updated
+
+    # 4. Responses: update metadata and cells that changed, create the new ones.
+    cursor.execute(
+        f"UPDATE {R} SET metadata = x.metadata{jsonb}, cell = {cell} FROM "
+        f"(SELECT s.*, p.id AS prompt_id FROM {sr} s JOIN {P} p ON p.study_id = %s "
+        f"AND p.external_id = s.ext_id) x "
+        f"WHERE {R}.prompt_id = x.prompt_id AND {R}.arm_id = x.arm_id "
+        f"AND ({R}.metadata <> x.metadata{jsonb} OR {R}.cell <> {cell})",
+        [sid],
+    )
+    report.responses.updated = cursor.rowcount
+    report.responses.created = _insert_responses(
+        cursor, sp, sr, P, R, sid, cell, jsonb, existed=True
+    )
+    report.responses.unchanged = n_responses - report.responses.created - report.responses.updated
+
+    # 5. Scores: update the ones whose value or judge changed, create the new ones.
+    for i, rule in enumerate(schema.rules):
+        cursor.execute(
+            f"UPDATE {J} SET value = x.v{i}, judge = x.j{i}, bin = {bins[i]} FROM "
+            f"(SELECT s.v{i}, s.j{i}, r.id AS response_id FROM {sr} s "
+            f"JOIN {P} p ON p.study_id = %s AND p.external_id = s.ext_id "
+            f"JOIN {R} r ON r.prompt_id = p.id AND r.arm_id = s.arm_id) x "
+            f"WHERE {J}.response_id = x.response_id AND {J}.dimension_id = %s "
+            f"AND ({J}.value <> x.v{i} OR {J}.judge <> x.j{i} OR {J}.bin IS NULL)",
+            [sid, rule.id],
+        )
+        report.scores.updated += cursor.rowcount
+    report.scores.created = _insert_scores(
+        cursor, sr, P, R, J, sid, schema, bins, pg=pg, existed=True
+    )
+    report.scores.unchanged = n_scores - report.scores.created - report.scores.updated
+
+
+def _insert_responses(
+    cursor: Any,
+    sp: str,
+    sr: str,
+    P: str,
+    R: str,
+    sid: int,
+    cell: str,
+    jsonb: str,  # noqa: N803
+    *,
+    existed: bool,
+) -> int:
+    guard = (
+        f"WHERE NOT EXISTS (SELECT 1 FROM {R} r WHERE r.prompt_id = x.prompt_id "
+        f"AND r.arm_id = x.arm_id) ON CONFLICT (prompt_id, arm_id) DO NOTHING"
+        if existed
+        else ""
+    )
+    cursor.execute(
+        f"INSERT INTO {R} (prompt_id, arm_id, study_id, region_id, text, metadata, cell) "
+        f"SELECT x.prompt_id, x.arm_id, %s, x.region_id, x.text, x.metadata{jsonb}, {cell} "
+        f"FROM (SELECT s.*, p.id AS prompt_id, p.region_id FROM {sr} s JOIN {P} p "
+        f"ON p.study_id = %s AND p.external_id = s.ext_id) x {guard}",
+        [sid, sid],
+    )
+    return cursor.rowcount
+
+
+def _insert_scores(
+    cursor: Any,
+    sr: str,
+    P: str,
+    R: str,
+    J: str,
+    sid: int,  # noqa: N803
+    schema: _Schema,
+    bins: list[str],
+    *,
+    pg: bool,
+    existed: bool,
+) -> int:
+    source = (
+        f"{sr} x JOIN {P} p ON p.study_id = %s AND p.external_id = x.ext_id "
+        f"JOIN {R} r ON r.prompt_id = p.id AND r.arm_id = x.arm_id"
+    )
+    guard = (
+        f"WHERE NOT EXISTS (SELECT 1 FROM {J} j WHERE j.response_id = r.id "
+        "AND j.dimension_id = d.dim) ON CONFLICT (response_id, dimension_id) DO NOTHING"
+        if existed
+        else ""
+    )
+    if pg:
+        # One pass over the join for every dimension.
+        values = ", ".join(
+            f"({rule.id}, x.j{i}, x.v{i}, {bins[i]})" for i, rule in enumerate(schema.rules)
+        )
+        cursor.execute(
+            f"INSERT INTO {J} (response_id, dimension_id, judge, value, bin) "
+            f"SELECT r.id, d.dim, d.judge, d.value, d.bin FROM {source} "
+            f"CROSS JOIN LATERAL (VALUES {values}) AS d(dim, judge, value, bin) {guard}",
+            [sid],
+        )
+        return cursor.rowcount
+    created = 0
+    for i, rule in enumerate(schema.rules):
+        cursor.execute(
+            f"INSERT INTO {J} (response_id, dimension_id, judge, value, bin) "
+            f"SELECT r.id, d.dim, x.j{i}, x.v{i}, {bins[i]} FROM {source} "
+            f"JOIN (SELECT %s AS dim) d {guard}",
+            [sid, rule.id],
+        )
+        created += cursor.rowcount
+    return created
