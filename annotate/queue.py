@@ -1,0 +1,843 @@
+"""The annotation queue: lease responses to annotators, take their grades, skips and undos.
+
+Rules (issue 4):
+
+- ``next_item`` re-serves the annotator's open, unexpired assignment (a reload burns
+  nothing); otherwise, with probability ``overlap_share`` it gives a response graded by
+  exactly one *other* annotator (policy ``overlap``), else it asks the selection rule for a
+  cell and draws a response uniformly inside it.
+- *Available* means: no live graded annotation by anyone (undone ones do not count), no
+  live annotation (grade or skip) by this annotator, no unexpired open lease by anyone.
+  A response is never leased to two annotators at once, except for overlap picks.
+- Every write on a response happens while its row is locked: ``next_item`` locks candidates
+  with ``SELECT … FOR NO KEY UPDATE SKIP LOCKED`` and re-checks availability *after* the
+  lock (a new statement, so on PostgreSQL's READ COMMITTED it sees whatever the previous
+  lock holder committed); ``submit``/``skip``/``undo`` lock the response row and wait.
+  On SQLite the settings open every transaction IMMEDIATE, so writers are serialised.
+- Drawing inside a cell is an indexed query: count the cell on ``response_pick_idx``
+  (index-only), take a uniform offset, reject if the row is unavailable or locked, redraw.
+  Rejection keeps the draw exactly uniform over the available responses, and the recorded
+  probability is ``P(cell) / N_available(cell)`` where ``N_available`` subtracts the (small)
+  set of graded, skipped-by-me and leased responses of that cell.
+
+Recorded ``probability`` is conditional on the branch named by ``policy``: for ``overlap``
+it is ``overlap_share / N_overlap_candidates``; for a selection-rule pick it is the rule's
+``CellPick.probability``, which is already the probability of the response the uniform
+in-cell draw yields (``calibration.bayes.select.choose_cell``: ε/N + (1−ε)·1[best]/(|G|·n_c));
+for the queue's own ``uniform`` fallback (selection module absent or failing, or the chosen
+cell ran dry) ``1 / N_available`` over the whole study. The selection rule counts a cell's
+available responses for everyone; this annotator's own skips in it are not subtracted there.
+
+Who may grade: only members of the study with the *annotator* role. Leads and admins see
+per-model dashboards, so their grades would not be blind; a lead who wants to grade uses
+an annotator account. Enforced here (``PermissionDenied``) and in the API.
+
+The label budget is a soft limit: ``next_item`` stops leasing new responses once the
+graded responses plus other annotators' open leases reach it, but two requests racing for
+the last slot on PostgreSQL can both get one, and a grade that arrives is always kept.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from .models import Annotation, Assignment, Label, Membership, Response, Study
+
+logger = logging.getLogger(__name__)
+
+# How many times a draw may be rejected (unavailable or locked by a concurrent request)
+# before the exact, slower path (anti-join scan of the cell) takes over.
+MAX_REJECTIONS = 12
+# Studies at least this big get their response count cached for EXTENT_TTL seconds.
+EXTENT_CACHE_MIN = 10_000
+EXTENT_TTL = 30.0
+
+REASON_NOT_ACTIVE = "the study is not active"
+REASON_BUDGET = "the label budget is spent"
+REASON_BUDGET_RESERVED = (
+    "the rest of the label budget is reserved by other annotators' open items; "
+    "try again in a few minutes"
+)
+REASON_NOTHING_LEFT = "nothing left for you to grade in this study"
+
+
+class QueueError(Exception):
+    """Base of the queue's refusals; ``reason`` is a sentence an annotator can read."""
+
+    code = "queue_error"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class QueueClosed(QueueError):
+    """No item can be given: study not active, budget spent, verdicts settled, nothing left."""
+
+    code = "queue_closed"
+
+
+class LeaseExpired(QueueError):
+    """A late submission that cannot be kept: someone else graded the response meanwhile.
+
+    A sibling of ``QueueClosed`` (both are ``QueueError``), not a subclass: the queue is
+    still open, only this grade is refused.
+    """
+
+    code = "lease_expired"
+
+
+class AssignmentDone(QueueError):
+    """The assignment was already answered (graded or skipped) under another client key."""
+
+    code = "assignment_done"
+
+
+class UndoRefused(QueueError):
+    """Undo is out of its window, or the annotation is already undone."""
+
+    code = "undo_refused"
+
+
+# --------------------------------------------------------------------------- integration
+
+
+@dataclass(frozen=True)
+class _Pick:
+    """Where the selection rule wants the next label (mirrors calibration's CellPick)."""
+
+    arm_id: int
+    region_id: int
+    cell: str
+    policy: str
+    probability: float
+    score: float | None
+    fit_id: int | None
+
+
+def _selection_module() -> Any | None:
+    try:
+        return importlib.import_module("calibration.selection")
+    except ImportError:
+        return None
+
+
+def _selection_status(*, study: Study) -> tuple[bool, str]:
+    """Ask the selection rule whether the study still wants labels (open, reason)."""
+    module = _selection_module()
+    status = getattr(module, "selection_status", None)
+    if status is None:
+        return True, ""
+    return status(study=study)
+
+
+def _selection_pick(*, study: Study, rng: np.random.Generator) -> _Pick | None:
+    """The selection rule's cell, or None for the uniform fallback. The one call site."""
+    module = _selection_module()
+    pick_cell = getattr(module, "pick_cell", None)
+    if pick_cell is None:
+        return None
+    try:
+        pick = pick_cell(study=study, rng=rng)
+    except Exception:
+        # An annotator should keep working if the selection rule breaks; the fallback is
+        # uniform, recorded as such.
+        logger.exception("selection.pick_cell failed for study %s; picking uniformly", study.pk)
+        return None
+    if pick is None:
+        return None
+    return _Pick(
+        arm_id=pick.arm_id,
+        region_id=pick.region_id,
+        cell=pick.cell,
+        policy=pick.policy,
+        probability=float(pick.probability),
+        score=None if pick.score is None else float(pick.score),
+        fit_id=pick.fit_id,
+    )
+
+
+def _notify_new_labels(*, study: Study) -> None:
+    """After commit, tell the calibration side that labels changed (the one call site)."""
+    try:
+        services = importlib.import_module("calibration.services")
+    except ImportError:
+        return
+    note = getattr(services, "note_new_labels", None)
+    if note is not None:
+        transaction.on_commit(lambda: note(study=study))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def can_grade(*, study: Study, user: Any) -> bool:
+    """Whether the user may ask for items and grade them in this study."""
+    if not getattr(user, "is_authenticated", False):
+        return False
+    return Membership.objects.filter(
+        study=study, user=user, role=Membership.Role.ANNOTATOR
+    ).exists()
+
+
+def _require_grader(*, study: Study, user: Any) -> None:
+    if not can_grade(study=study, user=user):
+        raise PermissionDenied("only the study's annotators can grade in it")
+
+
+def _live_graded(study_id: int) -> QuerySet[Annotation]:
+    return Annotation.objects.filter(
+        study_id=study_id, status=Annotation.Status.GRADED, undone_at__isnull=True
+    )
+
+
+def _graded_count(*, study: Study) -> int:
+    """Distinct responses with at least one live graded annotation (what the budget counts)."""
+    return _live_graded(study.pk).values("response_id").distinct().count()
+
+
+def _open_leases(study_id: int, now: datetime) -> QuerySet[Assignment]:
+    return Assignment.objects.filter(
+        study_id=study_id, completed_at__isnull=True, expires_at__gt=now
+    )
+
+
+def _cell_filter(pick: _Pick | None, prefix: str = "") -> dict[str, Any]:
+    if pick is None:
+        return {}
+    return {
+        f"{prefix}arm_id": pick.arm_id,
+        f"{prefix}region_id": pick.region_id,
+        f"{prefix}cell": pick.cell,
+    }
+
+
+def _unavailable_count(*, study: Study, annotator: Any, now: datetime, pick: _Pick | None) -> int:
+    """How many responses of the cell (or study) are graded, mine, or leased right now.
+
+    These sets are small (bounded by the budget and the number of annotators), so the
+    union is cheap even when the cell holds a million responses.
+    """
+    cell = _cell_filter(pick, "response__")
+    graded = _live_graded(study.pk).filter(**cell).values("response_id")
+    mine = Annotation.objects.filter(
+        study_id=study.pk, annotator=annotator, undone_at__isnull=True, **cell
+    ).values("response_id")
+    leased = _open_leases(study.pk, now).filter(**cell).values("response_id")
+    return graded.union(mine, leased).count()
+
+
+_extent_cache: dict[tuple[int, float], tuple[float, int]] = {}
+
+
+def _response_count(*, study: Study, pick: _Pick | None) -> int:
+    """Responses in the cell (index-only count) or in the study (cached when large)."""
+    if pick is not None:
+        return Response.objects.filter(study_id=study.pk, **_cell_filter(pick)).count()
+    key = (study.pk, study.created_at.timestamp() if study.created_at else 0.0)
+    cached = _extent_cache.get(key)
+    if cached is not None and time.monotonic() - cached[0] < EXTENT_TTL:
+        return cached[1]
+    count = Response.objects.filter(study_id=study.pk).count()
+    if count >= EXTENT_CACHE_MIN:
+        _extent_cache[key] = (time.monotonic(), count)
+    return count
+
+
+def _available_qs(
+    *, study: Study, annotator: Any, now: datetime, pick: _Pick | None
+) -> QuerySet[Response]:
+    """Exactly the available responses (anti-joins): the slow, always-correct path."""
+    return Response.objects.filter(study_id=study.pk, **_cell_filter(pick)).filter(
+        ~Exists(
+            Annotation.objects.filter(
+                response=OuterRef("pk"),
+                status=Annotation.Status.GRADED,
+                undone_at__isnull=True,
+            )
+        ),
+        ~Exists(
+            Annotation.objects.filter(
+                response=OuterRef("pk"), annotator=annotator, undone_at__isnull=True
+            )
+        ),
+        ~Exists(
+            Assignment.objects.filter(
+                response=OuterRef("pk"), completed_at__isnull=True, expires_at__gt=now
+            )
+        ),
+    )
+
+
+def _lock_response(response_id: int, *, skip_locked: bool) -> bool:
+    """Lock one response row (FOR NO KEY UPDATE); False if skip_locked and it is busy.
+
+    Every queue write on a response holds this lock, so checks made after it see the
+    previous holder's committed rows. SQLite ignores it (its transactions are IMMEDIATE).
+    """
+    rows = (
+        Response.objects.select_for_update(no_key=True, skip_locked=skip_locked)
+        .filter(pk=response_id)
+        .values_list("pk", flat=True)
+    )
+    return bool(list(rows))
+
+
+def _is_available(response_id: int, *, annotator: Any, now: datetime) -> bool:
+    """Re-check one (locked) response; one statement after the lock, so it sees commits."""
+    return (
+        Response.objects.filter(pk=response_id)
+        .filter(
+            ~Exists(
+                Annotation.objects.filter(
+                    response=OuterRef("pk"),
+                    undone_at__isnull=True,
+                ).filter(Q(status=Annotation.Status.GRADED) | Q(annotator=annotator))
+            ),
+            ~Exists(
+                Assignment.objects.filter(
+                    response=OuterRef("pk"), completed_at__isnull=True, expires_at__gt=now
+                )
+            ),
+        )
+        .exists()
+    )
+
+
+def _draw(
+    *, study: Study, annotator: Any, now: datetime, pick: _Pick | None, rng: np.random.Generator
+) -> tuple[int, int] | None:
+    """Draw one available response uniformly in the cell (or study) and lock it.
+
+    Returns (response id, number of available responses the draw was uniform over), or
+    None when nothing is available.
+    """
+    total = _response_count(study=study, pick=pick)
+    if total == 0:
+        return None
+    n_available = total - _unavailable_count(study=study, annotator=annotator, now=now, pick=pick)
+    if n_available <= 0:
+        return None
+    base = Response.objects.filter(study_id=study.pk, **_cell_filter(pick))
+    # Fast path: uniform offset over the whole cell (index-only), reject the unavailable.
+    # Without ORDER BY the scan order is arbitrary but fixed, which is all uniformity needs.
+    for _ in range(MAX_REJECTIONS):
+        offset = int(rng.integers(total))
+        ids = list(base.values_list("pk", flat=True)[offset : offset + 1])
+        if not ids:
+            break  # the cell shrank under us; the exact path copes
+        if _lock_response(ids[0], skip_locked=True) and _is_available(
+            ids[0], annotator=annotator, now=now
+        ):
+            return ids[0], n_available
+    # Exact path: offset inside the available set itself (anti-join scan of the cell).
+    available = _available_qs(study=study, annotator=annotator, now=now, pick=pick)
+    for _ in range(MAX_REJECTIONS):
+        n_exact = available.count()
+        if n_exact == 0:
+            return None
+        offset = int(rng.integers(n_exact))
+        ids = list(available.values_list("pk", flat=True)[offset : offset + 1])
+        if (
+            ids
+            and _lock_response(ids[0], skip_locked=True)
+            and _is_available(ids[0], annotator=annotator, now=now)
+        ):
+            return ids[0], n_exact
+    return None
+
+
+def _draw_overlap(
+    *, study: Study, annotator: Any, now: datetime, rng: np.random.Generator
+) -> tuple[int, int] | None:
+    """A response graded (live) by exactly one other annotator, not by me, not leased."""
+    candidates = (
+        _live_graded(study.pk)
+        .values("response_id")
+        .annotate(n=Count("id"))
+        .filter(n=1)
+        .exclude(
+            Exists(
+                Annotation.objects.filter(
+                    response=OuterRef("response_id"), annotator=annotator, undone_at__isnull=True
+                )
+            )
+        )
+        .exclude(
+            Exists(
+                Assignment.objects.filter(
+                    response=OuterRef("response_id"),
+                    completed_at__isnull=True,
+                    expires_at__gt=now,
+                )
+            )
+        )
+        .values_list("response_id", flat=True)
+    )
+    ids = list(candidates)
+    if not ids:
+        return None
+    order = rng.permutation(len(ids))
+    for i in order[: MAX_REJECTIONS * 2]:
+        response_id = ids[int(i)]
+        if _lock_response(response_id, skip_locked=True) and _is_overlap_candidate(
+            response_id, annotator=annotator, now=now
+        ):
+            return response_id, len(ids)
+    return None
+
+
+def _is_overlap_candidate(response_id: int, *, annotator: Any, now: datetime) -> bool:
+    live = Annotation.objects.filter(response_id=response_id, undone_at__isnull=True)
+    graded = [a for a in live if a.status == Annotation.Status.GRADED]
+    mine = [a for a in live if a.annotator_id == annotator.pk]
+    leased = Assignment.objects.filter(
+        response_id=response_id, completed_at__isnull=True, expires_at__gt=now
+    ).exists()
+    return len(graded) == 1 and not mine and not leased
+
+
+def _lock_annotator(annotator: Any) -> None:
+    """Serialise one annotator's own queue calls (a double click must not lease twice)."""
+    list(
+        get_user_model()
+        .objects.select_for_update(no_key=True)
+        .filter(pk=annotator.pk)
+        .values_list("pk", flat=True)
+    )
+
+
+def _current_assignment(*, study: Study, annotator: Any, now: datetime) -> Assignment | None:
+    return (
+        Assignment.objects.filter(
+            study=study, annotator=annotator, completed_at__isnull=True, expires_at__gt=now
+        )
+        .order_by("-leased_at", "-id")
+        .first()
+    )
+
+
+def _lease(
+    *,
+    study: Study,
+    annotator: Any,
+    response_id: int,
+    now: datetime,
+    policy: str,
+    probability: float,
+    score: float | None = None,
+    fit_id: int | None = None,
+) -> Assignment:
+    return Assignment.objects.create(
+        study=study,
+        response_id=response_id,
+        annotator=annotator,
+        policy=policy,
+        probability=min(1.0, max(probability, 1e-300)),
+        score=score,
+        fit_id=fit_id,
+        leased_at=now,
+        expires_at=now + timedelta(seconds=study.lease_seconds),
+    )
+
+
+# --------------------------------------------------------------------------- services
+
+
+def next_item(
+    *,
+    study: Study,
+    annotator: Any,
+    now: datetime | None = None,
+    rng: np.random.Generator | None = None,
+) -> Assignment:
+    """The annotator's current item: their open lease, or a new pick leased to them.
+
+    Raises ``QueueClosed`` (with ``reason``) when the study is not active, the budget is
+    spent, the selection rule says every verdict is settled, or nothing is left.
+    """
+    now = now or timezone.now()
+    rng = rng if rng is not None else np.random.default_rng()
+    _require_grader(study=study, user=annotator)
+    with transaction.atomic():
+        study = Study.objects.get(pk=study.pk)
+        if study.status != Study.Status.ACTIVE:
+            raise QueueClosed(f"{REASON_NOT_ACTIVE} (it is {study.get_status_display().lower()})")
+        graded = _graded_count(study=study)
+        if graded >= study.label_budget:
+            raise QueueClosed(REASON_BUDGET)
+        is_open, reason = _selection_status(study=study)
+        if not is_open:
+            raise QueueClosed(reason or "the study needs no more labels")
+
+        _lock_annotator(annotator)
+        current = _current_assignment(study=study, annotator=annotator, now=now)
+        if current is not None:
+            return current
+
+        if study.overlap_share > 0 and rng.random() < study.overlap_share:
+            found = _draw_overlap(study=study, annotator=annotator, now=now, rng=rng)
+            if found is not None:
+                response_id, n = found
+                return _lease(
+                    study=study,
+                    annotator=annotator,
+                    response_id=response_id,
+                    now=now,
+                    policy=Assignment.Policy.OVERLAP,
+                    probability=study.overlap_share / n,
+                )
+
+        reserved = (
+            _open_leases(study.pk, now)
+            .exclude(policy=Assignment.Policy.OVERLAP)
+            .exclude(annotator=annotator)
+            .count()
+        )
+        if graded + reserved >= study.label_budget:
+            raise QueueClosed(REASON_BUDGET_RESERVED)
+
+        pick = _selection_pick(study=study, rng=rng)
+        if pick is not None:
+            found = _draw(study=study, annotator=annotator, now=now, pick=pick, rng=rng)
+            if found is not None:
+                response_id, _ = found
+                return _lease(
+                    study=study,
+                    annotator=annotator,
+                    response_id=response_id,
+                    now=now,
+                    policy=pick.policy,
+                    # The selection rule's probability is already that of the response the
+                    # uniform in-cell draw yields (exploration + greedy mixture).
+                    probability=pick.probability,
+                    score=pick.score,
+                    fit_id=pick.fit_id,
+                )
+            logger.info(
+                "study %s: cell %s/%s/%r has nothing available; picking uniformly",
+                study.pk,
+                pick.arm_id,
+                pick.region_id,
+                pick.cell,
+            )
+        found = _draw(study=study, annotator=annotator, now=now, pick=None, rng=rng)
+        if found is None:
+            raise QueueClosed(REASON_NOTHING_LEFT)
+        response_id, n = found
+        return _lease(
+            study=study,
+            annotator=annotator,
+            response_id=response_id,
+            now=now,
+            policy=Assignment.Policy.UNIFORM,
+            probability=1.0 / n,
+            # A fallback from a cell pick keeps the fit it came from, so leads can tell it
+            # from "no posterior yet" (fit_id None).
+            fit_id=pick.fit_id if pick is not None else None,
+        )
+
+
+def _validate_labels(*, study: Study, labels: Any) -> dict[int, int]:
+    """Labels keyed by dimension key → {dimension id: value}, or ValidationError by field."""
+    if not isinstance(labels, dict):
+        raise ValidationError({"labels": "expected an object of dimension key → grade"})
+    dimensions = list(study.dimensions.all())
+    errors: dict[str, str] = {}
+    unknown = sorted(set(labels) - {d.key for d in dimensions})
+    if unknown:
+        errors["labels"] = f"unknown dimension(s): {', '.join(map(str, unknown))}"
+    values: dict[int, int] = {}
+    for dimension in dimensions:
+        field = f"labels.{dimension.key}"
+        if dimension.key not in labels:
+            errors[field] = f"a grade for {dimension.title!r} is required"
+            continue
+        raw = labels[dimension.key]
+        allowed = dimension.scale_values()
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw not in allowed:
+            scale = "0 or 1" if dimension.is_binary else f"1 to {dimension.scale_max}"
+            errors[field] = f"{raw!r} is not on the scale of {dimension.title!r} ({scale})"
+            continue
+        values[dimension.pk] = raw
+    if errors:
+        raise ValidationError(errors)
+    return values
+
+
+def _replay(*, annotator: Any, client_key: uuid.UUID, response_id: int) -> Annotation | None:
+    """The annotation already made with this client key, if any (idempotency)."""
+    existing = Annotation.objects.filter(annotator=annotator, client_key=client_key).first()
+    if existing is None:
+        return None
+    if existing.response_id != response_id:
+        raise ValidationError(
+            {"client_key": "this client key was already used for another response"}
+        )
+    existing.replayed = True  # type: ignore[attr-defined]
+    return existing
+
+
+def _get_assignment(*, assignment_id: int, annotator: Any) -> Assignment:
+    """The annotator's own assignment; others' look absent (Assignment.DoesNotExist)."""
+    return Assignment.objects.select_related("study").get(pk=assignment_id, annotator=annotator)
+
+
+def _check_answerable(*, assignment: Assignment, annotator: Any) -> None:
+    if assignment.completed_at is not None:
+        raise AssignmentDone("this item was already answered; ask for the next one")
+    if Annotation.objects.filter(
+        response_id=assignment.response_id, annotator=annotator, undone_at__isnull=True
+    ).exists():
+        raise AssignmentDone("you already answered this response")
+
+
+def submit_annotation(
+    *,
+    assignment_id: int,
+    annotator: Any,
+    client_key: uuid.UUID,
+    labels: dict[str, int],
+    comment: str = "",
+    flagged: bool = False,
+    flag_reason: str = "",
+    time_spent_ms: int = 0,
+    now: datetime | None = None,
+) -> Annotation:
+    """Record the annotator's grades for an assignment; idempotent by client key.
+
+    A replay with the same ``client_key`` returns the first annotation with
+    ``annotation.replayed = True`` (a fresh one has ``replayed = False``). A submission after
+    the lease expired is kept when nobody else has graded the response since (for an overlap
+    pick: nobody besides the one first grader), else ``LeaseExpired``.
+
+    Raises ``ValidationError`` keyed by field (``labels.<dimension key>``, ``labels``,
+    ``flag_reason``, ``client_key``), ``Assignment.DoesNotExist`` for another annotator's or a
+    missing assignment, ``AssignmentDone`` if it was already answered with another key.
+    """
+    now = now or timezone.now()
+    flag_reason = flag_reason.strip()
+    if flagged and not flag_reason:
+        raise ValidationError({"flag_reason": "say why the response is flagged"})
+    if not flagged:
+        flag_reason = ""
+    with transaction.atomic():
+        assignment = _get_assignment(assignment_id=assignment_id, annotator=annotator)
+        study = assignment.study
+        _require_grader(study=study, user=annotator)
+        _lock_response(assignment.response_id, skip_locked=False)
+        replay = _replay(
+            annotator=annotator, client_key=client_key, response_id=assignment.response_id
+        )
+        if replay is not None:
+            return replay
+        values = _validate_labels(study=study, labels=labels)
+        _check_answerable(assignment=assignment, annotator=annotator)
+        if assignment.expires_at <= now:
+            others = (
+                _live_graded(study.pk)
+                .filter(response_id=assignment.response_id)
+                .exclude(annotator=annotator)
+                .count()
+            )
+            allowed = 1 if assignment.policy == Assignment.Policy.OVERLAP else 0
+            if others > allowed:
+                raise LeaseExpired(
+                    "your time on this item ran out and another annotator has graded it "
+                    "since; your grade was not recorded — ask for the next item"
+                )
+        try:
+            with transaction.atomic():
+                annotation = Annotation.objects.create(
+                    response_id=assignment.response_id,
+                    annotator=annotator,
+                    study=study,
+                    client_key=client_key,
+                    status=Annotation.Status.GRADED,
+                    flagged=flagged,
+                    flag_reason=flag_reason[:200],
+                    comment=comment,
+                    time_spent_ms=max(0, int(time_spent_ms)),
+                    created_at=now,
+                )
+        except IntegrityError:
+            # The same client key raced in through another assignment of the same response.
+            replay = _replay(
+                annotator=annotator, client_key=client_key, response_id=assignment.response_id
+            )
+            if replay is None:
+                raise
+            return replay
+        Label.objects.bulk_create(
+            Label(annotation=annotation, dimension_id=dim_id, value=value)
+            for dim_id, value in values.items()
+        )
+        assignment.completed_at = now
+        assignment.save(update_fields=["completed_at"])
+        _notify_new_labels(study=study)
+    annotation.replayed = False  # type: ignore[attr-defined]
+    return annotation
+
+
+def skip_item(
+    *,
+    assignment_id: int,
+    annotator: Any,
+    client_key: uuid.UUID,
+    reason: str,
+    now: datetime | None = None,
+) -> Annotation:
+    """Record that the annotator skipped the response, with why; idempotent by client key.
+
+    The response stays in the pool for everyone else and in the population the estimate
+    covers (a skip is data about the item, never a reason to drop it).
+    """
+    now = now or timezone.now()
+    reason = reason.strip()
+    if not reason:
+        raise ValidationError({"reason": "say why you skip this item"})
+    with transaction.atomic():
+        assignment = _get_assignment(assignment_id=assignment_id, annotator=annotator)
+        study = assignment.study
+        _require_grader(study=study, user=annotator)
+        _lock_response(assignment.response_id, skip_locked=False)
+        replay = _replay(
+            annotator=annotator, client_key=client_key, response_id=assignment.response_id
+        )
+        if replay is not None:
+            return replay
+        _check_answerable(assignment=assignment, annotator=annotator)
+        annotation = Annotation.objects.create(
+            response_id=assignment.response_id,
+            annotator=annotator,
+            study=study,
+            client_key=client_key,
+            status=Annotation.Status.SKIPPED,
+            skip_reason=reason[:200],
+            created_at=now,
+        )
+        assignment.completed_at = now
+        assignment.save(update_fields=["completed_at"])
+    annotation.replayed = False  # type: ignore[attr-defined]
+    return annotation
+
+
+def undo_annotation(
+    *,
+    annotation_id: int,
+    annotator: Any,
+    now: datetime | None = None,
+    window_seconds: int = 120,
+) -> Assignment:
+    """Undo the annotator's own recent grade or skip and give the response back to them.
+
+    The annotation keeps its row and labels for audit (``undone_at`` set) and stops
+    counting. Returns a fresh assignment of the same response to the same annotator (the
+    policy, probability, score and fit of the pick that first brought it).
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        annotation = Annotation.objects.select_related("study").get(pk=annotation_id)
+        if annotation.annotator_id != annotator.pk:
+            raise PermissionDenied("you can only undo your own annotations")
+        _lock_response(annotation.response_id, skip_locked=False)
+        annotation.refresh_from_db(fields=["undone_at"])
+        if annotation.undone_at is not None:
+            raise UndoRefused("this annotation is already undone")
+        if (now - annotation.created_at).total_seconds() > window_seconds:
+            raise UndoRefused(f"an annotation can only be undone within {window_seconds} s")
+        study = annotation.study
+        annotation.undone_at = now
+        annotation.save(update_fields=["undone_at"])
+        origin = (
+            Assignment.objects.filter(response_id=annotation.response_id, annotator=annotator)
+            .order_by("-leased_at", "-id")
+            .first()
+        )
+        assignment = _lease(
+            study=study,
+            annotator=annotator,
+            response_id=annotation.response_id,
+            now=now,
+            policy=origin.policy if origin else Assignment.Policy.UNIFORM,
+            probability=origin.probability if origin else 1.0,
+            score=origin.score if origin else None,
+            fit_id=origin.fit_id if origin else None,
+        )
+        if annotation.status == Annotation.Status.GRADED:
+            _notify_new_labels(study=study)
+    return assignment
+
+
+def annotator_progress(*, study: Study, annotator: Any) -> dict[str, int]:
+    """What the annotator has done and what is left.
+
+    Keys: ``graded_today`` (since local midnight), ``graded_total``, ``skipped``,
+    ``budget`` (the study's label budget), ``budget_used`` (distinct graded responses, all
+    annotators), ``budget_left``, ``left_in_study`` (responses nobody has graded and this
+    annotator has not skipped; open leases are not subtracted).
+    """
+    mine = Annotation.objects.filter(study=study, annotator=annotator, undone_at__isnull=True)
+    today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    counts = mine.aggregate(
+        graded_total=Count("id", filter=Q(status=Annotation.Status.GRADED)),
+        graded_today=Count("id", filter=Q(status=Annotation.Status.GRADED, created_at__gte=today)),
+        skipped=Count("id", filter=Q(status=Annotation.Status.SKIPPED)),
+    )
+    used = _graded_count(study=study)
+    graded = _live_graded(study.pk).values("response_id")
+    my_skips = mine.filter(status=Annotation.Status.SKIPPED).values("response_id")
+    out_of_pool = graded.union(my_skips).count()
+    return {
+        "graded_today": counts["graded_today"],
+        "graded_total": counts["graded_total"],
+        "skipped": counts["skipped"],
+        "budget": study.label_budget,
+        "budget_used": used,
+        "budget_left": max(0, study.label_budget - used),
+        "left_in_study": max(0, _response_count(study=study, pick=None) - out_of_pool),
+    }
+
+
+def item_for_annotator(assignment: Assignment) -> dict[str, Any]:
+    """What an annotator may see of an assignment — nothing that reveals the model.
+
+    Never the arm, model name, judge scores, cell, metadata or policy/score of the pick.
+    """
+    response = Response.objects.select_related("prompt", "region").get(pk=assignment.response_id)
+    dimensions = [
+        {
+            "key": d.key,
+            "title": d.title,
+            "rubric": d.rubric,
+            "scale": d.scale,
+            "values": d.scale_values(),
+            "point_descriptions": list(d.point_descriptions or []),
+        }
+        for d in assignment.study.dimensions.all()
+    ]
+    return {
+        "assignment_id": assignment.pk,
+        "expires_at": assignment.expires_at,
+        "region": response.region.name,
+        "prompt": response.prompt.text,
+        "response": response.text,
+        "dimensions": dimensions,
+    }
+
+
+AnnotatorItem = dict[str, Any]
+"""The view model ``item_for_annotator`` returns (a plain dict, blind by construction)."""
