@@ -1,0 +1,112 @@
+"""Log-in (rate-limited), API tokens, and a study's audit log."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse_lazy
+
+from annotate.permissions import ADMIN, get_study_for
+
+from . import services
+from .forms import TokenForm
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    # REMOTE_ADDR only: X-Forwarded-For is set by the client unless a trusted proxy
+    # rewrites it, so trusting it would let an attacker pick a fresh address per attempt.
+    return request.META.get("REMOTE_ADDR") or None
+
+
+class RateLimitedLoginView(auth_views.LoginView):
+    """Django's log-in, refusing (429) a username+address after repeated failures."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        username = request.POST.get("username", "")
+        wait = services.login_blocked_for(username=username, ip=client_ip(request))
+        if wait is not None:
+            minutes = max(1, math.ceil(wait.total_seconds() / 60))
+            response = self.render_to_response(
+                self.get_context_data(
+                    form=self.get_form_class()(request),
+                    rate_limited=(
+                        f"Too many failed log-in attempts for this username from your "
+                        f"address. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+                    ),
+                ),
+                status=429,
+            )
+            response["Retry-After"] = str(math.ceil(wait.total_seconds()))
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form: Any) -> HttpResponse:
+        services.record_login_failure(
+            username=self.request.POST.get("username", ""), ip=client_ip(self.request)
+        )
+        return super().form_invalid(form)
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        services.clear_login_failures(
+            username=self.request.POST.get("username", ""), ip=client_ip(self.request)
+        )
+        return super().form_valid(form)
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    template_name = "accounts/password_change.html"
+    success_url = reverse_lazy("accounts-password-change-done")
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        services.record(actor=self.request.user, action="user.password_change")
+        return response
+
+
+class PasswordChangeDoneView(auth_views.PasswordChangeDoneView):
+    template_name = "accounts/password_change_done.html"
+
+
+@login_required
+def tokens(request: HttpRequest) -> HttpResponse:
+    """The user's API tokens; POST creates one and shows its secret once."""
+    form = TokenForm(request.POST) if request.method == "POST" else TokenForm()
+    issued = None
+    if form.is_bound and form.is_valid():
+        issued = services.issue_token(user=request.user, name=form.cleaned_data["name"])
+        form = TokenForm()
+    ctx = {"form": form, "issued": issued, "tokens": request.user.api_tokens.all()}
+    response = render(request, "accounts/tokens.html", ctx)
+    if issued is not None:
+        response["Cache-Control"] = "no-store"  # the page holds a secret
+    return response
+
+
+@login_required
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    token = get_object_or_404(request.user.api_tokens, pk=token_id)
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    services.revoke_token(user=request.user, token=token)
+    messages.success(request, f"Token “{token.name}” revoked.")
+    return redirect("accounts-tokens")
+
+
+@login_required
+def audit_log(request: HttpRequest, slug: str) -> HttpResponse:
+    study = get_study_for(request.user, slug, roles=ADMIN)
+    events = study.audit_events.select_related("actor")
+    action = request.GET.get("action", "").strip()
+    if action:
+        events = events.filter(action__startswith=action)
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    return render(
+        request, "accounts/audit_log.html", {"study": study, "page": page, "action": action}
+    )

@@ -1,0 +1,73 @@
+"""The audit log: what record() stores, and the admin page that lists a study's events."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import AnonymousUser
+from django.urls import reverse
+
+from accounts.models import AuditEvent
+from accounts.services import record
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fast_hasher(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def test_record_keeps_who_what_where_and_details(study, admin_user):
+    dim = study.dimensions.get(key="style")
+    event = record(
+        actor=admin_user,
+        action="dimension.update",
+        target=dim,
+        details={"changes": {"margin": [0.02, 0.05]}, "share": Decimal("0.5")},
+    )
+    event.refresh_from_db()
+    assert event.study == study and event.study_slug == study.slug  # from target.study
+    assert event.actor_username == "alice"
+    assert (event.target_type, event.target_id) == ("annotate.dimension", str(dim.pk))
+    assert event.target_repr == "Style adherence"
+    assert event.details == {"changes": {"margin": [0.02, 0.05]}, "share": "0.5"}
+
+
+def test_record_by_the_system(study):
+    event = record(actor=None, action="export.report", study=study)
+    assert event.actor is None and event.actor_username == ""
+    assert record(actor=AnonymousUser(), action="x").actor is None
+
+
+def test_events_outlive_their_user(study, admin_user):
+    record(actor=admin_user, action="study.update", study=study)
+    admin_user.delete()
+    event = AuditEvent.objects.get()
+    assert event.actor is None and event.actor_username == "alice"
+
+
+def test_admins_read_their_studys_audit_log(client, study, admin_user, lead):
+    record(
+        actor=admin_user,
+        action="dimension.update",
+        study=study,
+        details={"changes": {"margin": [0.02, 0.05]}},
+    )
+    record(actor=lead, action="export.report", study=study)
+    client.force_login(admin_user)
+    r = client.get(reverse("accounts-audit", kwargs={"slug": study.slug}))
+    assert r.status_code == 200
+    body = r.content.decode()
+    assert "dimension.update" in body and "0.02 → 0.05" in body and "export.report" in body
+    r = client.get(reverse("accounts-audit", kwargs={"slug": study.slug}), {"action": "export"})
+    assert [e.action for e in r.context["page"]] == ["export.report"]
+
+
+@pytest.mark.parametrize(
+    ("persona", "status"), [("lead", 403), ("annotator", 403), ("outsider", 404)]
+)
+def test_others_cannot_read_the_audit_log(client, request, study, persona, status):
+    client.force_login(request.getfixturevalue(persona))
+    assert client.get(reverse("accounts-audit", kwargs={"slug": study.slug})).status_code == status
