@@ -187,6 +187,7 @@ class DimensionForm(forms.ModelForm):
             points = 0
         self._clean_points(data, points)
         self._clean_judge(data)
+        self._clean_against_data(data)
         if self.instance.pk and self.instance.labels.exists():
             old = Dimension.objects.get(pk=self.instance.pk)
             if (old.scale, old.scale_max) != (data.get("scale"), data.get("scale_max")):
@@ -196,6 +197,24 @@ class DimensionForm(forms.ModelForm):
                     "its scale cannot change. Add a new dimension instead.",
                 )
         return data
+
+    def _clean_against_data(self, data: dict[str, Any]) -> None:
+        # Imported responses carry one judge bin per dimension, in dimension order (their
+        # cell): a new dimension would have no scores, a new order would scramble the cells.
+        n = self.study.responses.count() if self.study.pk else 0
+        if not n:
+            return
+        if self.instance.pk is None:
+            self.add_error(
+                None,
+                f"This study already has {n} responses, imported without judge scores for a "
+                "new dimension: set up every dimension before uploading data.",
+            )
+        elif data.get("position") != Dimension.objects.get(pk=self.instance.pk).position:
+            self.add_error(
+                "position",
+                f"The order of dimensions is fixed once data is imported ({n} responses).",
+            )
 
     def _clean_points(self, data: dict[str, Any], points: int) -> None:
         lines = [ln.strip() for ln in data.get("point_descriptions_text", "").splitlines()]

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import models, transaction
+from django.db.models import Case, CharField, OuterRef, Subquery, Value, When
+from django.db.models.functions import Cast, Coalesce, Concat
 
 from accounts.services import record
 
-from .models import Arm, Dimension, Membership, Region, Study
+from .models import Arm, Dimension, JudgeScore, Membership, Region, Response, Study
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ FIT_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
     ),
     Region: ("traffic_share",),
 }
+# How judge scores are cut into bins: changing one re-bins the scores already imported.
+BINNING_FIELDS = ("judge_score_type", "judge_min", "judge_max", "judge_bins", "judge_cuts")
 AUDITED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
     Study: (
         "name",
@@ -219,8 +223,21 @@ def delete_arm(*, user: Any, study: Study, arm: Arm) -> None:
 # --- Dimensions ------------------------------------------------------------------------
 
 
+def _rebins(dimension: Dimension, changes: Sequence[Change]) -> int:
+    """How many imported judge scores a change of binning would re-bin (0 if none)."""
+    if dimension.pk is None or not any(c.field in BINNING_FIELDS for c in changes):
+        return 0
+    return JudgeScore.objects.filter(dimension_id=dimension.pk).count()
+
+
 def preview_dimension(*, dimension: Dimension) -> list[Change]:
-    return _changes(dimension)
+    changes = _changes(dimension)
+    if n := _rebins(dimension, changes):
+        label = f"dimension {dimension.key}"
+        changes.append(
+            Change(label, "bins of imported judge scores", f"{n} scores", "re-binned", True)
+        )
+    return changes
 
 
 def save_dimension(*, user: Any, study: Study, dimension: Dimension) -> list[Change]:
@@ -231,16 +248,62 @@ def save_dimension(*, user: Any, study: Study, dimension: Dimension) -> list[Cha
         changes = _changes(dimension)
         if not changes:
             return []
+        rebins = _rebins(dimension, changes)
         dimension.save()
+        if rebins:
+            rebin_dimension(study=study, dimension=dimension)
         refit = _refit_if_needed(user=user, study=study, changes=changes)
         record(
             actor=user,
             action="dimension.create" if created else "dimension.update",
             study=study,
             target=dimension,
-            details=_details(changes, refit=refit),
+            details=_details(changes, refit=refit, rebinned_scores=rebins),
         )
     return changes
+
+
+def rebin_dimension(*, study: Study, dimension: Dimension) -> None:
+    """Re-cut a dimension's imported judge scores into its (new) bins, and rebuild the cells.
+
+    Without explicit cuts they are set from the scores, as the import would
+    (``annotate.importing.judge_cuts_for``). A score's bin is the number of cuts at or
+    below it.
+    """
+    scores = JudgeScore.objects.filter(dimension=dimension)
+    cuts = dimension.judge_cuts
+    if cuts is None:
+        from .importing import judge_cuts_for
+
+        cuts = judge_cuts_for(dimension, scores.values_list("value", flat=True).iterator()) or []
+        dimension.judge_cuts = cuts
+        Dimension.objects.filter(pk=dimension.pk).update(judge_cuts=cuts)
+    whens = [When(value__gte=float(c), then=Value(k + 1)) for k, c in enumerate(cuts)][::-1]
+    scores.update(bin=Case(*whens, default=Value(0)) if whens else Value(0))
+    rebuild_cells(study=study)
+
+
+def rebuild_cells(*, study: Study) -> None:
+    """Recompute ``Response.cell`` (judge bins of every dimension, in dimension order)."""
+    parts: list[Any] = []
+    for dim in study.dimensions.order_by("position", "id"):
+        bin_ = JudgeScore.objects.filter(response=OuterRef("pk"), dimension=dim).values("bin")[:1]
+        if parts:
+            parts.append(Value("."))
+        parts.append(Coalesce(Cast(Subquery(bin_), CharField()), Value("")))
+    if not parts:
+        return
+    cell = Concat(*parts, output_field=CharField()) if len(parts) > 1 else parts[0]
+    Response.objects.filter(study=study).update(cell=cell)
+    transaction.on_commit(lambda: _forget_cached_cells(study))
+
+
+def _forget_cached_cells(study: Study) -> None:
+    try:
+        from calibration.selection import forget_cell_totals
+    except ImportError:
+        return
+    forget_cell_totals(study.pk)
 
 
 def delete_dimension(*, user: Any, study: Study, dimension: Dimension) -> None:

@@ -609,3 +609,104 @@ def test_data_page_links_to_the_upload_when_there_is_one(client, admin_user, stu
     except Exception:
         upload = None
     assert r.context["upload_url"] == upload
+
+
+# --- Binning of imported judge scores ----------------------------------------------------
+
+
+def _scored_response(study, ext: str, values: dict[str, float], bins: dict[str, int]):
+    from annotate.models import JudgeScore
+
+    response = ResponseFactory(
+        prompt=PromptFactory(study=study, region=study.regions.first(), external_id=ext),
+        arm=study.incumbent,
+        cell=".".join(str(bins[d.key]) for d in study.dimensions.order_by("position", "id")),
+    )
+    for d in study.dimensions.all():
+        JudgeScore.objects.create(
+            response=response, dimension=d, judge="j", value=values[d.key], bin=bins[d.key]
+        )
+    return response
+
+
+def test_changing_judge_bins_rebins_imported_scores_and_cells(
+    client, admin_user, study, refits, django_capture_on_commit_callbacks
+):
+    from annotate.models import JudgeScore
+
+    client.force_login(admin_user)
+    a = _scored_response(
+        study,
+        "a",
+        {"correctness": 1, "refusal": 0, "style": 5},
+        {"correctness": 1, "refusal": 0, "style": 4},
+    )
+    b = _scored_response(
+        study,
+        "b",
+        {"correctness": 0, "refusal": 1, "style": 2},
+        {"correctness": 0, "refusal": 1, "style": 1},
+    )
+    style = study.dimensions.get(key="style")
+    target = url("annotate-setup-dimension", study, dimension_id=style.pk)
+    data = dimension_data(style, judge_bins="2", judge_cuts_text="3.5")
+    r = client.post(target, data)
+    assert "2 scores" in r.content.decode() and "re-binned" in r.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        r = client.post(target, {**data, "confirmed": "1"})
+    assert r.status_code == 302
+    assert dict(JudgeScore.objects.filter(dimension=style).values_list("response_id", "bin")) == {
+        a.pk: 1,
+        b.pk: 0,
+    }
+    a.refresh_from_db()
+    b.refresh_from_db()
+    assert (a.cell, b.cell) == ("1.0.1", "0.1.0")
+    event = AuditEvent.objects.get(action="dimension.update")
+    assert event.details["rebinned_scores"] == 2
+    assert event.details["changes"]["judge_cuts"] == [None, [3.5]]
+    assert len(refits) == 1
+
+
+def test_cleared_cuts_are_set_from_the_scores(client, admin_user, study, refits):
+    from calibration.bayes.data import quantile_cuts  # noqa: F401  (what the import uses)
+
+    client.force_login(admin_user)
+    for i, v in enumerate([0.1, 0.2, 0.8, 0.9]):
+        _scored_response(
+            study,
+            f"r{i}",
+            {"correctness": 1, "refusal": 1, "style": 1 + i},
+            {"correctness": 1, "refusal": 1, "style": i},
+        )
+    style = study.dimensions.get(key="style")
+    data = dimension_data(
+        style, judge_score_type="continuous", judge_bins="2", judge_cuts_text="", confirmed="1"
+    )
+    r = client.post(url("annotate-setup-dimension", study, dimension_id=style.pk), data)
+    assert r.status_code == 302
+    style.refresh_from_db()
+    assert style.judge_cuts and len(style.judge_cuts) == 1
+    assert sorted(style.judge_scores.values_list("bin", flat=True)) == [0, 0, 1, 1]
+
+
+def test_no_new_dimension_nor_new_order_once_data_is_imported(client, admin_user, study):
+    client.force_login(admin_user)
+    _scored_response(
+        study,
+        "a",
+        {"correctness": 1, "refusal": 0, "style": 5},
+        {"correctness": 1, "refusal": 0, "style": 4},
+    )
+    r = client.post(
+        url("annotate-setup-dimension-new", study),
+        dimension_data(Dimension(key="new", title="New", margin=0.02)),
+    )
+    assert r.status_code == 200
+    assert "set up every dimension before uploading data" in str(r.context["form"].errors)
+    style = study.dimensions.get(key="style")
+    r = client.post(
+        url("annotate-setup-dimension", study, dimension_id=style.pk),
+        dimension_data(style, position="0"),
+    )
+    assert "order of dimensions is fixed" in r.context["form"].errors["position"][0]
