@@ -440,7 +440,11 @@ def _lease(
     probability: float,
     score: float | None = None,
     fit_id: int | None = None,
+    clock: bool = False,
 ) -> Assignment:
+    # With the real clock, stamp the lease when it is written (after the row lock), so
+    # that stored times order leases of one response exactly as the locks did.
+    stamp = timezone.now() if clock else now
     return Assignment.objects.create(
         study=study,
         response_id=response_id,
@@ -449,8 +453,8 @@ def _lease(
         probability=min(1.0, max(probability, 1e-300)),
         score=score,
         fit_id=fit_id,
-        leased_at=now,
-        expires_at=now + timedelta(seconds=study.lease_seconds),
+        leased_at=stamp,
+        expires_at=stamp + timedelta(seconds=study.lease_seconds),
     )
 
 
@@ -469,6 +473,7 @@ def next_item(
     Raises ``QueueClosed`` (with ``reason``) when the study is not active, the budget is
     spent, the selection rule says every verdict is settled, or nothing is left.
     """
+    clock = now is None
     now = now or timezone.now()
     rng = rng if rng is not None else np.random.default_rng()
     _require_grader(study=study, user=annotator)
@@ -497,6 +502,7 @@ def next_item(
                     annotator=annotator,
                     response_id=response_id,
                     now=now,
+                    clock=clock,
                     policy=Assignment.Policy.OVERLAP,
                     probability=study.overlap_share / n,
                 )
@@ -520,6 +526,7 @@ def next_item(
                     annotator=annotator,
                     response_id=response_id,
                     now=now,
+                    clock=clock,
                     policy=pick.policy,
                     # The selection rule's probability is already that of the response the
                     # uniform in-cell draw yields (exploration + greedy mixture).
@@ -543,6 +550,7 @@ def next_item(
             annotator=annotator,
             response_id=response_id,
             now=now,
+            clock=clock,
             policy=Assignment.Policy.UNIFORM,
             probability=1.0 / n,
             # A fallback from a cell pick keeps the fit it came from, so leads can tell it
@@ -628,6 +636,7 @@ def submit_annotation(
     ``flag_reason``, ``client_key``), ``Assignment.DoesNotExist`` for another annotator's or a
     missing assignment, ``AssignmentDone`` if it was already answered with another key.
     """
+    clock = now is None
     now = now or timezone.now()
     flag_reason = flag_reason.strip()
     if flagged and not flag_reason:
@@ -639,6 +648,8 @@ def submit_annotation(
         study = assignment.study
         _require_grader(study=study, user=annotator)
         _lock_response(assignment.response_id, skip_locked=False)
+        if clock:
+            now = timezone.now()  # stamped after the lock: stored times follow lock order
         replay = _replay(
             annotator=annotator, client_key=client_key, response_id=assignment.response_id
         )
@@ -705,6 +716,7 @@ def skip_item(
     The response stays in the pool for everyone else and in the population the estimate
     covers (a skip is data about the item, never a reason to drop it).
     """
+    clock = now is None
     now = now or timezone.now()
     reason = reason.strip()
     if not reason:
@@ -714,6 +726,8 @@ def skip_item(
         study = assignment.study
         _require_grader(study=study, user=annotator)
         _lock_response(assignment.response_id, skip_locked=False)
+        if clock:
+            now = timezone.now()  # stamped after the lock: stored times follow lock order
         replay = _replay(
             annotator=annotator, client_key=client_key, response_id=assignment.response_id
         )
@@ -748,12 +762,15 @@ def undo_annotation(
     counting. Returns a fresh assignment of the same response to the same annotator (the
     policy, probability, score and fit of the pick that first brought it).
     """
+    clock = now is None
     now = now or timezone.now()
     with transaction.atomic():
         annotation = Annotation.objects.select_related("study").get(pk=annotation_id)
         if annotation.annotator_id != annotator.pk:
             raise PermissionDenied("you can only undo your own annotations")
         _lock_response(annotation.response_id, skip_locked=False)
+        if clock:
+            now = timezone.now()
         annotation.refresh_from_db(fields=["undone_at"])
         if annotation.undone_at is not None:
             raise UndoRefused("this annotation is already undone")

@@ -181,4 +181,6 @@ def test_concurrent_annotators_never_share_a_lease_and_lose_no_grade():
             if earlier.annotator_id == later.annotator_id:
                 continue  # an undo gives the same response back to the same annotator
             assert earlier.completed_at is not None, (response_id, earlier.pk, later.pk)
+            # Leases are stamped after the row lock, so stored times follow lock order.
+            assert earlier.completed_at <= later.leased_at, (response_id, earlier.pk, later.pk)
     assert sum(closed_reasons.values()) <= THREADS
