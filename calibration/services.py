@@ -29,7 +29,7 @@ import time
 import traceback
 from collections import OrderedDict
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
@@ -37,15 +37,18 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from annotate.models import Study
-from calibration.bayes.decision import summarise
-from calibration.bayes.fit import DimensionFit, Fitter
-from calibration.bayes.model import MODEL_VERSION
 from calibration.counts import StudyCounts, count_labels, study_counts
 from calibration.models import Fit
 
+if TYPE_CHECKING:
+    # PyMC is imported on first use, so web processes that never fit start fast.
+    from calibration.bayes.fit import DimensionFit, Fitter
+
 __all__ = [
     "DRAWS_STORED",
+    "FitBusy",
     "STALE_RUNNING_AFTER",
+    "fit_now",
     "get_fitter",
     "latest_fit",
     "load_draws",
@@ -76,6 +79,8 @@ def get_fitter() -> Fitter:
     global _fitter
     with _fitter_lock:
         if _fitter is None:
+            from calibration.bayes.fit import Fitter
+
             _fitter = Fitter()
         return _fitter
 
@@ -210,6 +215,35 @@ def run_fit(*, fit_id: int) -> Fit | None:
     return fit
 
 
+def fit_now(
+    *, study: Study, wait: bool = False, poll_seconds: float = 2.0, timeout: float = 3600.0
+) -> Fit:
+    """Fit ``study`` in this process (``manage.py runfits``), not in a worker.
+
+    Requests a fit (coalesced like any other) and runs it here. If another fit of the
+    study is running, raises :class:`FitBusy` unless ``wait``, in which case it polls until
+    that one finishes and then runs the follow-up, or returns it if a worker ran it.
+    """
+    fit = request_fit(study=study, trigger=Fit.Trigger.MANUAL)
+    deadline = time.monotonic() + timeout
+    while True:
+        done = run_fit(fit_id=fit.pk)
+        fit.refresh_from_db()
+        if done is not None or fit.status in (Fit.Status.SUCCEEDED, Fit.Status.FAILED):
+            return fit
+        if not wait:
+            raise FitBusy(
+                f"another fit of {study.slug!r} is running; use --wait to queue behind it"
+            )
+        if time.monotonic() > deadline:
+            raise FitBusy(f"fit {fit.pk} still {fit.status} after {timeout:.0f} s")
+        time.sleep(poll_seconds)
+
+
+class FitBusy(RuntimeError):
+    """A fit could not start because another fit of the study is running."""
+
+
 def _finish(fit: Fit, **fields: Any) -> None:
     """Store the outcome if the fit is still ours, then hand over to a queued follow-up."""
     with transaction.atomic():
@@ -230,6 +264,8 @@ def _finish(fit: Fit, **fields: Any) -> None:
 
 def _compute(fit: Fit) -> dict[str, Any]:
     """The expensive part, outside any transaction: counts, sampling, summaries."""
+    from calibration.bayes.model import MODEL_VERSION
+
     study = fit.study
     data = study_counts(study=study)
     seed = fit_seed(fit.pk)
@@ -294,6 +330,8 @@ def dump_draws(fits: dict[str, DimensionFit]) -> bytes:
 
 def parse_draws(blob: bytes) -> dict[str, DimensionFit]:
     """Inverse of :func:`dump_draws`."""
+    from calibration.bayes.fit import DimensionFit
+
     with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
         meta = json.loads(npz["meta"].tobytes().decode())
         if meta.get("format") != _DRAWS_FORMAT:
@@ -373,6 +411,8 @@ def build_summary(*, study: Study, fits: dict[str, DimensionFit], data: StudyCou
     confidence); this only reshapes them into lists in arm, dimension and region order, and
     adds names and traffic-weighted pass rates per arm.
     """
+    from calibration.bayes.decision import summarise
+
     raw = summarise(
         fits,
         weights=data.traffic_shares,

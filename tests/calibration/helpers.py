@@ -46,25 +46,42 @@ def populate(
         for p in prompts
         for a in arms
     )
+    # Truth per (response, dimension), a judge better than chance, graders who mostly agree.
+    truth = {d.pk: rng.random(len(responses)) < 0.7 for d in dims}
     scores = []
     for d in dims:
         j = n_bins_of(d)
-        bins = rng.integers(0, j, size=len(responses))
+        y = truth[d.pk]
+        if j == 2:
+            bins = (rng.random(len(responses)) < np.where(y, 0.85, 0.2)).astype(int)
+        else:
+            bins = np.clip(
+                np.round(np.where(y, 0.7, 0.3) * (j - 1) + rng.normal(0, 0.8, len(y))), 0, j - 1
+            ).astype(int)
         scores += [
             JudgeScore(response=r, dimension=d, judge="j", value=float(b), bin=int(b))
             for r, b in zip(responses, bins, strict=True)
         ]
     JudgeScore.objects.bulk_create(scores)
-    graded = [r for r in responses if rng.random() < graded_share]
+    graded = [i for i in range(len(responses)) if rng.random() < graded_share]
     annotations = Annotation.objects.bulk_create(
-        Annotation(response=r, annotator=u, study=study, created_at=timezone.now())
-        for r in graded
+        Annotation(response=responses[i], annotator=u, study=study, created_at=timezone.now())
+        for i in graded
         for u in users
     )
     labels = []
-    for a in annotations:
+    for a, i in zip(annotations, [i for i in graded for _ in users], strict=True):
         for d in dims:
-            labels.append(Label(annotation=a, dimension=d, value=int(rng.choice(d.scale_values()))))
+            passed = bool(truth[d.pk][i]) != (rng.random() < 0.1)
+            if d.is_binary:
+                value = int(passed)
+            else:
+                value = (
+                    int(rng.integers(d.pass_threshold, d.scale_max + 1))
+                    if passed
+                    else int(rng.integers(1, d.pass_threshold))
+                )
+            labels.append(Label(annotation=a, dimension=d, value=value))
     Label.objects.bulk_create(labels)
 
 
