@@ -54,6 +54,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from accounts.services import record
+
 from .models import Annotation, Assignment, Label, Membership, Response, Study
 
 logger = logging.getLogger(__name__)
@@ -779,6 +781,13 @@ def undo_annotation(
         study = annotation.study
         annotation.undone_at = now
         annotation.save(update_fields=["undone_at"])
+        record(
+            actor=annotator,
+            action="annotation.undo",
+            study=study,
+            target=annotation,
+            details={"response_id": annotation.response_id, "status": annotation.status},
+        )
         origin = (
             Assignment.objects.filter(response_id=annotation.response_id, annotator=annotator)
             .order_by("-leased_at", "-id")

@@ -71,3 +71,19 @@ def test_admins_read_their_studys_audit_log(client, study, admin_user, lead):
 def test_others_cannot_read_the_audit_log(client, request, study, persona, status):
     client.force_login(request.getfixturevalue(persona))
     assert client.get(reverse("accounts-audit", kwargs={"slug": study.slug})).status_code == status
+
+
+def test_undoing_a_grade_is_recorded(study, annotator):
+    from annotate import queue
+    from annotate.models import Annotation
+    from tests.factories import PromptFactory, ResponseFactory
+
+    response = ResponseFactory(
+        prompt=PromptFactory(study=study, region=study.regions.first()), arm=study.incumbent
+    )
+    annotation = Annotation.objects.create(study=study, response=response, annotator=annotator)
+    queue.undo_annotation(annotation_id=annotation.pk, annotator=annotator)
+    event = AuditEvent.objects.get(action="annotation.undo")
+    assert event.actor == annotator and event.study == study
+    assert event.target_id == str(annotation.pk)
+    assert event.details == {"response_id": response.pk, "status": "graded"}
