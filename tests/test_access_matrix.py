@@ -422,3 +422,66 @@ def test_access(client, world, route):
         if not _matches(r, expected, world):
             problems.append(f"POST {persona}: expected {expected}, got {_describe(r)}")
     assert not problems, f"{route.name} ({url}):\n  " + "\n  ".join(problems)
+
+
+# --- Blindness: what annotators may see -------------------------------------------------
+
+JUDGE_VALUE = 0.7319
+SECRET_COMMENT = "comment-of-another-annotator-7319"
+
+
+@pytest.fixture
+def blind_world(world) -> World:
+    """Every arm answered every prompt, with judge scores; another annotator graded one."""
+    from annotate.models import JudgeScore, Label
+
+    study = world.study
+    dora = UserFactory(username="dora")
+    MembershipFactory(study=study, user=dora, role=Membership.Role.ANNOTATOR)
+    for i in range(3):
+        prompt = PromptFactory(study=study, region=study.regions.first(), external_id=f"b{i}")
+        for arm in study.arms.all():
+            response = ResponseFactory(prompt=prompt, arm=arm, text=f"answer {i} of an arm")
+            for d in study.dimensions.all():
+                JudgeScore.objects.create(
+                    response=response, dimension=d, judge="judge-model-x", value=JUDGE_VALUE
+                )
+            if i == 0:
+                annotation = Annotation.objects.create(
+                    study=study, response=response, annotator=dora, comment=SECRET_COMMENT
+                )
+                for d in study.dimensions.all():
+                    Label.objects.create(annotation=annotation, dimension=d, value=1)
+    return world
+
+
+def _secrets(w: World) -> list[str]:
+    arms = list(w.study.arms.all())
+    return [
+        *(a.model_name for a in arms),
+        *(a.key for a in arms if len(a.key) >= 4),  # short keys ("inc") would match words
+        "judge-model-x",
+        str(JUDGE_VALUE),
+        SECRET_COMMENT,
+        "dora",
+    ]
+
+
+@pytest.mark.django_db
+def test_annotators_never_see_model_identity_judge_scores_or_others_grades(client, blind_world):
+    w = blind_world
+    client.force_login(w.annotator)
+    pages = [r for r in ROUTES if r.name in RULES and RULES[r.name]["annotator"] == 200]
+    assert any(r.name == "annotate-grade" for r in pages)
+    seen = []
+    for route in pages:
+        if route.name == "admin":
+            continue
+        r = client.get(_url(route, w), follow=True)
+        seen.append((route.name, r.content.decode()))
+    r = client.post(reverse("annotate-api-next", kwargs={"slug": w.study.slug}))
+    assert r.status_code == 200, r.content
+    seen.append(("annotate-api-next (POST)", r.content.decode()))
+    assert "answer" in dict(seen)["annotate-grade"], "the grading page showed no item"
+    leaks = [(name, s) for name, body in seen for s in _secrets(w) if s in body]
+    assert not leaks, f"annotator pages leak: {leaks}"
