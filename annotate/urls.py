@@ -2,8 +2,21 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import views, views_grade
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("studies/<slug:slug>/annotate/", views_grade.study_home, name="annotate-study-home"),
+    path("studies/<slug:slug>/grade/", views_grade.grade, name="annotate-grade"),
+    path(
+        "studies/<slug:slug>/grade/<int:assignment_id>/submit/",
+        views_grade.grade_submit,
+        name="annotate-grade-submit",
+    ),
+    path(
+        "studies/<slug:slug>/grade/<int:assignment_id>/skip/",
+        views_grade.grade_skip,
+        name="annotate-grade-skip",
+    ),
+    path("studies/<slug:slug>/grade/undo/", views_grade.grade_undo, name="annotate-grade-undo"),
 ]

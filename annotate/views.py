@@ -5,6 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from .models import Membership, Study
+from .views_grade import grading_rows
 
 
 @login_required
@@ -15,4 +16,5 @@ def home(request: HttpRequest) -> HttpResponse:
     else:
         memberships = Membership.objects.filter(user=request.user).select_related("study")
         studies = [(m.study, m.role) for m in memberships]
-    return render(request, "annotate/home.html", {"studies": studies})
+    grading = grading_rows(studies, request.user)
+    return render(request, "annotate/home.html", {"studies": studies, "grading": grading})

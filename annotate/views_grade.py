@@ -1,0 +1,486 @@
+"""The annotator's grading page: serve an item, take a grade, a skip or an undo.
+
+Every view is scoped to one study through ``_study_for_annotator`` and only ever shows
+what ``queue.item_for_annotator`` returns, so that no model name, arm or judge score can
+reach the annotator. The queue service owns the rules (leases, idempotency, budget);
+these views parse the form, call it, and render the next item.
+
+With htmx the forms post in the background and the ``item`` partial of
+``annotate/grade_page.html`` is swapped in; without JavaScript they post and redirect.
+
+Who may grade: only members whose role in the study is *annotator*. Leads and admins see
+model names and judge scores elsewhere in Baton, so their grades would not be blind;
+they get a 403 that says so. Users with no role in the study get a 404, so that the page
+does not even confirm the study exists.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from . import queue
+from .models import Annotation, Assignment, Membership, Study
+from .queue import AssignmentDone, LeaseExpired, QueueClosed, UndoRefused
+
+PAGE = "annotate/grade_page.html"
+UNDO_WINDOW_SECONDS = 120
+# A grade takes seconds to minutes; anything outside this is a stale tab or a bad clock.
+MAX_TIME_SPENT_MS = 30 * 60 * 1000
+REASON_MAX_LENGTH = 200
+
+SKIP_REASONS = [
+    ("expertise", "Outside my expertise"),
+    ("unreadable", "Prompt or response unreadable"),
+    ("context", "Needs context I don't have"),
+]
+FLAG_REASONS = [
+    ("unsafe", "Harmful or unsafe content"),
+    ("personal-data", "Contains personal data"),
+    ("broken", "Broken or truncated"),
+]
+OTHER = "other"
+
+
+def _study_for_annotator(request: HttpRequest, slug: str) -> Study:
+    """The study, if the user annotates it; 404 for non-members, 403 for other roles."""
+    study = Study.objects.filter(slug=slug).first()
+    role = study.role_of(request.user) if study else None
+    if study is None or role is None:
+        raise Http404("No such study.")
+    if role != Membership.Role.ANNOTATOR:
+        raise PermissionDenied(
+            "Only the study's annotators grade: leads and admins see model names and "
+            "judge scores, so their grades would not be blind."
+        )
+    return study
+
+
+def _own_assignment(study: Study, user: Any, assignment_id: int) -> Assignment:
+    return get_object_or_404(Assignment, pk=assignment_id, study=study, annotator=user)
+
+
+def _undoable(study: Study, user: Any) -> Annotation | None:
+    """The annotator's most recent live annotation in the study, while undo is allowed."""
+    since = timezone.now() - timedelta(seconds=UNDO_WINDOW_SECONDS)
+    return (
+        Annotation.objects.filter(
+            study=study, annotator=user, undone_at__isnull=True, created_at__gte=since
+        )
+        .order_by("-created_at", "-pk")
+        .only("pk", "status", "created_at")
+        .first()
+    )
+
+
+def _progress(study: Study, user: Any) -> dict[str, Any]:
+    """The queue's counts, plus ``left``: what the study can still use from anyone."""
+    progress: dict[str, Any] = dict(queue.annotator_progress(study=study, annotator=user))
+    progress["left"] = min(progress["budget_left"], progress["left_in_study"])
+    return progress
+
+
+def _dimension_view(dim: dict[str, Any]) -> dict[str, Any]:
+    """One rubric block: the radio choices with their keyboard digit.
+
+    The digit is the grade itself (0 = fail, 1 = pass; 1..K on ordinal scales, 0 for
+    10), so what an annotator types is what is stored.
+    """
+    binary = dim["scale"] == "binary"
+    descriptions = list(dim.get("point_descriptions") or [])
+    if binary:
+        # Stored lowest first, like every scale: [fail, pass].
+        fail_desc, pass_desc = descriptions if len(descriptions) == 2 else ("", "")
+        choices = [
+            {"value": 1, "label": "Pass", "key": "1", "tone": "pass", "description": pass_desc},
+            {"value": 0, "label": "Fail", "key": "0", "tone": "fail", "description": fail_desc},
+        ]
+    else:
+        choices = [
+            {
+                "value": value,
+                "label": str(value),
+                "key": str(value % 10),
+                "tone": "point",
+                "description": descriptions[i] if i < len(descriptions) else "",
+            }
+            for i, value in enumerate(dim["values"])
+        ]
+    return {
+        "key": dim["key"],
+        "title": dim["title"],
+        "rubric": dim.get("rubric", ""),
+        "binary": binary,
+        "choices": choices,
+    }
+
+
+def _item_context(
+    request: HttpRequest,
+    study: Study,
+    assignment: Assignment,
+    *,
+    client_key: uuid.UUID | None = None,
+    values: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    open_panel: str = "",
+) -> dict[str, Any]:
+    item = queue.item_for_annotator(assignment)
+    values = values or {}
+    dimensions = [_dimension_view(dim) for dim in item["dimensions"]]
+    for dim in dimensions:
+        dim["value"] = values.get("labels", {}).get(dim["key"])
+        dim["error"] = (errors or {}).get(dim["key"], "")
+    own_fields = {dim["key"] for dim in dimensions} | {"flag", "skip"}
+    return {
+        "state": "item",
+        "item": item,
+        "assignment_id": item["assignment_id"],
+        "dimensions": dimensions,
+        "client_key": client_key or uuid.uuid4(),
+        "values": values,
+        "errors": errors or {},
+        "form_errors": [text for key, text in (errors or {}).items() if key not in own_fields],
+        "open_panel": open_panel,
+        "skip_reasons": SKIP_REASONS,
+        "flag_reasons": FLAG_REASONS,
+    }
+
+
+def _render(
+    request: HttpRequest,
+    study: Study,
+    context: dict[str, Any],
+    *,
+    status: str = "",
+    status_kind: str = "ok",
+    http_status: int = 200,
+) -> HttpResponse:
+    context = {
+        "study": study,
+        "progress": _progress(study, request.user),
+        "undoable": _undoable(study, request.user),
+        "status": status,
+        "status_kind": status_kind,
+        "undo_window_seconds": UNDO_WINDOW_SECONDS,
+        **context,
+    }
+    template = f"{PAGE}#item" if request.htmx else PAGE
+    return render(request, template, context, status=http_status)
+
+
+def _closed_context(closed: QueueClosed) -> dict[str, Any]:
+    reason = closed.reason.strip().rstrip(".")
+    return {"state": "closed", "reason": f"{reason[:1].upper()}{reason[1:]}." if reason else ""}
+
+
+def _render_next(
+    request: HttpRequest, study: Study, *, status: str = "", status_kind: str = "ok"
+) -> HttpResponse:
+    try:
+        assignment = queue.next_item(study=study, annotator=request.user)
+    except QueueClosed as closed:
+        return _render(
+            request, study, _closed_context(closed), status=status, status_kind=status_kind
+        )
+    return _render(
+        request,
+        study,
+        _item_context(request, study, assignment),
+        status=status,
+        status_kind=status_kind,
+    )
+
+
+def _after_post(
+    request: HttpRequest, study: Study, status: str, status_kind: str = "ok"
+) -> HttpResponse:
+    """htmx: render the next item in place; plain form: message and redirect (PRG)."""
+    if request.htmx:
+        return _render_next(request, study, status=status, status_kind=status_kind)
+    if status:
+        level = messages.SUCCESS if status_kind == "ok" else messages.WARNING
+        messages.add_message(request, level, status)
+    return redirect("annotate-grade", slug=study.slug)
+
+
+def _invalid(
+    request: HttpRequest,
+    study: Study,
+    assignment: Assignment,
+    *,
+    client_key: uuid.UUID,
+    values: dict[str, Any],
+    errors: dict[str, str],
+    open_panel: str = "",
+) -> HttpResponse:
+    """Show the same item again with its values and errors, keeping the client key.
+
+    htmx 2 does not swap 4xx responses by default, so htmx gets a 200 and plain forms
+    the more precise 422.
+    """
+    context = _item_context(
+        request,
+        study,
+        assignment,
+        client_key=client_key,
+        values=values,
+        errors=errors,
+        open_panel=open_panel,
+    )
+    return _render(
+        request,
+        study,
+        context,
+        status="Not saved: " + " ".join(errors.values()),
+        status_kind="error",
+        http_status=200 if request.htmx else 422,
+    )
+
+
+def _client_key(request: HttpRequest) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.POST.get("client_key", ""))
+    except ValueError:
+        # A missing key means a forged or truncated form: refuse rather than guess, since
+        # a fresh key would defeat the double-submit protection.
+        raise ValidationError("client_key is missing or malformed") from None
+
+
+def _time_spent_ms(request: HttpRequest, assignment: Assignment) -> int:
+    """What the browser measured, or the time since the lease without JavaScript; clamped."""
+    raw = request.POST.get("time_spent_ms", "")
+    try:
+        spent = int(float(raw))
+    except ValueError:
+        spent = int((timezone.now() - assignment.leased_at).total_seconds() * 1000)
+    return max(0, min(spent, MAX_TIME_SPENT_MS))
+
+
+def _reason(request: HttpRequest, prefix: str, choices: list[tuple[str, str]]) -> str:
+    """The reason picked from the list, or the typed one for "other"; "" when none."""
+    choice = request.POST.get(f"{prefix}_choice", "")
+    if choice == OTHER:
+        return request.POST.get(f"{prefix}_other", "").strip()[:REASON_MAX_LENGTH]
+    return dict(choices).get(choice, "")
+
+
+def _error_text(exc: ValidationError) -> dict[str, str]:
+    """The service's errors keyed like the form: ``labels.<key>`` becomes ``<key>``."""
+    if not hasattr(exc, "error_dict"):
+        return {"__all__": " ".join(exc.messages)}
+    errors = {}
+    for field, texts in exc.message_dict.items():
+        key = field.removeprefix("labels.")
+        key = {"reason": "skip", "flag_reason": "flag"}.get(key, key)
+        text = " ".join(texts)
+        errors[key] = text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+    return errors
+
+
+@login_required
+def study_home(request: HttpRequest, slug: str) -> HttpResponse:
+    """One study for its annotator: progress so far and a start button."""
+    study = _study_for_annotator(request, slug)
+    return render(
+        request,
+        "annotate/grade_study.html",
+        {
+            "study": study,
+            "progress": _progress(study, request.user),
+            "dimensions": study.dimensions.all(),
+        },
+    )
+
+
+@login_required
+def grade(request: HttpRequest, slug: str) -> HttpResponse:
+    """The grading page with the annotator's current item (re-served while leased)."""
+    study = _study_for_annotator(request, slug)
+    return _render_next(request, study)
+
+
+@login_required
+@require_POST
+def grade_submit(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
+    study = _study_for_annotator(request, slug)
+    assignment = _own_assignment(study, request.user, assignment_id)
+    try:
+        client_key = _client_key(request)
+    except ValidationError:
+        return HttpResponse("Missing client key.", status=400)
+
+    dimensions = list(study.dimensions.all())
+    labels: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    for dim in dimensions:
+        raw = request.POST.get(f"label-{dim.key}", "")
+        try:
+            value = int(raw)
+        except ValueError:
+            errors[dim.key] = f"Pick a grade for {dim.title}."
+            continue
+        if value not in dim.scale_values():
+            errors[dim.key] = f"{value} is not a grade for {dim.title}."
+            continue
+        labels[dim.key] = value
+    flag_reason = _reason(request, "flag", FLAG_REASONS)
+    if request.POST.get("flag_choice") == OTHER and not flag_reason:
+        errors["flag"] = "Say why you flag it."
+    comment = request.POST.get("comment", "").strip()
+    values = {
+        "labels": labels,
+        "comment": comment,
+        "flag_choice": request.POST.get("flag_choice", ""),
+        "flag_other": request.POST.get("flag_other", ""),
+    }
+    if errors:
+        return _invalid(
+            request,
+            study,
+            assignment,
+            client_key=client_key,
+            values=values,
+            errors=errors,
+            open_panel="flag" if "flag" in errors else "",
+        )
+
+    was_expired = assignment.is_expired()
+    try:
+        annotation = queue.submit_annotation(
+            assignment_id=assignment.pk,
+            annotator=request.user,
+            client_key=client_key,
+            labels=labels,
+            comment=comment,
+            flagged=bool(flag_reason),
+            flag_reason=flag_reason,
+            time_spent_ms=_time_spent_ms(request, assignment),
+        )
+    except ValidationError as exc:
+        return _invalid(
+            request,
+            study,
+            assignment,
+            client_key=client_key,
+            values=values,
+            errors=_error_text(exc),
+        )
+    except LeaseExpired:
+        return _after_post(
+            request,
+            study,
+            "Not saved: your time on that item ran out and someone else graded it "
+            "meanwhile. Here is the next one.",
+            "warning",
+        )
+    except AssignmentDone:
+        return _after_post(request, study, "That item was already answered.", "warning")
+    if getattr(annotation, "replayed", False):
+        return _after_post(request, study, "Already saved (it was not counted twice).")
+    if was_expired:
+        return _after_post(
+            request,
+            study,
+            "Saved. Your time on that item had run out, but nobody else had graded it, "
+            "so your grade is kept.",
+            "warning",
+        )
+    return _after_post(request, study, "Saved" + (" and flagged." if flag_reason else "."))
+
+
+@login_required
+@require_POST
+def grade_skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
+    study = _study_for_annotator(request, slug)
+    assignment = _own_assignment(study, request.user, assignment_id)
+    try:
+        client_key = _client_key(request)
+    except ValidationError:
+        return HttpResponse("Missing client key.", status=400)
+    reason = _reason(request, "skip", SKIP_REASONS)
+    if not reason:
+        return _invalid(
+            request,
+            study,
+            assignment,
+            client_key=client_key,
+            values={},
+            errors={"skip": "Pick or type a reason to skip."},
+            open_panel="skip",
+        )
+    try:
+        queue.skip_item(
+            assignment_id=assignment.pk,
+            annotator=request.user,
+            client_key=client_key,
+            reason=reason,
+        )
+    except ValidationError as exc:
+        return _invalid(
+            request,
+            study,
+            assignment,
+            client_key=client_key,
+            values={},
+            errors=_error_text(exc),
+            open_panel="skip",
+        )
+    except AssignmentDone:
+        return _after_post(request, study, "That item was already answered.", "warning")
+    return _after_post(request, study, "Skipped.")
+
+
+@login_required
+@require_POST
+def grade_undo(request: HttpRequest, slug: str) -> HttpResponse:
+    """Take back the last grade or skip (within the window) and show that item again."""
+    study = _study_for_annotator(request, slug)
+    annotation = get_object_or_404(
+        Annotation,
+        pk=request.POST.get("annotation_id") or 0,
+        study=study,
+        annotator=request.user,
+    )
+    previous = {
+        label.dimension.key: label.value for label in annotation.labels.select_related("dimension")
+    }
+    try:
+        assignment = queue.undo_annotation(
+            annotation_id=annotation.pk,
+            annotator=request.user,
+            window_seconds=UNDO_WINDOW_SECONDS,
+        )
+    except UndoRefused as exc:
+        return _after_post(request, study, f"Not undone: {exc.reason}.", "warning")
+    if not request.htmx:
+        messages.info(request, "Undone. Grade it again.")
+        return redirect("annotate-grade", slug=study.slug)
+    context = _item_context(
+        request,
+        study,
+        assignment,
+        values={
+            "labels": previous,
+            "comment": annotation.comment,
+        },
+    )
+    return _render(request, study, context, status="Undone. Your previous grade is preselected.")
+
+
+def grading_rows(studies: list[tuple[Study, str]], user: Any) -> list[dict[str, Any]]:
+    """For the home page: each study the user annotates, with their progress in it."""
+    return [
+        {"study": study, "progress": _progress(study, user)}
+        for study, role in studies
+        if role == Membership.Role.ANNOTATOR
+    ]

@@ -1,0 +1,371 @@
+// Baton grading page: the keyboard layer on top of plain htmx forms.
+//
+// The page works without this file (forms post and redirect). This file adds the keys
+// (digits grade the current dimension and move on, Enter submits, s/f/u/c/?/r/Esc), the
+// time spent per item, and the "not saved - retry" banner.
+//
+// It never builds markup from text: it only checks radios, toggles elements and sets
+// textContent, so nothing from a prompt or response can ever run as code.
+(() => {
+  "use strict";
+
+  let shownAt = performance.now();
+  let failedForm = null; // the form whose request did not go through, for retry
+  let busy = false;
+
+  const $ = (selector, root = document) => root.querySelector(selector);
+  const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
+  const gradeForm = () => document.getElementById("grade-form");
+  const dims = () => (gradeForm() ? $$("fieldset.dim", gradeForm()) : []);
+  const isGraded = (fieldset) => Boolean($("input[type=radio]:checked", fieldset));
+  const missing = () => dims().filter((fieldset) => !isGraded(fieldset));
+  const panelOf = (el) => (el && el.closest ? el.closest("details.grade-option") : null);
+  const dimOf = (el) => (el && el.closest ? el.closest("fieldset.dim") : null);
+
+  function say(text) {
+    const status = document.getElementById("grade-status");
+    if (status) status.textContent = text;
+  }
+
+  function setCurrent(fieldset) {
+    for (const d of dims()) d.classList.toggle("is-current", d === fieldset);
+  }
+
+  function currentDim() {
+    return dimOf(document.activeElement) || $("fieldset.dim.is-current") || dims()[0] || null;
+  }
+
+  function focusDim(fieldset) {
+    if (!fieldset) return;
+    const radio = $("input[type=radio]:checked", fieldset) || $("input[type=radio]", fieldset);
+    setCurrent(fieldset);
+    if (radio) radio.focus();
+    fieldset.scrollIntoView({ block: "nearest" });
+  }
+
+  function focusStart() {
+    if (!gradeForm()) {
+      // The thank-you page: Enter goes back to the studies.
+      const next = $("#item a.button.primary");
+      if (next) next.focus();
+      return;
+    }
+    const errored = $("fieldset.dim.has-error");
+    const openPanel = $("details.grade-option[open]");
+    if (openPanel && $(".error", openPanel)) return focusPanel(openPanel);
+    focusDim(errored || missing()[0] || dims()[0]);
+  }
+
+  function showMissing() {
+    const form = gradeForm();
+    const names = missing().map((d) => $("legend", d).textContent.replace(/^\s*\d+\s*/, "").trim());
+    const slot = form && $("[data-role=missing]", form);
+    if (slot) slot.textContent = names.length ? "Still to grade: " + names.join(", ") : "";
+    return names;
+  }
+
+  // Pick the grade whose digit is `key` on `fieldset`, then move on to the next
+  // dimension that still needs a grade, or to the submit button when none does.
+  function pick(fieldset, key) {
+    const radio = $$("input[type=radio]", fieldset).find((r) => r.dataset.key === key);
+    if (!radio) return;
+    radio.checked = true;
+    radio.dispatchEvent(new Event("change", { bubbles: true }));
+    fieldset.classList.remove("has-error");
+    showMissing();
+    const list = dims();
+    const after = list.slice(list.indexOf(fieldset) + 1);
+    const next = after.find((d) => !isGraded(d)) || missing()[0];
+    if (next) {
+      focusDim(next);
+    } else {
+      setCurrent(null);
+      $("button[type=submit]", gradeForm()).focus();
+    }
+  }
+
+  function moveDim(step) {
+    const list = dims();
+    if (!list.length) return;
+    const here = list.indexOf(currentDim());
+    const to = Math.min(list.length - 1, Math.max(0, here + step));
+    focusDim(list[to]);
+  }
+
+  function stampTime(form) {
+    const field = form && form.querySelector("input[name=time_spent_ms]");
+    if (field) field.value = String(Math.round(performance.now() - shownAt));
+  }
+
+  function submitGrade() {
+    const form = gradeForm();
+    if (!form || busy) return;
+    const names = showMissing();
+    if (names.length) {
+      say("Not sent: still to grade " + names.join(", ") + ".");
+      focusDim(missing()[0]);
+      return;
+    }
+    form.requestSubmit();
+  }
+
+  function focusPanel(panel) {
+    const radio = $("input[type=radio]:checked", panel) || $("input[type=radio]", panel);
+    if (radio) radio.focus();
+  }
+
+  function openPanel(id) {
+    const panel = document.getElementById(id);
+    if (!panel) return;
+    for (const other of $$("details.grade-option[open]")) if (other !== panel) other.open = false;
+    panel.open = true;
+    focusPanel(panel);
+    panel.scrollIntoView({ block: "nearest" });
+  }
+
+  function closePanel(panel) {
+    panel.open = false;
+    focusDim(missing()[0] || $("fieldset.dim.is-current") || dims()[0]);
+  }
+
+  function updateFlagState() {
+    const panel = document.getElementById("flag-panel");
+    if (!panel) return;
+    const chosen = $("input[name=flag_choice]:checked", panel);
+    $("[data-role=flag-state]", panel).textContent = chosen && chosen.value ? "· flagged" : "";
+  }
+
+  // A digit inside the skip or flag panel picks that reason. "Other" moves to its text box.
+  function pickReason(panel, key) {
+    const radio = $$("input[type=radio]", panel).find((r) => r.dataset.key === key);
+    if (!radio) return;
+    radio.checked = true;
+    if (radio.value === "other") {
+      $("input[type=text]", panel).focus();
+      return;
+    }
+    if (panel.id === "skip-panel") {
+      document.getElementById("skip-form").requestSubmit();
+    } else {
+      updateFlagState();
+      say(radio.value ? "Flagged: it will be sent with the grade." : "Not flagged.");
+      closePanel(panel);
+    }
+  }
+
+  function retry() {
+    if (!failedForm || !document.contains(failedForm)) return;
+    hideBanner();
+    say("Retrying…");
+    failedForm.requestSubmit();
+  }
+
+  function hideBanner() {
+    const banner = document.getElementById("grade-offline");
+    if (banner) banner.hidden = true;
+  }
+
+  function showBanner(reason) {
+    const banner = document.getElementById("grade-offline");
+    if (!banner) return;
+    $("[data-role=offline-reason]", banner).textContent = reason;
+    banner.hidden = false;
+  }
+
+  function onKey(event) {
+    const help = document.getElementById("keys-help");
+    if (help && help.open) return; // the dialog handles Esc itself
+    if (!document.getElementById("item")) return;
+    const target = event.target;
+    const key = event.key;
+    const typing =
+      target instanceof HTMLTextAreaElement ||
+      (target instanceof HTMLInputElement && target.type === "text");
+    const panel = panelOf(target);
+
+    if (typing) {
+      if (key === "Escape") {
+        event.preventDefault();
+        if (panel) closePanel(panel);
+        else focusDim(currentDim());
+      } else if (key === "Enter" && target instanceof HTMLTextAreaElement) {
+        if (event.ctrlKey || event.metaKey) {
+          event.preventDefault();
+          submitGrade();
+        }
+      } else if (key === "Enter" && panel) {
+        event.preventDefault();
+        if (panel.id === "skip-panel") document.getElementById("skip-form").requestSubmit();
+        else {
+          updateFlagState();
+          closePanel(panel);
+        }
+      }
+      return;
+    }
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+
+    if (panel && /^[0-9]$/.test(key)) {
+      event.preventDefault();
+      pickReason(panel, key);
+      return;
+    }
+    if (/^[0-9]$/.test(key)) {
+      const fieldset = currentDim();
+      if (fieldset) {
+        event.preventDefault();
+        pick(fieldset, key);
+      }
+      return;
+    }
+    switch (key) {
+      case "Enter": {
+        const el = document.activeElement;
+        const native =
+          el && el.matches && el.matches("a, summary, button:not([type=submit]), #undo-form button");
+        if (native) return;
+        event.preventDefault(); // never let the browser submit a form behind our back
+        if (panel && panel.id === "skip-panel") {
+          if ($("input[name=skip_choice]:checked", panel)) {
+            document.getElementById("skip-form").requestSubmit();
+          }
+        } else if (panel) {
+          updateFlagState();
+          closePanel(panel);
+        } else {
+          submitGrade();
+        }
+        return;
+      }
+      case "ArrowDown":
+      case "ArrowUp":
+        if (panel) return;
+        event.preventDefault();
+        moveDim(key === "ArrowDown" ? 1 : -1);
+        return;
+      case "Escape":
+        if (panel) {
+          event.preventDefault();
+          closePanel(panel);
+        } else {
+          for (const open of $$("details.grade-option[open]")) open.open = false;
+        }
+        return;
+      case "s":
+        event.preventDefault();
+        openPanel("skip-panel");
+        return;
+      case "f":
+        event.preventDefault();
+        openPanel("flag-panel");
+        return;
+      case "c": {
+        const comment = document.getElementById("grade-comment");
+        if (comment) {
+          event.preventDefault();
+          comment.focus();
+        }
+        return;
+      }
+      case "u": {
+        const undo = document.getElementById("undo-form");
+        if (undo && !busy) {
+          event.preventDefault();
+          undo.requestSubmit();
+        }
+        return;
+      }
+      case "r":
+        if (failedForm) {
+          event.preventDefault();
+          retry();
+        }
+        return;
+      case "?":
+        if (help) {
+          event.preventDefault();
+          help.showModal();
+        }
+        return;
+      default:
+    }
+  }
+
+  function itemShown() {
+    shownAt = performance.now();
+    failedForm = null;
+    hideBanner();
+    updateFlagState();
+    focusStart();
+  }
+
+  document.addEventListener("keydown", onKey);
+
+  // Runs before htmx's own submit handler on the form (capture phase on the document),
+  // so the time is in the form whether the submit came from a key or a click.
+  document.addEventListener(
+    "submit",
+    (event) => {
+      if (event.target && event.target.id === "grade-form") stampTime(event.target);
+    },
+    true,
+  );
+
+  document.addEventListener("focusin", (event) => {
+    const fieldset = dimOf(event.target);
+    if (fieldset) setCurrent(fieldset);
+  });
+
+  document.addEventListener("input", (event) => {
+    // Typing an "other" reason chooses "other".
+    const panel = panelOf(event.target);
+    if (panel && event.target.type === "text") {
+      const other = $("input[type=radio][value=other]", panel);
+      if (other) other.checked = true;
+      updateFlagState();
+    }
+  });
+  document.addEventListener("change", (event) => {
+    if (event.target && event.target.name === "flag_choice") updateFlagState();
+    if (dimOf(event.target)) showMissing();
+  });
+
+  document.addEventListener("click", (event) => {
+    const action = event.target.closest && event.target.closest("[data-action]");
+    if (!action) return;
+    if (action.dataset.action === "help") document.getElementById("keys-help").showModal();
+    if (action.dataset.action === "retry") retry();
+  });
+
+  document.addEventListener("htmx:beforeRequest", () => {
+    busy = true;
+    document.body.classList.add("is-busy");
+  });
+  document.addEventListener("htmx:afterRequest", () => {
+    busy = false;
+    document.body.classList.remove("is-busy");
+  });
+  // The request never reached the server, or the server failed: nothing was swapped, so the
+  // form still holds every answer and its client key; a retry cannot count twice.
+  document.addEventListener("htmx:sendError", (event) => {
+    failedForm = event.detail.elt;
+    showBanner("the server could not be reached");
+    say(""); // the banner is an alert; saying it twice is noise
+  });
+  document.addEventListener("htmx:responseError", (event) => {
+    failedForm = event.detail.elt;
+    const code = event.detail.xhr ? event.detail.xhr.status : "?";
+    showBanner("the server answered with an error (" + code + ")");
+    say("");
+  });
+  // Fired on each element a swap inserted; the new #item is one of them.
+  document.addEventListener("htmx:afterSwap", (event) => {
+    if (event.target && event.target.id === "item") itemShown();
+  });
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", itemShown);
+  } else {
+    itemShown();
+  }
+})();
