@@ -41,12 +41,14 @@ REFUSAL = OpenApiResponse(QueueRefusalSerializer, description="The queue refuses
 
 
 def _study_for_grader(user: Any, slug: str) -> Study:
-    study = Study.objects.filter(slug=slug).first()
-    if study is None or not Membership.objects.filter(study=study, user=user).exists():
+    membership = (
+        Membership.objects.filter(study__slug=slug, user_id=user.pk).select_related("study").first()
+    )
+    if membership is None:
         raise Http404("No such study.")
-    if not queue.can_grade(study=study, user=user):
+    if membership.role != Membership.Role.ANNOTATOR:
         raise DRFPermissionDenied("Only the study's annotators grade in it.")
-    return study
+    return membership.study
 
 
 def _refusal(error: queue.QueueError) -> Response:

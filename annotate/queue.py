@@ -51,7 +51,8 @@ import numpy as np
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.services import record
@@ -324,15 +325,21 @@ def _draw(
 ) -> tuple[int, int] | None:
     """Draw one available response uniformly in the cell (or study) and lock it.
 
-    Returns (response id, number of available responses the draw was uniform over), or
-    None when nothing is available.
+    Returns (response id, number of available responses the draw was uniform over — 0 when
+    not counted, for a cell pick), or None when nothing is available.
     """
     total = _response_count(study=study, pick=pick)
     if total == 0:
         return None
-    n_available = total - _unavailable_count(study=study, annotator=annotator, now=now, pick=pick)
-    if n_available <= 0:
-        return None
+    # A cell pick carries its own probability (the selection rule counted the cell), so the
+    # size of the available set is only needed for the uniform fallback's 1/N.
+    n_available = 0
+    if pick is None:
+        n_available = total - _unavailable_count(
+            study=study, annotator=annotator, now=now, pick=None
+        )
+        if n_available <= 0:
+            return None
     base = Response.objects.filter(study_id=study.pk, **_cell_filter(pick))
     # Fast path: uniform offset over the whole cell (index-only), reject the unavailable.
     # Without ORDER BY the scan order is arbitrary but fixed, which is all uniformity needs.
@@ -412,6 +419,39 @@ def _is_overlap_candidate(response_id: int, *, annotator: Any, now: datetime) ->
     return len(graded) == 1 and not mine and not leased
 
 
+def _study_state(*, study_id: int, annotator: Any, now: datetime) -> Study:
+    """The study, fresh, with ``is_grader``, ``graded`` and ``reserved`` — in one query.
+
+    ``graded``: distinct responses with a live grade (what the budget counts); ``reserved``:
+    other annotators' open leases that will each add a graded response (overlap excluded).
+    """
+    graded = (
+        _live_graded(study_id)
+        .filter(study=OuterRef("pk"))
+        .order_by()
+        .values("study")
+        .annotate(n=Count("response", distinct=True))
+        .values("n")
+    )
+    reserved = (
+        _open_leases(study_id, now)
+        .exclude(policy=Assignment.Policy.OVERLAP)
+        .exclude(annotator=annotator)
+        .order_by()
+        .values("study")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    grader = Membership.objects.filter(
+        study=OuterRef("pk"), user_id=annotator.pk, role=Membership.Role.ANNOTATOR
+    )
+    return Study.objects.annotate(
+        is_grader=Exists(grader),
+        graded=Coalesce(Subquery(graded), 0),
+        reserved=Coalesce(Subquery(reserved), 0),
+    ).get(pk=study_id)
+
+
 def _lock_annotator(annotator: Any) -> None:
     """Serialise one annotator's own queue calls (a double click must not lease twice)."""
     list(
@@ -478,12 +518,13 @@ def next_item(
     clock = now is None
     now = now or timezone.now()
     rng = rng if rng is not None else np.random.default_rng()
-    _require_grader(study=study, user=annotator)
     with transaction.atomic():
-        study = Study.objects.get(pk=study.pk)
+        study = _study_state(study_id=study.pk, annotator=annotator, now=now)
+        if not study.is_grader:  # type: ignore[attr-defined]
+            raise PermissionDenied("only the study's annotators can grade in it")
         if study.status != Study.Status.ACTIVE:
             raise QueueClosed(f"{REASON_NOT_ACTIVE} (it is {study.get_status_display().lower()})")
-        graded = _graded_count(study=study)
+        graded = study.graded  # type: ignore[attr-defined]
         if graded >= study.label_budget:
             raise QueueClosed(REASON_BUDGET)
         is_open, reason = _selection_status(study=study)
@@ -509,13 +550,7 @@ def next_item(
                     probability=study.overlap_share / n,
                 )
 
-        reserved = (
-            _open_leases(study.pk, now)
-            .exclude(policy=Assignment.Policy.OVERLAP)
-            .exclude(annotator=annotator)
-            .count()
-        )
-        if graded + reserved >= study.label_budget:
+        if graded + study.reserved >= study.label_budget:  # type: ignore[attr-defined]
             raise QueueClosed(REASON_BUDGET_RESERVED)
 
         pick = _selection_pick(study=study, rng=rng)
