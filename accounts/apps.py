@@ -8,4 +8,9 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts, API tokens and audit log"
 
     def ready(self) -> None:
-        from . import schema  # noqa: F401  registers the OpenAPI auth extension
+        from django.contrib.auth.signals import user_logged_in, user_login_failed
+
+        from . import backends, schema  # noqa: F401  schema registers the OpenAPI auth extension
+
+        user_login_failed.connect(backends.on_login_failed, dispatch_uid="accounts-login-failed")
+        user_logged_in.connect(backends.on_logged_in, dispatch_uid="accounts-logged-in")

@@ -16,17 +16,15 @@ from django.urls import reverse_lazy
 from annotate.permissions import ADMIN, get_study_for
 
 from . import services
+from .backends import client_ip
 from .forms import TokenForm
 
 
-def client_ip(request: HttpRequest) -> str | None:
-    # REMOTE_ADDR only: X-Forwarded-For is set by the client unless a trusted proxy
-    # rewrites it, so trusting it would let an attacker pick a fresh address per attempt.
-    return request.META.get("REMOTE_ADDR") or None
-
-
 class RateLimitedLoginView(auth_views.LoginView):
-    """Django's log-in, refusing (429) a username+address after repeated failures."""
+    """Django's log-in, refusing (429) a username+address after repeated failures.
+
+    Failures are counted by ``accounts.backends`` (signals), for every log-in form.
+    """
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         username = request.POST.get("username", "")
@@ -46,18 +44,6 @@ class RateLimitedLoginView(auth_views.LoginView):
             response["Retry-After"] = str(math.ceil(wait.total_seconds()))
             return response
         return super().post(request, *args, **kwargs)
-
-    def form_invalid(self, form: Any) -> HttpResponse:
-        services.record_login_failure(
-            username=self.request.POST.get("username", ""), ip=client_ip(self.request)
-        )
-        return super().form_invalid(form)
-
-    def form_valid(self, form: Any) -> HttpResponse:
-        services.clear_login_failures(
-            username=self.request.POST.get("username", ""), ip=client_ip(self.request)
-        )
-        return super().form_valid(form)
 
 
 class PasswordChangeView(auth_views.PasswordChangeView):

@@ -113,3 +113,28 @@ def test_password_change_needs_the_old_password(client, dora):
         },
     )
     assert r.status_code == 200 and "old_password" in r.context["form"].errors
+
+
+def test_the_admin_log_in_shares_the_limit(client, dora):
+    dora.is_staff = True
+    dora.save()
+    admin_login = reverse("admin:login")
+    for _ in range(5):
+        r = client.post(
+            admin_login, {"username": "dora", "password": "wrong"}, REMOTE_ADDR="10.0.0.9"
+        )
+        assert r.status_code == 200
+    # Blocked at the authentication backend: even the right password fails there...
+    r = client.post(admin_login, {"username": "dora", "password": PASSWORD}, REMOTE_ADDR="10.0.0.9")
+    assert r.status_code == 200 and "_auth_user_id" not in client.session
+    # ...and our log-in page says why.
+    assert login(client, "dora", PASSWORD, ip="10.0.0.9").status_code == 429
+
+
+def test_scripts_calling_authenticate_are_not_counted(dora):
+    from django.contrib.auth import authenticate
+
+    for _ in range(6):
+        assert authenticate(None, username="dora", password="wrong") is None
+    assert not LoginFailure.objects.exists()
+    assert authenticate(None, username="dora", password=PASSWORD) == dora
