@@ -710,3 +710,10 @@ def test_no_new_dimension_nor_new_order_once_data_is_imported(client, admin_user
         dimension_data(style, position="0"),
     )
     assert "order of dimensions is fixed" in r.context["form"].errors["position"][0]
+
+
+def test_home_links_admins_to_the_setup(client, admin_user, lead, study):
+    client.force_login(admin_user)
+    assert url("annotate-setup", study) in client.get(reverse("home")).content.decode()
+    client.force_login(lead)
+    assert url("annotate-setup", study) not in client.get(reverse("home")).content.decode()
