@@ -168,7 +168,8 @@ class DimensionForm(forms.ModelForm):
         return value
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         scale = data.get("scale")
         if scale == Dimension.Scale.BINARY:
             data["scale_max"], data["pass_threshold"] = 1, None
@@ -257,8 +258,8 @@ class DimensionForm(forms.ModelForm):
                 self.add_error("judge_cuts_text", "Cut points must lie inside the judge's range.")
         data["judge_cuts"] = cuts or None
 
-    def _post_clean(self) -> None:
-        super()._post_clean()
+    def _post_clean(self) -> None:  # type: ignore[misc]
+        super()._post_clean()  # type: ignore[misc]
         # Not form fields, so construct_instance leaves them alone: set them here so that
         # the unsaved instance is complete for the change preview.
         self.instance.point_descriptions = self.cleaned_data.get("point_descriptions", [])
@@ -290,7 +291,7 @@ class BaseRegionFormSet(forms.BaseModelFormSet):
             f
             for f in self.forms
             if f.has_changed() or f.instance.pk
-            if not (self.can_delete and self._should_delete_form(f))
+            if not (self.can_delete and self._should_delete_form(f))  # type: ignore[attr-defined]
         ]
 
     def share_total(self) -> Decimal | None:
@@ -316,7 +317,7 @@ class BaseRegionFormSet(forms.BaseModelFormSet):
         if any(self.errors):
             return
         kept = self.kept_forms()
-        keys = [f.cleaned_data.get("key") for f in kept]
+        keys = [str(f.cleaned_data.get("key")) for f in kept]
         duplicates = sorted({k for k in keys if keys.count(k) > 1})
         if duplicates:
             raise forms.ValidationError(f"Region keys must be unique: {', '.join(duplicates)}.")

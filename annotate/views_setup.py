@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -12,11 +12,23 @@ from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
+from django_htmx.middleware import HtmxDetails
 
 from . import services_setup as setup
-from .forms_setup import ArmForm, DimensionForm, MemberForm, RegionFormSet, StudyForm
+from .forms_setup import (
+    ArmForm,
+    BaseRegionFormSet,
+    DimensionForm,
+    MemberForm,
+    RegionFormSet,
+    StudyForm,
+)
 from .models import Study
 from .permissions import ADMIN, can_create_studies, get_study_for
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
 
 
 def _post_only(request: HttpRequest) -> HttpResponse | None:
@@ -179,9 +191,9 @@ def setup_dimension_delete(request: HttpRequest, slug: str, dimension_id: int) -
 
 
 @login_required
-def setup_regions(request: HttpRequest, slug: str) -> HttpResponse:
+def setup_regions(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     study = get_study_for(request.user, slug, roles=ADMIN)
-    formset = RegionFormSet(request.POST or None, study=study)
+    formset = cast(BaseRegionFormSet, RegionFormSet(request.POST or None, study=study))
     if request.htmx and request.GET.get("preview"):
         # Live sum of the shares while typing; nothing is saved.
         return render(
@@ -227,7 +239,7 @@ def setup_data(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-def setup_members(request: HttpRequest, slug: str) -> HttpResponse:
+def setup_members(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     study = get_study_for(request.user, slug, roles=ADMIN)
     form = MemberForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
