@@ -595,7 +595,7 @@ def run_loop(
         else:
             scores = selector.scores(arm=keys[:, 0], region=keys[:, 1], bins=keys[:, 2:])
             choice = choose_cell(scores, avail_count, exploration_share, rng)
-            inside = np.flatnonzero(available & (cell_of == choice.index))
+            inside = np.flatnonzero(available & (cell_of == choice.cell))
             idx = int(inside[rng.integers(inside.size)])
             prob, pol = choice.probability, choice.policy
         picks.append(idx)

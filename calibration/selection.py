@@ -386,7 +386,7 @@ def pick_cell(*, study: Study, rng: np.random.Generator) -> CellPick | None:
     ctx = selector_for(study=study, fit=fit) if fit is not None else None
     if ctx is None:
         choice = choose_cell(np.zeros(n.size), n, 1.0, rng)
-        arm_id, region_id, cell, _ = rows[choice.index]
+        arm_id, region_id, cell, _ = rows[choice.cell]
         return CellPick(arm_id, region_id, cell, "uniform", choice.probability, None, None)
 
     arm = np.array([ctx.arm_index.get(r[0], -1) for r in rows])
@@ -398,7 +398,7 @@ def pick_cell(*, study: Study, rng: np.random.Generator) -> CellPick | None:
     if known.any():
         scores[known] = ctx.selector.scores(arm=arm[known], region=region[known], bins=bins[known])
     choice = choose_cell(scores, n, study.exploration_share, rng)
-    arm_id, region_id, cell, _ = rows[choice.index]
+    arm_id, region_id, cell, _ = rows[choice.cell]
     assert fit is not None
     return CellPick(
         arm_id,
@@ -406,7 +406,7 @@ def pick_cell(*, study: Study, rng: np.random.Generator) -> CellPick | None:
         cell,
         choice.policy,
         choice.probability,
-        float(scores[choice.index]),
+        float(scores[choice.cell]),
         fit.pk,
     )
 

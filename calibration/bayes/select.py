@@ -77,7 +77,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -108,8 +108,11 @@ GO, NO_GO, UNDECIDED = "go", "no-go", "undecided"
 
 
 class _HasDraws(Protocol):
-    theta: ArrayLike
-    confusion: ArrayLike
+    @property
+    def theta(self) -> Any: ...
+
+    @property
+    def confusion(self) -> Any: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -419,7 +422,7 @@ def reweight(
 class CellChoice(NamedTuple):
     """The chosen cell, how it was chosen, and the chosen *response*'s probability."""
 
-    index: int
+    cell: int
     policy: str  # "active" or "explore" (Assignment.Policy values)
     probability: float
 

@@ -201,9 +201,9 @@ def _response_probabilities(scores, n_avail, eps, *, tries=4000):
     freq = np.zeros(len(scores))
     for _ in range(tries):
         pick = choose_cell(scores, n_avail, eps, rng)
-        probs.setdefault(pick.index, pick.probability)
-        assert probs[pick.index] == pytest.approx(pick.probability)
-        freq[pick.index] += 1
+        probs.setdefault(pick.cell, pick.probability)
+        assert probs[pick.cell] == pytest.approx(pick.probability)
+        freq[pick.cell] += 1
     return probs, freq / tries
 
 
@@ -234,10 +234,14 @@ def test_scoring_thousands_of_cells_from_a_thousand_draws_is_fast():
     sel = Selector(dimensions=dims, traffic=np.full(6, 1 / 6), confidence=0.9999)
     cells = np.array(list(itertools.product(range(3), range(6), range(2), range(5), range(10))))
     sel.scores(arm=cells[:, 0], region=cells[:, 1], bins=cells[:, 2:])  # warm-up
-    start = time.perf_counter()
-    sel._tables = None
-    scores = sel.scores(arm=cells[:, 0], region=cells[:, 1], bins=cells[:, 2:])
-    pick = choose_cell(scores, np.full(len(cells), 3), 0.15, np.random.default_rng(0))
-    elapsed = time.perf_counter() - start
+    # CPU time, best of three: the machine running the tests may be shared (wall time
+    # then measures the queue for a core, not this code).
+    elapsed = np.inf
+    for _ in range(3):
+        start = time.process_time()
+        sel._tables = None
+        scores = sel.scores(arm=cells[:, 0], region=cells[:, 1], bins=cells[:, 2:])
+        pick = choose_cell(scores, np.full(len(cells), 3), 0.15, np.random.default_rng(0))
+        elapsed = min(elapsed, time.process_time() - start)
     assert len(cells) == 1800 and pick.probability > 0
     assert elapsed < 0.05, f"{elapsed * 1000:.1f} ms"
