@@ -51,7 +51,7 @@ import numpy as np
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -196,11 +196,6 @@ def can_grade(*, study: Study, user: Any) -> bool:
     ).exists()
 
 
-def _require_grader(*, study: Study, user: Any) -> None:
-    if not can_grade(study=study, user=user):
-        raise PermissionDenied("only the study's annotators can grade in it")
-
-
 def _live_graded(study_id: int) -> QuerySet[Annotation]:
     return Annotation.objects.filter(
         study_id=study_id, status=Annotation.Status.GRADED, undone_at__isnull=True
@@ -243,21 +238,53 @@ def _unavailable_count(*, study: Study, annotator: Any, now: datetime, pick: _Pi
     return graded.union(mine, leased).count()
 
 
-_extent_cache: dict[tuple[int, float], tuple[float, int]] = {}
+_extent_cache: dict[tuple[int, float], tuple[float, tuple[int, int, int]]] = {}
+
+
+def _study_extent(study: Study) -> tuple[int, int, int]:
+    """(responses, lowest id, highest id) of the study; cached EXTENT_TTL s when large.
+
+    Responses only change on import, so a process may trust a count that is a few seconds
+    old; a small study is counted afresh every time (cheap, and exact in tests).
+    """
+    key = (study.pk, study.created_at.timestamp() if study.created_at else 0.0)
+    cached = _extent_cache.get(key)
+    if cached is not None and time.monotonic() - cached[0] < EXTENT_TTL:
+        return cached[1]
+    extent = Response.objects.filter(study_id=study.pk).aggregate(
+        n=Count("id"), lo=Min("id"), hi=Max("id")
+    )
+    value = (extent["n"] or 0, extent["lo"] or 0, extent["hi"] or 0)
+    if value[0] >= EXTENT_CACHE_MIN:
+        _extent_cache[key] = (time.monotonic(), value)
+    return value
 
 
 def _response_count(*, study: Study, pick: _Pick | None) -> int:
     """Responses in the cell (index-only count) or in the study (cached when large)."""
     if pick is not None:
         return Response.objects.filter(study_id=study.pk, **_cell_filter(pick)).count()
-    key = (study.pk, study.created_at.timestamp() if study.created_at else 0.0)
-    cached = _extent_cache.get(key)
-    if cached is not None and time.monotonic() - cached[0] < EXTENT_TTL:
-        return cached[1]
-    count = Response.objects.filter(study_id=study.pk).count()
-    if count >= EXTENT_CACHE_MIN:
-        _extent_cache[key] = (time.monotonic(), count)
-    return count
+    return _study_extent(study)[0]
+
+
+def _offset_candidate(*, study: Study, pick: _Pick | None, total: int, rng: np.random.Generator):
+    """One response id drawn uniformly from the cell or study (available or not), or None.
+
+    A cell, or a small study: a uniform offset over the index (no ORDER BY: the scan order is
+    arbitrary but fixed, which is all uniformity needs). A large study, whose offset scan
+    would be long: a uniform id in the study's id range, kept if it belongs to the study —
+    uniform too, and O(1) while the study's ids are dense (one import after another).
+    """
+    if pick is None and total >= EXTENT_CACHE_MIN:
+        _, lo, hi = _study_extent(study)
+        response_id = int(rng.integers(lo, hi + 1))
+        if Response.objects.filter(pk=response_id, study_id=study.pk).exists():
+            return response_id
+        return None
+    offset = int(rng.integers(total))
+    base = Response.objects.filter(study_id=study.pk, **_cell_filter(pick))
+    ids = list(base.values_list("pk", flat=True)[offset : offset + 1])
+    return ids[0] if ids else None
 
 
 def _available_qs(
@@ -340,18 +367,16 @@ def _draw(
         )
         if n_available <= 0:
             return None
-    base = Response.objects.filter(study_id=study.pk, **_cell_filter(pick))
-    # Fast path: uniform offset over the whole cell (index-only), reject the unavailable.
-    # Without ORDER BY the scan order is arbitrary but fixed, which is all uniformity needs.
+    # Fast path: a uniform draw over the whole cell (or study), rejecting the unavailable
+    # and the rows another request holds locked; rejection keeps it uniform.
     for _ in range(MAX_REJECTIONS):
-        offset = int(rng.integers(total))
-        ids = list(base.values_list("pk", flat=True)[offset : offset + 1])
-        if not ids:
-            break  # the cell shrank under us; the exact path copes
-        if _lock_response(ids[0], skip_locked=True) and _is_available(
-            ids[0], annotator=annotator, now=now
+        candidate = _offset_candidate(study=study, pick=pick, total=total, rng=rng)
+        if candidate is None:
+            continue
+        if _lock_response(candidate, skip_locked=True) and _is_available(
+            candidate, annotator=annotator, now=now
         ):
-            return ids[0], n_available
+            return candidate, n_available
     # Exact path: offset inside the available set itself (anti-join scan of the cell).
     available = _available_qs(study=study, annotator=annotator, now=now, pick=pick)
     for _ in range(MAX_REJECTIONS):
@@ -637,8 +662,21 @@ def _replay(*, annotator: Any, client_key: uuid.UUID, response_id: int) -> Annot
 
 
 def _get_assignment(*, assignment_id: int, annotator: Any) -> Assignment:
-    """The annotator's own assignment; others' look absent (Assignment.DoesNotExist)."""
-    return Assignment.objects.select_related("study").get(pk=assignment_id, annotator=annotator)
+    """The annotator's own assignment; others' look absent (Assignment.DoesNotExist).
+
+    PermissionDenied when the annotator is no longer one of the study's annotators.
+    """
+    grader = Membership.objects.filter(
+        study=OuterRef("study_id"), user_id=annotator.pk, role=Membership.Role.ANNOTATOR
+    )
+    assignment = (
+        Assignment.objects.select_related("study")
+        .annotate(is_grader=Exists(grader))
+        .get(pk=assignment_id, annotator=annotator)
+    )
+    if not assignment.is_grader:  # type: ignore[attr-defined]
+        raise PermissionDenied("only the study's annotators can grade in it")
+    return assignment
 
 
 def _check_answerable(*, assignment: Assignment, annotator: Any) -> None:
@@ -683,7 +721,6 @@ def submit_annotation(
     with transaction.atomic():
         assignment = _get_assignment(assignment_id=assignment_id, annotator=annotator)
         study = assignment.study
-        _require_grader(study=study, user=annotator)
         _lock_response(assignment.response_id, skip_locked=False)
         if clock:
             now = timezone.now()  # stamped after the lock: stored times follow lock order
@@ -761,7 +798,6 @@ def skip_item(
     with transaction.atomic():
         assignment = _get_assignment(assignment_id=assignment_id, annotator=annotator)
         study = assignment.study
-        _require_grader(study=study, user=annotator)
         _lock_response(assignment.response_id, skip_locked=False)
         if clock:
             now = timezone.now()  # stamped after the lock: stored times follow lock order
