@@ -17,16 +17,22 @@ does not even confirm the study exists.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
+from functools import wraps
 from typing import Any
+from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, redirect, render, resolve_url
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from . import queue
 from .models import Annotation, Assignment, Membership, Study
@@ -49,6 +55,22 @@ FLAG_REASONS = [
     ("broken", "Broken or truncated"),
 ]
 OTHER = "other"
+
+
+def annotator_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """``login_required``, except that an htmx request (a session that ran out mid-grading)
+    sends the whole page to the log-in form instead of swapping the form into the item."""
+    guarded = login_required(view)
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.htmx and not request.user.is_authenticated:
+            next_url = reverse("annotate-grade", kwargs={"slug": kwargs["slug"]})
+            login = resolve_url(settings.LOGIN_URL)
+            return HttpResponseClientRedirect(f"{login}?{urlencode({'next': next_url})}")
+        return guarded(request, *args, **kwargs)
+
+    return wrapper
 
 
 def _study_for_annotator(request: HttpRequest, slug: str) -> Study:
@@ -287,7 +309,7 @@ def _error_text(exc: ValidationError) -> dict[str, str]:
     return errors
 
 
-@login_required
+@annotator_login_required
 def study_home(request: HttpRequest, slug: str) -> HttpResponse:
     """One study for its annotator: progress so far and a start button."""
     study = _study_for_annotator(request, slug)
@@ -302,14 +324,14 @@ def study_home(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
-@login_required
+@annotator_login_required
 def grade(request: HttpRequest, slug: str) -> HttpResponse:
     """The grading page with the annotator's current item (re-served while leased)."""
     study = _study_for_annotator(request, slug)
     return _render_next(request, study)
 
 
-@login_required
+@annotator_login_required
 @require_POST
 def grade_submit(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     study = _study_for_annotator(request, slug)
@@ -398,7 +420,7 @@ def grade_submit(request: HttpRequest, slug: str, assignment_id: int) -> HttpRes
     return _after_post(request, study, "Saved" + (" and flagged." if flag_reason else "."))
 
 
-@login_required
+@annotator_login_required
 @require_POST
 def grade_skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     study = _study_for_annotator(request, slug)
@@ -440,7 +462,7 @@ def grade_skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpRespo
     return _after_post(request, study, "Skipped.")
 
 
-@login_required
+@annotator_login_required
 @require_POST
 def grade_undo(request: HttpRequest, slug: str) -> HttpResponse:
     """Take back the last grade or skip (within the window) and show that item again."""

@@ -35,14 +35,16 @@
     return dimOf(document.activeElement) || $("fieldset.dim.is-current") || dims()[0] || null;
   }
 
-  function focusDim(fieldset) {
+  function focusDim(fieldset, scroll = true) {
     if (!fieldset) return;
     const radio = $("input[type=radio]:checked", fieldset) || $("input[type=radio]", fieldset);
     setCurrent(fieldset);
-    if (radio) radio.focus();
-    fieldset.scrollIntoView({ block: "nearest" });
+    if (radio) radio.focus({ preventScroll: !scroll });
+    if (scroll) fieldset.scrollIntoView({ block: "nearest" });
   }
 
+  // A new item starts at its top (the prompt), with the focus on its first grade. On one
+  // column (tablets) the rubric is below the text: focusing must not scroll past the text.
   function focusStart() {
     if (!gradeForm()) {
       // The thank-you page: Enter goes back to the studies.
@@ -53,7 +55,10 @@
     const errored = $("fieldset.dim.has-error");
     const openPanel = $("details.grade-option[open]");
     if (openPanel && $(".error", openPanel)) return focusPanel(openPanel);
-    focusDim(errored || missing()[0] || dims()[0]);
+    if (errored) return focusDim(errored);
+    const item = document.getElementById("item");
+    if (item && item.getBoundingClientRect().top < 0) item.scrollIntoView({ block: "start" });
+    focusDim(missing()[0] || dims()[0], false);
   }
 
   function showMissing() {

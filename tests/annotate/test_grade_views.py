@@ -441,6 +441,15 @@ def test_anonymous_users_are_sent_to_log_in(client, study):
     assert response.status_code == 302 and reverse("login") in response["Location"]
 
 
+def test_an_htmx_request_after_the_session_ended_sends_the_whole_page_to_log_in(client, study):
+    url = reverse("annotate-grade-submit", args=[study.slug, 1])
+    response = client.post(url, {"client_key": str(uuid.uuid4())}, **HTMX)
+    assert response.status_code == 200
+    assert (
+        response["HX-Redirect"] == f"{reverse('login')}?next=%2Fstudies%2F{study.slug}%2Fgrade%2F"
+    )
+
+
 @pytest.mark.parametrize("name", ["annotate-study-home", "annotate-grade"])
 def test_outsiders_get_404(client, outsider, study, items, name):
     client.force_login(outsider)

@@ -113,8 +113,10 @@ def test_a_whole_session_from_the_keyboard(page, live_server, study, annotator):
     # 1: grade; a digit grades the current dimension and moves on; Enter submits.
     screenshot(page, "grading_item")
     act("grade", "1", "0", "4", "Enter")
-    # 2: another grade.
-    act("grade", "0", "1", "2", "Enter")
+    # 2: another grade, with a comment: c goes to the box, Ctrl+Enter submits from it.
+    press(page, "0", "1", "2", "c")
+    page.keyboard.type("Too terse; skips a step.")
+    act("grade", "Control+Enter")
     # 3: skip, reason 2 picked by its digit.
     press(page, "s")
     assert page.locator("#skip-panel").evaluate("d => d.open")
@@ -163,6 +165,7 @@ def test_a_whole_session_from_the_keyboard(page, live_server, study, annotator):
     got = {pos: live[by_text[text]] for pos, text in enumerate(seen)}
     assert labels_of(got[0]) == {"correctness": 1, "refusal": 0, "style": 4}
     assert labels_of(got[1]) == {"correctness": 0, "refusal": 1, "style": 2}
+    assert got[1].comment == "Too terse; skips a step."
     assert got[2].status == "skipped" and got[2].skip_reason == "Prompt or response unreadable"
     assert labels_of(got[2]) == {}
     assert labels_of(got[3]) == {"correctness": 1, "refusal": 1, "style": 5}
@@ -297,10 +300,21 @@ def test_the_page_fits_a_tablet(chromium, live_server, study, annotator, setting
         page = context.new_page()
         log_in(page, live_server.url, annotator.username)
         page.goto(f"{live_server.url}/studies/{study.slug}/grade/")
-        page.wait_for_selector("#grade-form")
-        text = page.locator(".grade-text").bounding_box()
-        panel = page.locator(".grade-panel").bounding_box()
-        assert panel["y"] >= text["y"] + text["height"] - 1  # one column, rubric below
+        page.wait_for_selector("#grade-form fieldset.dim input:focus")
+        # The first grade has the focus, but the page still starts at the prompt...
+        assert page.evaluate("() => window.scrollY") == 0
+        # ...and Page Down scrolls the text while a grade keeps the focus.
+        page.keyboard.press("PageDown")
+        page.wait_for_function("() => window.scrollY > 0")
+        assert page.evaluate("() => document.activeElement.type") == "radio"
+        boxes = page.evaluate(
+            """() => Object.fromEntries(['.grade-text', '.grade-panel'].map(sel => {
+                const r = document.querySelector(sel).getBoundingClientRect();
+                return [sel, {top: r.top + scrollY, bottom: r.bottom + scrollY, width: r.width}];
+            }))"""
+        )
+        text, panel = boxes[".grade-text"], boxes[".grade-panel"]
+        assert panel["top"] >= text["bottom"] - 1  # one column: the rubric under the text
         assert panel["width"] <= 820
         width = page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 820, "the page scrolls sideways"
@@ -310,3 +324,39 @@ def test_the_page_fits_a_tablet(chromium, live_server, study, annotator, setting
         screenshot(page, "grading_tablet")
     finally:
         context.close()
+
+
+def test_grading_works_without_javascript(chromium, live_server, study, annotator, settings):
+    settings.SESSION_COOKIE_SECURE = False
+    settings.CSRF_COOKIE_SECURE = False
+    add_items(study, ["First answer.", "Second answer."])
+    context = chromium.new_context(
+        java_script_enabled=False, viewport={"width": 1280, "height": 860}
+    )
+    try:
+        page = context.new_page()
+        log_in(page, live_server.url, annotator.username)
+        page.goto(f"{live_server.url}/studies/{study.slug}/grade/")
+        first = response_text(page)
+        page.locator("#dim-correctness label.choice-pass").click()
+        page.locator("#dim-refusal label.choice-fail").click()
+        page.locator("#dim-style label.choice").nth(2).click()
+        page.locator("#flag-panel summary").click()
+        page.locator("#flag-panel label.reason").nth(3).click()  # "Broken or truncated"
+        with page.expect_navigation():
+            page.locator("#grade-form button[type=submit]").click()
+        assert "Saved and flagged." in page.locator("main").inner_text()
+        assert response_text(page) != first
+        page.locator("#skip-panel summary").click()
+        page.locator("#skip-panel label.reason").first.click()
+        with page.expect_navigation():
+            page.locator("#skip-form button[type=submit]").click()
+        assert "Thank you" in page.locator("#item").inner_text()
+        screenshot(page, "grading_without_javascript")
+    finally:
+        context.close()
+    graded = Annotation.objects.get(annotator=annotator, status="graded")
+    assert labels_of(graded) == {"correctness": 1, "refusal": 0, "style": 3}
+    assert graded.flagged and graded.flag_reason == "Broken or truncated"
+    skipped = Annotation.objects.get(annotator=annotator, status="skipped")
+    assert skipped.skip_reason == "Outside my expertise"
