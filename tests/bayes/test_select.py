@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,3 +249,15 @@ def test_scoring_thousands_of_cells_from_a_thousand_draws_is_fast():
         elapsed = min(elapsed, time.process_time() - start)
     assert len(cells) == 1800 and pick.probability > 0
     assert elapsed < 0.05, f"{elapsed * 1000:.1f} ms"
+
+
+def test_selection_and_replay_import_without_django():
+    code = (
+        "import sys, calibration.bayes.select, calibration.replay\n"
+        "sys.exit(1 if any(m == 'django' or m.startswith('django.') for m in sys.modules) else 0)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env["PYTHONPATH"] = str(root)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, timeout=300)
+    assert proc.returncode == 0
