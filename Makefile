@@ -24,8 +24,8 @@ install: $(VENV)/.installed
 demo: install
 	@export DEBUG=1 TASKS_BACKEND=django_tasks_db.DatabaseBackend; \
 	$(PY) manage.py migrate --verbosity 0 && \
-	$(PY) manage.py makedemo --if-absent && \
-	$(PY) manage.py db_worker --verbosity 1 & worker=$$!; \
+	$(PY) manage.py makedemo --if-absent --url http://$(HOST):$(PORT)/ || exit 1; \
+	$(PY) manage.py db_worker --no-reload --verbosity 1 & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null; exit 0' INT TERM EXIT; \
 	echo "Baton: http://$(HOST):$(PORT)/  (Ctrl-C stops the server and the worker)"; \
 	DEBUG=1 $(PY) manage.py runserver --noreload $(HOST):$(PORT)

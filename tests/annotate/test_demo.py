@@ -284,6 +284,13 @@ def test_makedemo_prints_the_url_and_logins():
 
 
 @pytest.mark.django_db
+def test_makedemo_prints_the_url_it_is_given():
+    out = StringIO()
+    call_command("makedemo", "--prompts", "5", "--url", "http://127.0.0.1:8011/", stdout=out)
+    assert "Open http://127.0.0.1:8011/ and log in" in out.getvalue()
+
+
+@pytest.mark.django_db
 def test_existing_users_keep_their_password():
     get_user_model().objects.create_user(username="lead", password="my own secret")
     outcome = demo.make_demo(prompts=5)

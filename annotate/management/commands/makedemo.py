@@ -20,6 +20,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--slug", default=DEMO_SLUG, help=f"Study slug (default {DEMO_SLUG}).")
         parser.add_argument(
+            "--url",
+            default=DEMO_URL,
+            help=f"Where the app is served, to print (default {DEMO_URL}).",
+        )
+        parser.add_argument(
             "--if-absent",
             action="store_true",
             help="Do nothing (but print the logins) when the study exists already.",
@@ -38,10 +43,10 @@ class Command(BaseCommand):
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(describe(outcome))
+        self.stdout.write(describe(outcome, url=str(options["url"])))
 
 
-def describe(outcome: DemoOutcome) -> str:
+def describe(outcome: DemoOutcome, *, url: str = DEMO_URL) -> str:
     """What the command prints: what happened, the URL and the logins."""
     study = outcome.study
     if outcome.created:
@@ -55,7 +60,7 @@ def describe(outcome: DemoOutcome) -> str:
             f"Demo study {study.slug!r} exists already; nothing changed "
             "(passwords as makedemo set them, unless changed since)."
         )
-    lines = [head, "", f"Open {DEMO_URL} and log in as:"]
+    lines = [head, "", f"Open {url} and log in as:"]
     for login in outcome.logins:
         password = login.password or "(existing user, password unchanged)"
         lines.append(f"  {login.username:<11} {password:<12}  {login.role}")

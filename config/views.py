@@ -1,0 +1,27 @@
+"""Views that belong to the project rather than to an app."""
+
+from __future__ import annotations
+
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+
+
+@never_cache
+@require_safe
+def healthz(request: HttpRequest) -> HttpResponse:
+    """200 "ok" when the app can run a query; 503 when the database is unreachable.
+
+    Used by the container healthcheck (docker-compose.yml) and by load balancers. It
+    reveals nothing and renders no template, so it stays cheap enough to call every few
+    seconds. :class:`config.middleware.HealthzMiddleware` serves it ahead of host
+    validation and the HTTPS redirect.
+    """
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except DatabaseError:
+        return HttpResponse("database unavailable", status=503, content_type="text/plain")
+    return HttpResponse("ok", content_type="text/plain")
