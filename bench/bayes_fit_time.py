@@ -1,0 +1,226 @@
+"""Fit time of a 3 arms × 6 regions × 3 dimensions study at 10k and 5M judge-only responses.
+
+* **warm** — one long-lived :class:`~calibration.bayes.fit.Fitter` (what a db_worker keeps):
+  the model is compiled once, then each refit swaps the new counts in and samples. Timed for
+  the 3 dimensions together ("labels changed" → "new posterior"), ``--repeats`` times.
+* **cold** — a fresh Python process (subprocess) that imports, builds counts, compiles and
+  fits the 3 dimensions; timed from before ``python`` starts. Run twice: with the PyTensor
+  compile cache as it is (``~/.pytensor``, as on a machine that has fitted before), and
+  with an empty compile dir (``PYTENSOR_FLAGS=compiledir=<tmp>``: a fresh CI machine).
+
+The counts are the only thing the fit sees, so 5M responses cost the same as 10k once
+aggregated; ``counts_from_arrays`` time on the raw rows is reported separately (the app
+aggregates in SQL instead).
+
+Run: ``/work/main/.venv/bin/python bench/bayes_fit_time.py`` (``--quick``: 1 repeat, no
+empty-cache cold run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bayes_common import ROOT, machine_info, write_result  # noqa: E402
+
+from calibration.bayes.data import CellCounts  # noqa: E402
+from calibration.bayes.fit import Fitter  # noqa: E402
+from calibration.bayes.simulate import reveal_uniform, simulate_study  # noqa: E402
+
+WEIGHTS = np.array([0.30, 0.20, 0.15, 0.15, 0.10, 0.10])
+LABELS_PER_ARM = 300
+DIMENSIONS = {
+    # name: (mu per arm, sensitivity, specificity)
+    "correctness": ([0.9, 0.8, 1.0], 0.90, 0.85),
+    "refusal": ([2.0, 2.2, 1.9], 0.85, 0.90),
+    "style": ([0.2, 0.3, 0.0], 0.80, 0.75),
+}
+
+
+def study_counts(total_responses: int, seed: int = 0) -> tuple[dict[str, CellCounts], float]:
+    """Counts of the 3 dimensions for ``total_responses`` over 3 arms, and seconds spent
+    in ``counts_from_arrays`` (aggregation of the raw rows)."""
+    rng = np.random.default_rng(seed)
+    region_fx = rng.normal(0, 0.4, size=WEIGHTS.size)
+    counts = {}
+    agg = 0.0
+    for k, (name, (mu, se, sp)) in enumerate(DIMENSIONS.items()):
+        theta = 1 / (1 + np.exp(-(np.array(mu)[:, None] + region_fx[None, :])))
+        study = simulate_study(
+            theta=theta,
+            weights=WEIGHTS,
+            sensitivity=se,
+            specificity=sp,
+            n_per_arm=total_responses // 3,
+            seed=seed + k,
+        )
+        human = reveal_uniform(study, LABELS_PER_ARM, seed=seed + 100 + k)
+        t0 = time.perf_counter()
+        counts[name] = study.counts(human)
+        agg += time.perf_counter() - t0
+    return counts, agg
+
+
+def fit_all(fitter: Fitter, counts: dict[str, CellCounts], seed: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    per_dim = {}
+    for i, (name, c) in enumerate(counts.items()):
+        fit = fitter.fit(c, seed=seed + i)
+        d = fit.diagnostics
+        per_dim[name] = {
+            k: d[k]
+            for k in (
+                "max_rhat",
+                "min_ess_bulk",
+                "min_ess_tail",
+                "divergences",
+                "compile_seconds",
+                "swap_seconds",
+                "sample_seconds",
+            )
+        }
+        per_dim[name]["ok"] = fit.ok
+    total = time.perf_counter() - t0
+    return {"total_seconds": total, "dimensions": per_dim}
+
+
+def cold_child(n: int) -> None:
+    """Body of the cold subprocess: prints one JSON line."""
+    t_import = time.perf_counter()
+    fitter = Fitter()
+    counts, agg = study_counts(n)
+    t_counts = time.perf_counter()
+    res = fit_all(fitter, counts, seed=1)
+    res["counts_seconds_incl_simulation"] = t_counts - t_import
+    res["aggregate_seconds"] = agg
+    print("RESULT " + json.dumps(res))
+
+
+def cold_run(n: int, empty_cache: bool) -> dict[str, Any]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    tmp = None
+    if empty_cache:
+        tmp = tempfile.mkdtemp(prefix="pytensor-cold-")
+        env["PYTENSOR_FLAGS"] = f"compiledir={tmp}"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--cold-child", str(n)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
+    wall = time.perf_counter() - t0
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        return {"error": proc.stderr[-2000:], "wall_seconds": wall}
+    res = json.loads(line[len("RESULT ") :])
+    res["wall_seconds_process"] = wall
+    # Fit part only: wall minus interpreter start-up/imports and simulating the data.
+    res["empty_compile_cache"] = empty_cache
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 5_000_000])
+    ap.add_argument("--cold-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.cold_child is not None:
+        cold_child(args.cold_child)
+        return
+    repeats = 1 if args.quick else args.repeats
+
+    info = machine_info()
+    out: dict[str, Any] = {"cold": {}, "warm": {}}
+
+    for n in args.sizes:
+        out["cold"][str(n)] = cold_run(n, empty_cache=False)
+        print("cold", n, out["cold"][str(n)].get("total_seconds"), flush=True)
+    if not args.quick:
+        n0 = args.sizes[0]
+        out["cold_empty_cache"] = {str(n0): cold_run(n0, empty_cache=True)}
+        print("cold empty cache", out["cold_empty_cache"][str(n0)].get("total_seconds"))
+
+    fitter = Fitter()
+    counts_by_n = {n: study_counts(n, seed=7) for n in args.sizes}
+    first = next(iter(counts_by_n.values()))[0]
+    compile_s = fitter.compile(next(iter(first.values())))
+    out["warm_compile_seconds"] = compile_s
+    for n, (counts, agg) in counts_by_n.items():
+        runs = [fit_all(fitter, counts, seed=100 * r) for r in range(repeats)]
+        totals = [r["total_seconds"] for r in runs]
+        out["warm"][str(n)] = {
+            "judge_only_responses": int(sum(c.judge_only.sum() for c in counts.values()) // 3),
+            "aggregate_seconds_3_dims": agg,
+            "total_seconds_3_dims": totals,
+            "median_total_seconds_3_dims": float(np.median(totals)),
+            "runs": runs,
+        }
+        print("warm", n, totals, flush=True)
+    if len(args.sizes) >= 2:
+        lo, hi = str(args.sizes[0]), str(args.sizes[-1])
+        med_lo = out["warm"][lo]["median_total_seconds_3_dims"]
+        med_hi = out["warm"][hi]["median_total_seconds_3_dims"]
+        samp = {
+            k: float(
+                np.median(
+                    [
+                        sum(d["sample_seconds"] for d in r["dimensions"].values())
+                        for r in out["warm"][k]["runs"]
+                    ]
+                )
+            )
+            for k in (lo, hi)
+        }
+        all_diag = [
+            d for k in (lo, hi) for r in out["warm"][k]["runs"] for d in r["dimensions"].values()
+        ]
+        out["summary"] = {
+            "warm_ratio_large_over_small": med_hi / med_lo,
+            "warm_ratio_target": 1.2,
+            "warm_sampling_ratio_large_over_small": samp[hi] / samp[lo],
+            "warm_total_3_dims_small": med_lo,
+            "warm_total_3_dims_large": med_hi,
+            "warm_target_seconds": 10.0,
+            "cold_total_3_dims": {k: v.get("total_seconds") for k, v in out["cold"].items()},
+            "cold_process_wall": {k: v.get("wall_seconds_process") for k, v in out["cold"].items()},
+            "cold_target_seconds": 40.0,
+            "max_rhat": max(d["max_rhat"] for d in all_diag),
+            "min_ess_bulk": min(d["min_ess_bulk"] for d in all_diag),
+            "divergences_max_per_fit": max(d["divergences"] for d in all_diag),
+            "fits_ok": sum(d["ok"] for d in all_diag),
+            "fits": len(all_diag),
+        }
+    path = write_result(
+        "bayes_fit_time",
+        {
+            "command": "python " + " ".join(sys.argv),
+            "parameters": {
+                "arms": 3,
+                "regions": WEIGHTS.size,
+                "dimensions": list(DIMENSIONS),
+                "labels_per_arm": LABELS_PER_ARM,
+                "sizes_total_responses": args.sizes,
+                "repeats": repeats,
+                "fit": {"draws": 2000, "tune": 1000, "chains": 2, "target_accept": 0.95},
+                "sampler": "nutpie (numba backend), chains as threads",
+            },
+            "machine": info,
+            **out,
+        },
+    )
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
