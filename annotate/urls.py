@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views, views_grade
+from . import views, views_grade, views_import
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("studies/<slug:slug>/upload/", views_import.study_upload, name="annotate-upload"),
     path("studies/<slug:slug>/annotate/", views_grade.study_home, name="annotate-study-home"),
     path("studies/<slug:slug>/grade/", views_grade.grade, name="annotate-grade"),
     path(

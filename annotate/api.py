@@ -1,0 +1,127 @@
+"""REST API of the annotate app: import a file, export the labels (admins; export also leads)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, renderers, status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from .exporting import CONTENT_TYPES, iter_labels
+from .importing import ImportFailed, import_file
+from .permissions import ADMIN, LEAD_OR_ADMIN, IsStudyMember
+from .serializers import ImportReportSerializer, ImportUploadSerializer
+
+PROBLEMS_SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "file": {"type": "string"},
+            "line": {"type": "integer", "description": "1-based line of the file."},
+            "field": {"type": "string", "description": "e.g. responses.cand1.scores.style"},
+            "message": {"type": "string"},
+            "expected": {"type": "string"},
+        },
+        "required": ["file", "line", "field", "message", "expected"],
+    },
+}
+
+
+class ImportView(generics.GenericAPIView):
+    """Import a JSONL or long-CSV file into the study, all or nothing (study admins)."""
+
+    permission_classes = [IsStudyMember(roles=ADMIN)]
+    parser_classes = [MultiPartParser, FormParser]
+    serializer_class = ImportUploadSerializer
+
+    @extend_schema(
+        request={"multipart/form-data": ImportUploadSerializer},
+        responses={
+            201: ImportReportSerializer,
+            # drf-spectacular describes many=True as an array for 2xx only (its issue #402).
+            400: OpenApiResponse(
+                PROBLEMS_SCHEMA,
+                description="The file was refused and nothing was written: its problems, "
+                "first line first.",
+            ),
+        },
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        upload = self.get_serializer(data=request.data)
+        upload.is_valid(raise_exception=True)
+        file = upload.validated_data["file"]
+        try:
+            report = import_file(
+                file, study=self.study, filename=file.name, fmt=upload.validated_data.get("format")
+            )
+        except ImportFailed as failed:
+            return Response(
+                [p.as_dict() for p in failed.problems], status=status.HTTP_400_BAD_REQUEST
+            )
+        return Response(ImportReportSerializer(report).data, status=status.HTTP_201_CREATED)
+
+
+class _TextRenderer(renderers.BaseRenderer):
+    """Names a streamed format for content negotiation (``?format=`` or a ``.csv`` suffix).
+
+    Successful responses are streamed by the view and never pass through ``render``; error
+    payloads (403, 404) do, and come out as JSON text.
+    """
+
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: Any = None, renderer_context: Any = None):
+        return json.dumps(data).encode()
+
+
+class CSVRenderer(_TextRenderer):
+    media_type = "text/csv"
+    format = "csv"
+
+
+class JSONLinesRenderer(_TextRenderer):
+    media_type = "application/x-ndjson"
+    format = "jsonl"
+
+
+class LabelExportView(generics.GenericAPIView):
+    """Every live human label of the study, one row per label, streamed (admins and leads)."""
+
+    permission_classes = [IsStudyMember(roles=LEAD_OR_ADMIN)]
+    renderer_classes = [CSVRenderer, JSONLinesRenderer]
+    pagination_class = None
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "format",
+                OpenApiTypes.STR,
+                enum=["csv", "jsonl"],
+                description="csv (default) or jsonl; labels.csv and labels.jsonl do the same.",
+            )
+        ],
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="Header study,prompt_id,region,arm,annotator,dimension,value,"
+                "passed,status,flagged,created_at; then one row per label.",
+            ),
+            (200, "application/x-ndjson"): OpenApiResponse(
+                OpenApiTypes.STR, description="One JSON object per label, same keys."
+            ),
+        },
+    )
+    def get(self, request: Request, slug: str, format: str | None = None) -> StreamingHttpResponse:
+        fmt = request.accepted_renderer.format
+        response = StreamingHttpResponse(
+            iter_labels(study=self.study, fmt=fmt), content_type=CONTENT_TYPES[fmt]
+        )
+        response["Content-Disposition"] = f'attachment; filename="{self.study.slug}-labels.{fmt}"'
+        return response
