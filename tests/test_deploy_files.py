@@ -192,8 +192,10 @@ def _settings_env_vars() -> set[str]:
             func = node.func
             name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
             first = node.args[0]
-            reads_env = name.startswith("env_") or (
-                name in ("get", "getenv") and "environ" in ast.unparse(func) + name
+            reads_env = (
+                name.startswith("env_")
+                or name == "getenv"
+                or (name == "get" and ast.unparse(func).endswith("environ.get"))
             )
             if reads_env and isinstance(first, ast.Constant) and isinstance(first.value, str):
                 found.add(first.value)
