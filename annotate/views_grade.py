@@ -26,16 +26,18 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render, resolve_url
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
 
-from . import queue
+from . import permissions, queue
 from .models import Annotation, Assignment, Membership, Study
+from .permissions import get_study_for
 from .queue import AssignmentDone, LeaseExpired, QueueClosed, UndoRefused
 
 PAGE = "annotate/grade_page.html"
@@ -57,13 +59,19 @@ FLAG_REASONS = [
 OTHER = "other"
 
 
+class HtmxHttpRequest(HttpRequest):
+    """What HtmxMiddleware makes of a request (the typing django-htmx recommends)."""
+
+    htmx: HtmxDetails
+
+
 def annotator_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """``login_required``, except that an htmx request (a session that ran out mid-grading)
     sends the whole page to the log-in form instead of swapping the form into the item."""
     guarded = login_required(view)
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if request.htmx and not request.user.is_authenticated:
             next_url = reverse("annotate-grade", kwargs={"slug": kwargs["slug"]})
             login = resolve_url(settings.LOGIN_URL)
@@ -73,18 +81,9 @@ def annotator_login_required(view: Callable[..., HttpResponse]) -> Callable[...,
     return wrapper
 
 
-def _study_for_annotator(request: HttpRequest, slug: str) -> Study:
+def _study_for_annotator(request: HtmxHttpRequest, slug: str) -> Study:
     """The study, if the user annotates it; 404 for non-members, 403 for other roles."""
-    study = Study.objects.filter(slug=slug).first()
-    role = study.role_of(request.user) if study else None
-    if study is None or role is None:
-        raise Http404("No such study.")
-    if role != Membership.Role.ANNOTATOR:
-        raise PermissionDenied(
-            "Only the study's annotators grade: leads and admins see model names and "
-            "judge scores, so their grades would not be blind."
-        )
-    return study
+    return get_study_for(request.user, slug, roles=permissions.ANNOTATOR)
 
 
 def _own_assignment(study: Study, user: Any, assignment_id: int) -> Assignment:
@@ -147,8 +146,6 @@ def _dimension_view(dim: dict[str, Any]) -> dict[str, Any]:
 
 
 def _item_context(
-    request: HttpRequest,
-    study: Study,
     assignment: Assignment,
     *,
     client_key: uuid.UUID | None = None,
@@ -179,7 +176,7 @@ def _item_context(
 
 
 def _render(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     study: Study,
     context: dict[str, Any],
     *,
@@ -206,7 +203,7 @@ def _closed_context(closed: QueueClosed) -> dict[str, Any]:
 
 
 def _render_next(
-    request: HttpRequest, study: Study, *, status: str = "", status_kind: str = "ok"
+    request: HtmxHttpRequest, study: Study, *, status: str = "", status_kind: str = "ok"
 ) -> HttpResponse:
     try:
         assignment = queue.next_item(study=study, annotator=request.user)
@@ -217,14 +214,14 @@ def _render_next(
     return _render(
         request,
         study,
-        _item_context(request, study, assignment),
+        _item_context(assignment),
         status=status,
         status_kind=status_kind,
     )
 
 
 def _after_post(
-    request: HttpRequest, study: Study, status: str, status_kind: str = "ok"
+    request: HtmxHttpRequest, study: Study, status: str, status_kind: str = "ok"
 ) -> HttpResponse:
     """htmx: render the next item in place; plain form: message and redirect (PRG)."""
     if request.htmx:
@@ -236,7 +233,7 @@ def _after_post(
 
 
 def _invalid(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     study: Study,
     assignment: Assignment,
     *,
@@ -251,8 +248,6 @@ def _invalid(
     the more precise 422.
     """
     context = _item_context(
-        request,
-        study,
         assignment,
         client_key=client_key,
         values=values,
@@ -269,7 +264,7 @@ def _invalid(
     )
 
 
-def _client_key(request: HttpRequest) -> uuid.UUID:
+def _client_key(request: HtmxHttpRequest) -> uuid.UUID:
     try:
         return uuid.UUID(request.POST.get("client_key", ""))
     except ValueError:
@@ -278,17 +273,17 @@ def _client_key(request: HttpRequest) -> uuid.UUID:
         raise ValidationError("client_key is missing or malformed") from None
 
 
-def _time_spent_ms(request: HttpRequest, assignment: Assignment) -> int:
+def _time_spent_ms(request: HtmxHttpRequest, assignment: Assignment) -> int:
     """What the browser measured, or the time since the lease without JavaScript; clamped."""
     raw = request.POST.get("time_spent_ms", "")
     try:
         spent = int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):
         spent = int((timezone.now() - assignment.leased_at).total_seconds() * 1000)
     return max(0, min(spent, MAX_TIME_SPENT_MS))
 
 
-def _reason(request: HttpRequest, prefix: str, choices: list[tuple[str, str]]) -> str:
+def _reason(request: HtmxHttpRequest, prefix: str, choices: list[tuple[str, str]]) -> str:
     """The reason picked from the list, or the typed one for "other"; "" when none."""
     choice = request.POST.get(f"{prefix}_choice", "")
     if choice == OTHER:
@@ -310,7 +305,7 @@ def _error_text(exc: ValidationError) -> dict[str, str]:
 
 
 @annotator_login_required
-def study_home(request: HttpRequest, slug: str) -> HttpResponse:
+def study_home(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """One study for its annotator: progress so far and a start button."""
     study = _study_for_annotator(request, slug)
     return render(
@@ -325,7 +320,7 @@ def study_home(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @annotator_login_required
-def grade(request: HttpRequest, slug: str) -> HttpResponse:
+def grade(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """The grading page with the annotator's current item (re-served while leased)."""
     study = _study_for_annotator(request, slug)
     return _render_next(request, study)
@@ -333,7 +328,7 @@ def grade(request: HttpRequest, slug: str) -> HttpResponse:
 
 @annotator_login_required
 @require_POST
-def grade_submit(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
+def grade_submit(request: HtmxHttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     study = _study_for_annotator(request, slug)
     assignment = _own_assignment(study, request.user, assignment_id)
     try:
@@ -422,7 +417,7 @@ def grade_submit(request: HttpRequest, slug: str, assignment_id: int) -> HttpRes
 
 @annotator_login_required
 @require_POST
-def grade_skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpResponse:
+def grade_skip(request: HtmxHttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     study = _study_for_annotator(request, slug)
     assignment = _own_assignment(study, request.user, assignment_id)
     try:
@@ -464,18 +459,16 @@ def grade_skip(request: HttpRequest, slug: str, assignment_id: int) -> HttpRespo
 
 @annotator_login_required
 @require_POST
-def grade_undo(request: HttpRequest, slug: str) -> HttpResponse:
+def grade_undo(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """Take back the last grade or skip (within the window) and show that item again."""
     study = _study_for_annotator(request, slug)
+    annotation_id = request.POST.get("annotation_id", "")
     annotation = get_object_or_404(
         Annotation,
-        pk=request.POST.get("annotation_id") or 0,
+        pk=int(annotation_id) if annotation_id.isdigit() else 0,
         study=study,
         annotator=request.user,
     )
-    previous = {
-        label.dimension.key: label.value for label in annotation.labels.select_related("dimension")
-    }
     try:
         assignment = queue.undo_annotation(
             annotation_id=annotation.pk,
@@ -484,19 +477,23 @@ def grade_undo(request: HttpRequest, slug: str) -> HttpResponse:
         )
     except UndoRefused as exc:
         return _after_post(request, study, f"Not undone: {exc.reason}.", "warning")
+    skipped = annotation.status == Annotation.Status.SKIPPED
     if not request.htmx:
         messages.info(request, "Undone. Grade it again.")
         return redirect("annotate-grade", slug=study.slug)
-    context = _item_context(
-        request,
-        study,
-        assignment,
-        values={
-            "labels": previous,
-            "comment": annotation.comment,
+    flag_codes = {text: code for code, text in FLAG_REASONS}
+    flag_choice = flag_codes.get(annotation.flag_reason, OTHER) if annotation.flagged else ""
+    values = {
+        "labels": {
+            label.dimension.key: label.value
+            for label in annotation.labels.select_related("dimension")
         },
-    )
-    return _render(request, study, context, status="Undone. Your previous grade is preselected.")
+        "comment": annotation.comment,
+        "flag_choice": flag_choice,
+        "flag_other": annotation.flag_reason if flag_choice == OTHER else "",
+    }
+    status = "Skip undone." if skipped else "Undone. Your previous grade is preselected."
+    return _render(request, study, _item_context(assignment, values=values), status=status)
 
 
 def grading_rows(studies: list[tuple[Study, str]], user: Any) -> list[dict[str, Any]]:

@@ -282,8 +282,11 @@ def test_time_spent_is_clamped_to_sane_bounds(grader, study, annotator, items):
     submit(grader, study, open_assignment(study, annotator), time_spent_ms="99999999999")
     grader.get(grade_url(study))
     submit(grader, study, open_assignment(study, annotator), time_spent_ms="-5")
+    grader.get(grade_url(study))
+    submit(grader, study, open_assignment(study, annotator), time_spent_ms="inf")
     spent = sorted(Annotation.objects.values_list("time_spent_ms", flat=True))
-    assert spent == [0, MAX_TIME_SPENT_MS]
+    assert spent[0] == 0 and spent[2] == MAX_TIME_SPENT_MS
+    assert 0 <= spent[1] < 60_000  # "inf" is no time: the time since the lease stands in
 
 
 def test_a_flag_is_sent_with_the_grade_and_its_reason(grader, study, annotator, items):
@@ -346,6 +349,40 @@ def test_undo_gives_the_item_back_with_the_previous_grade_preselected(
     assert "Undone." in html
     # The item given back is the one served next, also without JavaScript.
     assert open_assignment(study, annotator).response_id == first.response_id
+
+
+def test_undo_gives_back_the_flag_and_comment_too(grader, study, annotator, items):
+    grader.get(grade_url(study))
+    submit(
+        grader,
+        study,
+        open_assignment(study, annotator),
+        flag_choice="other",
+        flag_other="Wrong language",
+        comment="Answers in French",
+    )
+    annotation = Annotation.objects.get(annotator=annotator)
+    url = reverse("annotate-grade-undo", args=[study.slug])
+    html = grader.post(url, {"annotation_id": annotation.pk}, **HTMX).content.decode()
+    assert 'name="flag_choice" value="other" data-key="4" checked' in html
+    assert 'value="Wrong language"' in html and "Answers in French" in html
+
+
+def test_undo_of_a_skip_says_so(grader, study, annotator, items):
+    grader.get(grade_url(study))
+    assignment = open_assignment(study, annotator)
+    skip = reverse("annotate-grade-skip", args=[study.slug, assignment.pk])
+    grader.post(skip, {"client_key": str(uuid.uuid4()), "skip_choice": "expertise"})
+    annotation = Annotation.objects.get(annotator=annotator)
+    url = reverse("annotate-grade-undo", args=[study.slug])
+    html = grader.post(url, {"annotation_id": annotation.pk}, **HTMX).content.decode()
+    assert "Skip undone." in html and assignment.response.text in html
+
+
+@pytest.mark.parametrize("annotation_id", ["", "abc", "-1", "999999"])
+def test_undo_of_a_missing_annotation_is_not_found(grader, study, items, annotation_id):
+    url = reverse("annotate-grade-undo", args=[study.slug])
+    assert grader.post(url, {"annotation_id": annotation_id}).status_code == 404
 
 
 def test_undo_after_the_window_is_refused(grader, study, annotator, items):
