@@ -200,3 +200,20 @@ def test_an_import_into_a_study_with_other_studies_touches_only_its_own(study):
     assert report.prompts.created == 1
     assert Response.objects.filter(study=other).count() == 3
     assert Response.objects.filter(study=study).count() == 3
+
+
+@pytest.mark.postgres
+def test_foreign_key_checks_are_back_on_after_a_fresh_import(study):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only")
+    import_file(jsonl(interaction(1)), study=study, filename="a.jsonl")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW session_replication_role")
+        assert cursor.fetchone()[0] == "origin"
+    prompt = Prompt.objects.get(external_id="q-000001")
+    assert Response.objects.filter(prompt=prompt).count() == 3
+    assert set(Response.objects.values_list("study_id", "region_id").distinct()) == {
+        (study.pk, prompt.region_id)
+    }
