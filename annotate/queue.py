@@ -50,9 +50,8 @@ from typing import Any
 import numpy as np
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from accounts.services import record
@@ -187,6 +186,27 @@ def _notify_new_labels(*, study: Study) -> None:
 # --------------------------------------------------------------------------- helpers
 
 
+class _T:
+    """Table names for the few statements written in SQL (the per-pick hot path)."""
+
+    study = Study._meta.db_table
+    response = Response._meta.db_table
+    annotation = Annotation._meta.db_table
+    assignment = Assignment._meta.db_table
+    membership = Membership._meta.db_table
+
+
+def _sql(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _db_time(value: datetime) -> Any:
+    """A datetime as the backend stores it (SQLite keeps naive UTC text)."""
+    return connection.ops.adapt_datetimefield_value(value)
+
+
 def can_grade(*, study: Study, user: Any) -> bool:
     """Whether the user may ask for items and grade them in this study."""
     if not getattr(user, "is_authenticated", False):
@@ -260,10 +280,18 @@ def _study_extent(study: Study) -> tuple[int, int, int]:
     return value
 
 
+_CELL_WHERE = "study_id = %s AND arm_id = %s AND region_id = %s AND cell = %s"
+
+
+def _cell_params(study: Study, pick: _Pick) -> list[Any]:
+    return [study.pk, pick.arm_id, pick.region_id, pick.cell]
+
+
 def _response_count(*, study: Study, pick: _Pick | None) -> int:
     """Responses in the cell (index-only count) or in the study (cached when large)."""
     if pick is not None:
-        return Response.objects.filter(study_id=study.pk, **_cell_filter(pick)).count()
+        sql = f"SELECT COUNT(*) FROM {_T.response} WHERE {_CELL_WHERE}"
+        return int(_sql(sql, _cell_params(study, pick))[0][0])
     return _study_extent(study)[0]
 
 
@@ -282,9 +310,17 @@ def _offset_candidate(*, study: Study, pick: _Pick | None, total: int, rng: np.r
             return response_id
         return None
     offset = int(rng.integers(total))
-    base = Response.objects.filter(study_id=study.pk, **_cell_filter(pick))
-    ids = list(base.values_list("pk", flat=True)[offset : offset + 1])
-    return ids[0] if ids else None
+    if pick is None:
+        rows = _sql(
+            f"SELECT id FROM {_T.response} WHERE study_id = %s LIMIT 1 OFFSET %s",
+            [study.pk, offset],
+        )
+    else:
+        rows = _sql(
+            f"SELECT id FROM {_T.response} WHERE {_CELL_WHERE} LIMIT 1 OFFSET %s",
+            [*_cell_params(study, pick), offset],
+        )
+    return int(rows[0][0]) if rows else None
 
 
 def _available_qs(
@@ -316,35 +352,33 @@ def _lock_response(response_id: int, *, skip_locked: bool) -> bool:
     """Lock one response row (FOR NO KEY UPDATE); False if skip_locked and it is busy.
 
     Every queue write on a response holds this lock, so checks made after it see the
-    previous holder's committed rows. SQLite ignores it (its transactions are IMMEDIATE).
+    previous holder's committed rows. SQLite has no row locks: its transactions are
+    ``BEGIN IMMEDIATE`` (settings), so only one writer runs at a time anyway.
     """
-    rows = (
-        Response.objects.select_for_update(no_key=True, skip_locked=skip_locked)
-        .filter(pk=response_id)
-        .values_list("pk", flat=True)
-    )
-    return bool(list(rows))
+    lock = ""
+    if connection.features.has_select_for_update:
+        lock = " FOR NO KEY UPDATE SKIP LOCKED" if skip_locked else " FOR NO KEY UPDATE"
+    return bool(_sql(f"SELECT id FROM {_T.response} WHERE id = %s{lock}", [response_id]))
 
 
 def _is_available(response_id: int, *, annotator: Any, now: datetime) -> bool:
-    """Re-check one (locked) response; one statement after the lock, so it sees commits."""
-    return (
-        Response.objects.filter(pk=response_id)
-        .filter(
-            ~Exists(
-                Annotation.objects.filter(
-                    response=OuterRef("pk"),
-                    undone_at__isnull=True,
-                ).filter(Q(status=Annotation.Status.GRADED) | Q(annotator=annotator))
-            ),
-            ~Exists(
-                Assignment.objects.filter(
-                    response=OuterRef("pk"), completed_at__isnull=True, expires_at__gt=now
-                )
-            ),
-        )
-        .exists()
+    """Re-check one (locked) response; one statement after the lock, so it sees commits.
+
+    Available: no live grade by anyone, no live grade or skip by this annotator, no
+    unexpired open lease. (Plain SQL: this runs on every pick and the ORM's compilation
+    of the same query costs more CPU than PostgreSQL's execution of it.)
+    """
+    rows = _sql(
+        f"""SELECT 1 WHERE NOT EXISTS (
+                SELECT 1 FROM {_T.annotation} a
+                WHERE a.response_id = %s AND a.undone_at IS NULL
+                  AND (a.status = %s OR a.annotator_id = %s))
+            AND NOT EXISTS (
+                SELECT 1 FROM {_T.assignment} s
+                WHERE s.response_id = %s AND s.completed_at IS NULL AND s.expires_at > %s)""",
+        [response_id, Annotation.Status.GRADED, annotator.pk, response_id, _db_time(now)],
     )
+    return bool(rows)
 
 
 def _draw(
@@ -450,31 +484,29 @@ def _study_state(*, study_id: int, annotator: Any, now: datetime) -> Study:
     ``graded``: distinct responses with a live grade (what the budget counts); ``reserved``:
     other annotators' open leases that will each add a graded response (overlap excluded).
     """
-    graded = (
-        _live_graded(study_id)
-        .filter(study=OuterRef("pk"))
-        .order_by()
-        .values("study")
-        .annotate(n=Count("response", distinct=True))
-        .values("n")
-    )
-    reserved = (
-        _open_leases(study_id, now)
-        .exclude(policy=Assignment.Policy.OVERLAP)
-        .exclude(annotator=annotator)
-        .order_by()
-        .values("study")
-        .annotate(n=Count("id"))
-        .values("n")
-    )
-    grader = Membership.objects.filter(
-        study=OuterRef("pk"), user_id=annotator.pk, role=Membership.Role.ANNOTATOR
-    )
-    return Study.objects.annotate(
-        is_grader=Exists(grader),
-        graded=Coalesce(Subquery(graded), 0),
-        reserved=Coalesce(Subquery(reserved), 0),
-    ).get(pk=study_id)
+    sql = f"""
+        SELECT st.*,
+            EXISTS (SELECT 1 FROM {_T.membership} m
+                    WHERE m.study_id = st.id AND m.user_id = %s AND m.role = %s) AS is_grader,
+            (SELECT COUNT(DISTINCT a.response_id) FROM {_T.annotation} a
+             WHERE a.study_id = st.id AND a.status = %s AND a.undone_at IS NULL) AS graded,
+            (SELECT COUNT(*) FROM {_T.assignment} s
+             WHERE s.study_id = st.id AND s.completed_at IS NULL AND s.expires_at > %s
+               AND s.policy <> %s AND s.annotator_id <> %s) AS reserved
+        FROM {_T.study} st WHERE st.id = %s"""
+    params = [
+        annotator.pk,
+        Membership.Role.ANNOTATOR,
+        Annotation.Status.GRADED,
+        _db_time(now),
+        Assignment.Policy.OVERLAP,
+        annotator.pk,
+        study_id,
+    ]
+    found = list(Study.objects.raw(sql, params))
+    if not found:
+        raise Study.DoesNotExist(f"no study {study_id}")
+    return found[0]
 
 
 def _lock_annotator(annotator: Any) -> None:
@@ -666,15 +698,14 @@ def _get_assignment(*, assignment_id: int, annotator: Any) -> Assignment:
 
     PermissionDenied when the annotator is no longer one of the study's annotators.
     """
-    grader = Membership.objects.filter(
-        study=OuterRef("study_id"), user_id=annotator.pk, role=Membership.Role.ANNOTATOR
+    assignment = Assignment.objects.select_related("study").get(
+        pk=assignment_id, annotator=annotator
     )
-    assignment = (
-        Assignment.objects.select_related("study")
-        .annotate(is_grader=Exists(grader))
-        .get(pk=assignment_id, annotator=annotator)
+    is_grader = _sql(
+        f"SELECT 1 FROM {_T.membership} WHERE study_id = %s AND user_id = %s AND role = %s",
+        [assignment.study_id, annotator.pk, Membership.Role.ANNOTATOR],
     )
-    if not assignment.is_grader:  # type: ignore[attr-defined]
+    if not is_grader:
         raise PermissionDenied("only the study's annotators can grade in it")
     return assignment
 
