@@ -135,3 +135,9 @@ def record_login_failure(*, username: str, ip: str | None) -> None:
 
 def clear_login_failures(*, username: str, ip: str | None) -> None:
     LoginFailure.objects.filter(username=normalize_username(username), ip=ip).delete()
+
+
+def import_details(report: Any, *, via: str) -> dict[str, Any]:
+    """Audit details of a data import (an ``annotate.importing.ImportReport``)."""
+    summary = {k: v for k, v in report.as_dict().items() if k not in {"phases", "seconds"}}
+    return {"via": via, **summary}

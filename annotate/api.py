@@ -13,6 +13,8 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.services import import_details, record
+
 from .exporting import CONTENT_TYPES, iter_labels
 from .importing import ImportFailed, import_file
 from .permissions import ADMIN, LEAD_OR_ADMIN, IsStudyMember
@@ -65,6 +67,12 @@ class ImportView(generics.GenericAPIView):
             return Response(
                 [p.as_dict() for p in failed.problems], status=status.HTTP_400_BAD_REQUEST
             )
+        record(
+            actor=request.user,
+            action="data.import",
+            study=self.study,
+            details=import_details(report, via="api"),
+        )
         return Response(ImportReportSerializer(report).data, status=status.HTTP_201_CREATED)
 
 
@@ -120,6 +128,12 @@ class LabelExportView(generics.GenericAPIView):
     )
     def get(self, request: Request, slug: str, format: str | None = None) -> StreamingHttpResponse:
         fmt = request.accepted_renderer.format
+        record(
+            actor=request.user,
+            action="export.labels",
+            study=self.study,
+            details={"format": fmt, "via": "api"},
+        )
         response = StreamingHttpResponse(
             iter_labels(study=self.study, fmt=fmt), content_type=CONTENT_TYPES[fmt]
         )

@@ -7,6 +7,8 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from accounts.services import import_details, record
+
 from .importing import FORMATS, ImportFailed, import_file
 from .models import Arm, Dimension, Region
 from .permissions import ADMIN, get_study_for
@@ -41,6 +43,12 @@ def study_upload(request: HttpRequest, slug: str) -> HttpResponse:
                 study=study,
                 filename=upload.name,
                 fmt=form.cleaned_data["format"] or None,
+            )
+            record(
+                actor=request.user,
+                action="data.import",
+                study=study,
+                details=import_details(ctx["report"], via="upload"),
             )
         except ImportFailed as failed:
             ctx["problems"] = failed.problems

@@ -87,3 +87,43 @@ def test_undoing_a_grade_is_recorded(study, annotator):
     assert event.actor == annotator and event.study == study
     assert event.target_id == str(annotation.pk)
     assert event.details == {"response_id": response.pk, "status": "graded"}
+
+
+def test_imports_and_exports_are_recorded(client, study, admin_user, lead, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.core.management import call_command
+
+    from tests.annotate.import_helpers import interaction, jsonl
+
+    client.force_login(admin_user)
+    upload = SimpleUploadedFile("batch.jsonl", jsonl(interaction(1), interaction(2)).read())
+    r = client.post(reverse("annotate-api-import", kwargs={"slug": study.slug}), {"file": upload})
+    assert r.status_code == 201, r.content
+    event = AuditEvent.objects.get(action="data.import")
+    assert event.actor == admin_user and event.study == study
+    assert event.details["via"] == "api" and event.details["file"] == "batch.jsonl"
+    assert event.details["responses"]["created"] == 6
+
+    client.force_login(lead)
+    r = client.get(reverse("annotate-api-labels-as", kwargs={"slug": study.slug, "format": "csv"}))
+    assert r.status_code == 200
+    b"".join(r.streaming_content)
+    event = AuditEvent.objects.get(action="export.labels", actor=lead)
+    assert event.details == {"format": "csv", "via": "api"}
+
+    call_command("exportlabels", "--study", study.slug, "-o", str(tmp_path / "labels.csv"))
+    event = AuditEvent.objects.filter(action="export.labels", actor=None).get()
+    assert event.details["via"] == "manage.py exportlabels"
+
+
+def test_uploads_through_the_page_are_recorded(client, study, admin_user):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.annotate.import_helpers import interaction, jsonl
+
+    client.force_login(admin_user)
+    upload = SimpleUploadedFile("page.jsonl", jsonl(interaction(7)).read())
+    r = client.post(reverse("annotate-upload", kwargs={"slug": study.slug}), {"file": upload})
+    assert r.status_code == 200
+    event = AuditEvent.objects.get(action="data.import")
+    assert event.details["via"] == "upload" and event.details["lines"] == 1

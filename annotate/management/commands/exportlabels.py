@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.services import record
 from annotate.exporting import EXPORT_FORMATS, write_labels
 from annotate.models import Study
 
@@ -24,6 +25,8 @@ class Command(BaseCommand):
             raise CommandError(f"no study with slug {slug!r}") from None
         fmt = str(options["format"])
         output = options["output"]
+        details = {"format": fmt, "via": "manage.py exportlabels", "output": output or "stdout"}
+        record(actor=None, action="export.labels", study=study, details=details)
         if output:
             with open(str(output), "w", encoding="utf-8", newline="") as out:
                 rows = write_labels(study=study, fmt=fmt, out=out)
