@@ -245,6 +245,73 @@ def summarise_widths(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def summarise_verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {"studies": len(rows)}
+    for policy in ("active", "uniform"):
+        settled = [r[policy] for r in rows if r[policy]["settled"]]
+        lab = np.array([s["labels"] for s in settled if not s["wrong"]], float)
+        summary[policy] = {
+            "settled": len(settled),
+            "median_labels_to_correct_verdict": float(np.median(lab)) if lab.size else None,
+            "wrong_verdicts": int(sum(s["wrong"] for s in settled)),
+        }
+    return summary
+
+
+def summarise_boundary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(rows)
+    go = sum(r["active"]["go"] for r in rows)
+    nogo = sum(r["active"]["verdict"] == "no-go" for r in rows)
+    return {
+        "studies": n,
+        "go_rate": round(go / n, 4),
+        "go_rate_wilson95": wilson(go, n),
+        "no_go_rate": round(nogo / n, 4),
+        "undecided_at_budget": n - go - nogo,
+    }
+
+
+SUMMARIES = {
+    "efficiency": summarise_widths,
+    "weak": summarise_widths,
+    "verdict": summarise_verdicts,
+    "boundary": summarise_boundary,
+}
+
+
+def merge(paths: list[str], out: Path) -> None:
+    """Pool the studies of several runs (distinct seeds) into one results file."""
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    merged: dict[str, Any] = {
+        "settings": docs[0]["settings"],
+        "merged_from": [
+            {"file": p, "command": d.get("command"), "elapsed_seconds": d.get("elapsed_seconds")}
+            for p, d in zip(paths, docs, strict=True)
+        ],
+    }
+    for part, fn in SUMMARIES.items():
+        runs = [d[part] for d in docs if part in d]
+        if not runs:
+            continue
+        rows = [row for r in runs for row in r["per_study"]]
+        seeds = [row["seed"] for row in rows]
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(f"{part}: the runs share seeds; use --seed-offset")
+        merged[part] = {
+            **{k: v for k, v in runs[0].items() if k not in ("summary", "per_study")},
+            "studies_wanted": sum(r["studies_wanted"] for r in runs),
+            "summary": fn(rows),
+            "per_study": rows,
+        }
+    out.write_text(json.dumps(merged, indent=1))
+    print(
+        json.dumps(
+            {k: v["summary"] for k, v in merged.items() if isinstance(v, dict) and "summary" in v},
+            indent=1,
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -263,10 +330,15 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=400, help="draws (and tune) per chain")
     parser.add_argument("--parts", default="efficiency,weak,verdict,boundary")
     parser.add_argument("--quick", action="store_true", help="3 studies per part")
+    parser.add_argument("--seed-offset", type=int, default=0, help="added to every study seed")
+    parser.add_argument("--merge", nargs="+", help="pool these results files into --out and exit")
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "results" / "label_efficiency.json")
     )
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, Path(args.out))
+        return
     if args.quick:
         args.studies = args.weak_studies = args.verdict_studies = args.boundary_studies = 3
     parts = args.parts.split(",")
@@ -309,7 +381,7 @@ def main() -> None:
         for i in range(n_wanted):
             if time.perf_counter() - t_part > 60 * allowance[part]:
                 break
-            seed = i + (0 if part == "efficiency" else 100_000)
+            seed = args.seed_offset + i + (0 if part == "efficiency" else 100_000)
             pop, truth = make_population(seed, se=se, sp=sp, delta=None)
             row = {"seed": seed, "true_delta": truth}
             row.update(uniform_methods(pop, truth, seed))
@@ -330,7 +402,7 @@ def main() -> None:
         for i in range(args.verdict_studies):
             if time.perf_counter() - t_part > 60 * allowance["verdict"]:
                 break
-            seed = 200_000 + i
+            seed = args.seed_offset + 200_000 + i
             delta = 0.02 if i % 2 == 0 else -0.06
             pop, truth = make_population(seed, se=0.90, sp=0.85, delta=delta)
             row = {"seed": seed, "true_delta": truth}
@@ -340,21 +412,12 @@ def main() -> None:
                 )
             rows.append(row)
             print("verdict", i, row, flush=True)
-            summary: dict[str, Any] = {"studies": len(rows)}
-            for policy in ("active", "uniform"):
-                settled = [r[policy] for r in rows if r[policy]["settled"]]
-                lab = np.array([s["labels"] for s in settled if not s["wrong"]], float)
-                summary[policy] = {
-                    "settled": len(settled),
-                    "median_labels_to_correct_verdict": float(np.median(lab)) if lab.size else None,
-                    "wrong_verdicts": int(sum(s["wrong"] for s in settled)),
-                }
             results["verdict"] = {
                 "judge": {"sensitivity": 0.9, "specificity": 0.85},
                 "budget": 2000,
                 "refit_every": 50,
                 "studies_wanted": args.verdict_studies,
-                "summary": summary,
+                "summary": summarise_verdicts(rows),
                 "per_study": rows,
             }
             save()
@@ -365,7 +428,7 @@ def main() -> None:
         for i in range(args.boundary_studies):
             if time.perf_counter() - t_part > 60 * allowance["boundary"]:
                 break
-            seed = 300_000 + i
+            seed = args.seed_offset + 300_000 + i
             pop, truth = make_population(seed, se=0.90, sp=0.85, delta=-MARGIN)
             row = {"seed": seed, "true_delta": truth}
             row["active"] = labels_to_verdict(
@@ -373,21 +436,12 @@ def main() -> None:
             )
             rows.append(row)
             print("boundary", i, row, flush=True)
-            n = len(rows)
-            go = sum(r["active"]["go"] for r in rows)
-            nogo = sum(r["active"]["verdict"] == "no-go" for r in rows)
             results["boundary"] = {
                 "judge": {"sensitivity": 0.9, "specificity": 0.85},
                 "budget": 1500,
                 "refit_every": 100,
                 "studies_wanted": args.boundary_studies,
-                "summary": {
-                    "studies": n,
-                    "go_rate": round(go / n, 4),
-                    "go_rate_wilson95": wilson(go, n),
-                    "no_go_rate": round(nogo / n, 4),
-                    "undecided_at_budget": n - go - nogo,
-                },
+                "summary": summarise_boundary(rows),
                 "per_study": rows,
             }
             save()
