@@ -14,11 +14,14 @@ Rules (issue 4):
   lock (a new statement, so on PostgreSQL's READ COMMITTED it sees whatever the previous
   lock holder committed); ``submit``/``skip``/``undo`` lock the response row and wait.
   On SQLite the settings open every transaction IMMEDIATE, so writers are serialised.
-- Drawing inside a cell is an indexed query: count the cell on ``response_pick_idx``
-  (index-only), take a uniform offset, reject if the row is unavailable or locked, redraw.
-  Rejection keeps the draw exactly uniform over the available responses, and the recorded
-  probability is ``P(cell) / N_available(cell)`` where ``N_available`` subtracts the (small)
-  set of graded, skipped-by-me and leased responses of that cell.
+- Drawing inside a cell is an indexed query: count the cell (index-only scan of
+  ``response_cell_idx``), take a uniform offset (index-only scan of ``response_pick_idx``,
+  which carries the id), reject if the row is unavailable or locked, redraw. Rejection keeps
+  the draw exactly uniform over the available responses. Measured at 1M responses (cells of
+  ~5.5k): 1.1 ms for the count, 1.3 ms for the offset, no heap fetches. The uniform
+  fallback over a large study draws ids in the study's id range instead (O(1)).
+- The per-pick statements are plain SQL: the ORM's compilation of them cost more CPU than
+  PostgreSQL's execution (14 → 5 ms of CPU per pick, measured).
 
 Recorded ``probability`` is conditional on the branch named by ``policy``: for ``overlap``
 it is ``overlap_share / N_overlap_candidates``; for a selection-rule pick it is the rule's
