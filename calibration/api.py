@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 
 from annotate.permissions import LEAD_OR_ADMIN, IsStudyMember
 from calibration import services
 from calibration.models import Fit
 from calibration.serializers import FitSerializer, PosteriorSerializer, posterior_payload
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from annotate.models import Study
 
 # Annotators must never see verdicts or judge behaviour: leads and admins only.
 LEADS = [IsStudyMember(roles=LEAD_OR_ADMIN)]
@@ -21,8 +29,9 @@ LEADS = [IsStudyMember(roles=LEAD_OR_ADMIN)]
 class PosteriorView(generics.GenericAPIView):
     """Verdicts of the latest succeeded fit, per candidate × dimension and per region."""
 
-    permission_classes = LEADS
+    permission_classes = LEADS  # type: ignore[assignment]  # an instance: see IsStudyMember
     serializer_class = PosteriorSerializer
+    study: Study  # set by IsStudyMember
 
     @extend_schema(
         responses={200: PosteriorSerializer, 404: OpenApiResponse(description="No fit yet.")}
@@ -45,8 +54,9 @@ class PosteriorView(generics.GenericAPIView):
 class FitListCreateView(generics.ListCreateAPIView):
     """GET: the study's fits, newest first. POST: ask for a fit (coalesced; 202)."""
 
-    permission_classes = LEADS
+    permission_classes = LEADS  # type: ignore[assignment]  # an instance: see IsStudyMember
     serializer_class = FitSerializer
+    study: Study  # set by IsStudyMember
 
     def get_queryset(self) -> QuerySet[Fit]:
         return (
@@ -56,9 +66,11 @@ class FitListCreateView(generics.ListCreateAPIView):
             .order_by("-created_at", "-id")
         )
 
-    def perform_create(self, serializer: FitSerializer) -> None:
+    def perform_create(self, serializer: BaseSerializer) -> None:
         serializer.instance = services.request_fit(
-            study=self.study, trigger=Fit.Trigger.MANUAL, requested_by=self.request.user
+            study=self.study,
+            trigger=Fit.Trigger.MANUAL,
+            requested_by=cast("User", self.request.user),  # authenticated: IsStudyMember
         )
 
     @extend_schema(request=None, responses={202: FitSerializer})

@@ -173,8 +173,8 @@ def dimension_tables(
     return totals - labelled.sum(axis=2), labelled
 
 
-def _checked_bin(b: int, n_bins: int, dimension: Dimension) -> int:
-    if not 0 <= b < n_bins:
+def _checked_bin(b: int | None, n_bins: int, dimension: Dimension) -> int:
+    if b is None or not 0 <= b < n_bins:
         raise ValueError(
             f"dimension {dimension.key!r}: judge bin {b} outside 0..{n_bins - 1} "
             f"(cuts {dimension.judge_cuts!r}); re-bin the judge scores"

@@ -12,7 +12,9 @@ VERDICTS = ["go", "no-go", "undecided"]
 class FitSerializer(serializers.ModelSerializer):
     """One fit: its state, what it saw, and whether its diagnostics passed."""
 
-    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    requested_by = serializers.CharField(
+        source="requested_by.username", read_only=True, allow_null=True
+    )
     seconds = serializers.FloatField(read_only=True, allow_null=True)
 
     class Meta:

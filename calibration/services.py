@@ -32,7 +32,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -41,6 +40,8 @@ from calibration.counts import StudyCounts, count_labels, study_counts
 from calibration.models import Fit
 
 if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
     # PyMC is imported on first use, so web processes that never fit start fast.
     from calibration.bayes.fit import DimensionFit, Fitter
 
@@ -72,6 +73,7 @@ _DRAWS_FORMAT = "baton-fit-draws-1"
 # it has seen, so a refit only swaps the counts (pm.Data) and samples.
 _fitter: Fitter | None = None
 _fitter_lock = threading.Lock()
+_fit_lock = threading.Lock()
 
 
 def get_fitter() -> Fitter:
@@ -112,7 +114,7 @@ def _expire_stale_running(*, study: Study, now) -> int:
     )
 
 
-def request_fit(*, study: Study, trigger: str, requested_by: AbstractBaseUser | None = None) -> Fit:
+def request_fit(*, study: Study, trigger: str, requested_by: User | None = None) -> Fit:
     """Ask for a fit of ``study``; returns the fit that will answer the request.
 
     Coalesces: if a fit is already queued it is returned (no second one). If one is
@@ -281,12 +283,15 @@ def _compute(fit: Fit) -> dict[str, Any]:
     fitter = get_fitter()
     fits: dict[str, DimensionFit] = {}
     diagnostics: dict[str, dict[str, float | bool]] = {}
-    for i, (key, counts) in enumerate(data.counts.items()):
-        t0 = time.perf_counter()
-        dim_fit = fitter.fit(counts, seed=seed + i, **FIT_SETTINGS)
-        seconds = time.perf_counter() - t0
-        fits[key] = dim_fit
-        diagnostics[key] = _dimension_diagnostics(dim_fit, seconds)
+    # The Fitter is not thread-safe; a db_worker runs one task at a time, but a threaded
+    # server with the immediate backend (development) could run two fits at once.
+    with _fit_lock:
+        for i, (key, counts) in enumerate(data.counts.items()):
+            t0 = time.perf_counter()
+            dim_fit = fitter.fit(counts, seed=seed + i, **FIT_SETTINGS)
+            seconds = time.perf_counter() - t0
+            fits[key] = dim_fit
+            diagnostics[key] = _dimension_diagnostics(dim_fit, seconds)
     summary = build_summary(study=study, fits=fits, data=data)
     return {
         "diagnostics": diagnostics,
@@ -324,7 +329,8 @@ def dump_draws(fits: dict[str, DimensionFit]) -> bytes:
         for i, f in enumerate(fits.values())
     }
     meta = {"format": _DRAWS_FORMAT, "dimensions": list(fits)}
-    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **parts)
+    header = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(buf, meta=header, **parts)  # type: ignore[arg-type]  # stub: **kwds vs allow_pickle
     return buf.getvalue()
 
 
