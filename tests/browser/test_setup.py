@@ -8,7 +8,7 @@ from io import BytesIO
 import pytest
 
 from annotate.models import Study
-from tests.browser.conftest import chromium, log_in, page, screenshot  # noqa: F401
+from tests.browser.conftest import log_in, screenshot
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -31,7 +31,7 @@ def _interactions(n: int) -> BytesIO:
     return BytesIO("".join(json.dumps(x) + "\n" for x in lines).encode())
 
 
-def test_admin_sets_up_a_study_from_nothing_to_active(page, live_server, monkeypatch):  # noqa: F811
+def test_admin_sets_up_a_study_from_nothing_to_active(page, live_server, monkeypatch):
     from annotate import services_setup
     from annotate.importing import import_file
 
