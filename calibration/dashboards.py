@@ -1,0 +1,643 @@
+r"""View models of the lead's dashboards: plain dicts and arrays out of a fit and the database.
+
+Views render these; ``charts.py`` draws from the arrays; ``report.py`` reuses them for the
+offline report. Nothing here renders HTML.
+
+* :func:`decision_matrix` — candidates × dimensions verdicts from ``Fit.summary`` (cheap:
+  no draws), the overall verdicts and a recommendation in plain words.
+* :func:`fit_health` — diagnostics per dimension with what failed, in words.
+* :func:`label_progress` — labels used against the budget, per arm × region and per
+  dimension, annotators active in the last ten minutes (aggregate SQL).
+* :func:`pair_data` — everything about one candidate against the incumbent: Δ draws per
+  dimension, per-region summaries, the interval's history over fits, the judge's behaviour
+  per arm, the naive judge-only Δ and a forecast of the labels still needed.
+* :func:`forecast_labels` — the forecast itself (pure numpy; method below).
+* :func:`annotator_stats` — agreement on the overlap and each annotator's pace.
+
+Forecast method (approximate, and said so on the page)
+-------------------------------------------------------
+For an undecided cell with posterior draws ``Δ_s`` (mean ``μ₀``, variance ``v₀``) we assume:
+
+1. *Normal approximation*: the posterior of Δ stays normal as labels come in.
+2. *Linear information*: each further graded response adds a fixed precision ``λ`` to Δ,
+   so after ``k`` more labels ``v_k = 1 / (1/v₀ + λk)``. ``λ`` is the least-squares slope of
+   the posterior precision ``1/sd²`` against ``n_labels`` over the study's fit history
+   (``sd`` from each fit's 95% interval, ``(upper − lower) / 3.92``) when at least three
+   fits with different label counts give a positive slope: that measures what labels have
+   actually been worth here, including active selection. Otherwise ``λ = (1/v₀)/n`` (all
+   current information came from the ``n`` labels so far) — optimistic when much of it came
+   from judge-only counts.
+3. *Preposterior simulation*: for each draw ``s`` take ``Δ_s`` as the truth, simulate what
+   ``k`` labels would say, ``e ~ N(Δ_s, 1/(λk))``, and update:
+   ``μ_k = v_k (μ₀/v₀ + λk·e)``. The verdict is reached when
+   ``Φ((μ_k + δ)/√v_k) ≥ γ`` (go) or ``≤ 1 − γ`` (no-go).
+
+We report the smallest ``k`` (on a geometric grid) at which at least half of the
+simulations reach a verdict, and the ``k`` for 80%. Labels are counted study-wide (one
+graded response carries every dimension), as ``Fit.n_labels`` counts them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+from numpy.typing import ArrayLike
+
+from annotate.models import Annotation, Arm, Assignment, Dimension, Label, Study
+from calibration import agreement
+from calibration.models import Fit
+
+__all__ = [
+    "ACTIVE_WINDOW",
+    "annotator_stats",
+    "decision_matrix",
+    "fit_health",
+    "forecast_labels",
+    "judge_comparison",
+    "label_progress",
+    "pair_data",
+]
+
+#: "Annotators active now": an assignment leased or an annotation made this recently.
+ACTIVE_WINDOW = timedelta(minutes=10)
+VERDICT_WORDS = {"go": "go", "no-go": "no-go", "undecided": "undecided"}
+
+
+# ---------------------------------------------------------------------------------------
+# The decision
+
+
+def decision_matrix(fit: Fit) -> dict[str, Any]:
+    """Verdict matrix from ``fit.summary`` (no draws): rows are candidates.
+
+    Each cell: verdict, Δ mean and 95% interval, ``P(Δ > −δ)`` and the margin (shares:
+    templates show points with the ``pts`` filter). Also the overall verdicts and
+    :func:`recommendation`.
+    """
+    s = fit.summary
+    dims = s.get("dimensions", [])
+    rows = []
+    for cand in s.get("candidates", []):
+        by_dim = {d["dimension"]: d for d in cand["dimensions"]}
+        cells = []
+        for dim in dims:
+            d = by_dim.get(dim["key"])
+            if d is None:
+                cells.append(None)
+                continue
+            cells.append(
+                {
+                    "dimension": dim["key"],
+                    "title": dim["title"],
+                    "verdict": d["verdict"],
+                    "mean": d["mean"],
+                    "lower": d["lower"],
+                    "upper": d["upper"],
+                    "p_noninferior": d["p_noninferior"],
+                    "margin": d["margin"],
+                }
+            )
+        rows.append(
+            {
+                "arm": cand["arm"],
+                "model_name": cand["model_name"],
+                "verdict": cand["verdict"],
+                "cells": cells,
+                "undecided": [c["title"] for c in cells if c and c["verdict"] == "undecided"],
+                "no_go": [c["title"] for c in cells if c and c["verdict"] == "no-go"],
+            }
+        )
+    incumbent = s.get("incumbent", {}).get("model_name", "the incumbent")
+    confidence = float(s.get("confidence", 0.95))
+    return {
+        "incumbent": incumbent,
+        "confidence": confidence,
+        "dimensions": dims,
+        "rows": rows,
+        "recommendation": recommendation(
+            rows, incumbent=incumbent, confidence=confidence, trustworthy=fit.trustworthy
+        ),
+    }
+
+
+def _join(words: list[str]) -> str:
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def recommendation(
+    rows: list[dict[str, Any]], *, incumbent: str, confidence: float, trustworthy: bool
+) -> dict[str, str]:
+    """What a lead should conclude, in plain words: ``{"level": verdict, "text": ...}``."""
+    pct = f"{confidence:.0%}"
+    if not trustworthy:
+        return {
+            "level": "undecided",
+            "text": "Do not act on this fit: the sampler's diagnostics failed, so its "
+            "probabilities cannot be trusted. Refit; if it fails again, tell whoever runs Baton.",
+        }
+    if not rows:
+        return {"level": "undecided", "text": "No candidate in this fit."}
+    go_ = [r["model_name"] for r in rows if r["verdict"] == "go"]
+    undecided = [r for r in rows if r["verdict"] == "undecided"]
+    if go_:
+        text = (
+            f"{_join(go_)} can replace {incumbent}: "
+            f"{'it is' if len(go_) == 1 else 'each is'} no worse than {incumbent} by more than "
+            f"the margin on every dimension, with at least {pct} probability."
+        )
+        return {"level": "go", "text": text}
+    if undecided:
+        parts = [f"{r['model_name']} on {_join(r['undecided'])}" for r in undecided]
+        return {
+            "level": "undecided",
+            "text": f"Keep {incumbent} for now: no candidate is a go yet. Still undecided: "
+            f"{'; '.join(parts)}. More labels will settle it (see each pair's forecast).",
+        }
+    return {
+        "level": "no-go",
+        "text": f"Keep {incumbent}: every candidate is worse than it by more than the margin "
+        f"on at least one dimension, with at least {pct} probability.",
+    }
+
+
+def fit_health(fit: Fit, dimension_titles: dict[str, str]) -> list[dict[str, Any]]:
+    """Diagnostics per dimension and, when they fail, what failed in words."""
+    from calibration.bayes.fit import DIVERGENCES_MAX, ESS_MIN, RHAT_MAX
+
+    rows = []
+    for key, d in (fit.diagnostics or {}).items():
+        problems = []
+        rhat, ess, div = d.get("max_rhat"), d.get("min_ess_bulk"), d.get("divergences")
+        if rhat is None or rhat > RHAT_MAX:
+            problems.append(
+                f"R-hat {rhat:.3f} is above {RHAT_MAX}: the chains disagree"
+                if rhat is not None
+                else "no R-hat"
+            )
+        if ess is None or ess < ESS_MIN:
+            problems.append(
+                f"ESS {ess:.0f} is below {ESS_MIN:.0f}: too few effective draws"
+                if ess is not None
+                else "no ESS"
+            )
+        if div is not None and div > DIVERGENCES_MAX:
+            problems.append(f"{div:.0f} divergent transitions (more than {DIVERGENCES_MAX})")
+        rows.append(
+            {
+                "key": key,
+                "title": dimension_titles.get(key, key),
+                "max_rhat": rhat,
+                "min_ess_bulk": ess,
+                "divergences": div,
+                "seconds": d.get("seconds"),
+                "ok": bool(d.get("ok", not problems)),
+                "problems": problems,
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# Labels and annotators
+
+
+def _live_graded(study: Study):
+    return Annotation.objects.filter(
+        study=study, status=Annotation.Status.GRADED, undone_at__isnull=True
+    )
+
+
+def label_progress(study: Study, *, now: Any = None) -> dict[str, Any]:
+    """Labels used against the budget, per arm × region and per dimension, active annotators.
+
+    "Labels" are graded responses (a response graded by two annotators counts once), as
+    the budget and ``Fit.n_labels`` count them.
+    """
+    now = now or timezone.now()
+    live = _live_graded(study)
+    arms = list(study.arms.order_by("position", "id"))
+    regions = list(study.regions.order_by("position", "id"))
+    grid = {
+        (row["response__arm_id"], row["response__region_id"]): row["n"]
+        for row in live.values("response__arm_id", "response__region_id")
+        .order_by()
+        .annotate(n=Count("response_id", distinct=True))
+    }
+    by_arm = [
+        {
+            "name": a.model_name,
+            "role": a.role,
+            "cells": [grid.get((a.pk, g.pk), 0) for g in regions],
+            "total": sum(grid.get((a.pk, g.pk), 0) for g in regions),
+        }
+        for a in arms
+    ]
+    by_region = [sum(grid.get((a.pk, g.pk), 0) for a in arms) for g in regions]
+    used = sum(by_region)
+    per_dim = dict(
+        Label.objects.filter(annotation__in=live)
+        .values("dimension_id")
+        .order_by()
+        .annotate(n=Count("annotation__response_id", distinct=True))
+        .values_list("dimension_id", "n")
+    )
+    dims = [
+        {"title": d.title, "n": per_dim.get(d.pk, 0)}
+        for d in study.dimensions.order_by("position", "id")
+    ]
+    since = now - ACTIVE_WINDOW
+    active_ids = set(
+        Assignment.objects.filter(study=study, leased_at__gte=since).values_list(
+            "annotator_id", flat=True
+        )
+    ) | set(
+        Annotation.objects.filter(study=study, created_at__gte=since).values_list(
+            "annotator_id", flat=True
+        )
+    )
+    from django.contrib.auth import get_user_model
+
+    active = sorted(
+        get_user_model().objects.filter(pk__in=active_ids).values_list("username", flat=True)
+    )
+    budget = study.label_budget
+    return {
+        "used": used,
+        "budget": budget,
+        "remaining": max(budget - used, 0),
+        "share": min(used / budget, 1.0) if budget else 0.0,
+        "regions": [g.name for g in regions],
+        "by_arm": by_arm,
+        "by_region": by_region,
+        "by_dimension": dims,
+        "active": active,
+        "active_window_minutes": int(ACTIVE_WINDOW.total_seconds() // 60),
+    }
+
+
+def annotator_stats(study: Study, *, now: Any = None) -> dict[str, Any]:
+    """Agreement on the overlap and each annotator's pace.
+
+    * Krippendorff's α per dimension over responses graded by two or more annotators, on
+      the dimension's own scale (nominal for pass/fail, ordinal for 1..K) and on pass/fail.
+    * Cohen's κ per pair of annotators on pass/fail, pooled over dimensions (items are
+      ``(response, dimension)`` both graded).
+    * Per annotator: graded and skipped items, graded in the last hour, items per hour of
+      grading time, median seconds per item, and agreement with the others' majority on
+      the overlap (pass/fail; items where the others tie are left out).
+    """
+    now = now or timezone.now()
+    dims = list(study.dimensions.order_by("position", "id"))
+    rows = list(
+        Label.objects.filter(
+            annotation__study=study,
+            annotation__status=Annotation.Status.GRADED,
+            annotation__undone_at__isnull=True,
+        ).values_list(
+            "annotation__response_id", "annotation__annotator_id", "dimension_id", "value"
+        )
+    )
+    users = dict(
+        Annotation.objects.filter(study=study)
+        .values_list("annotator_id", "annotator__username")
+        .distinct()
+    )
+    # grades[dim][response][annotator] = value
+    grades: dict[int, dict[int, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
+    for resp, ann, dim, value in rows:
+        grades[dim][resp][ann] = value
+    annotator_ids = sorted(users, key=lambda u: users[u])
+    col = {a: i for i, a in enumerate(annotator_ids)}
+
+    def passes(d: Dimension, v: float) -> float:
+        return float(v == 1) if d.is_binary else float(v >= (d.pass_threshold or 1))
+
+    per_dim = []
+    # pass/fail items on the overlap: item → {annotator: 0/1}
+    pf_items: dict[tuple[int, int], dict[int, float]] = {}
+    for d in dims:
+        overlap = {r: g for r, g in grades.get(d.pk, {}).items() if len(g) >= 2}
+        mat = np.full((len(annotator_ids), len(overlap)), np.nan)
+        pf = np.full_like(mat, np.nan)
+        for u, g in enumerate(overlap.values()):
+            for a, v in g.items():
+                mat[col[a], u] = v
+                pf[col[a], u] = passes(d, v)
+        for r, g in overlap.items():
+            pf_items[(r, d.pk)] = {a: passes(d, v) for a, v in g.items()}
+        level = "nominal" if d.is_binary else "ordinal"
+        per_dim.append(
+            {
+                "title": d.title,
+                "items": len(overlap),
+                "level": level,
+                "alpha": agreement.krippendorff_alpha(mat, level=level) if overlap else None,
+                "alpha_pass": agreement.krippendorff_alpha(pf) if overlap else None,
+            }
+        )
+
+    pairs = []
+    for i, a in enumerate(annotator_ids):
+        for b in annotator_ids[i + 1 :]:
+            common = [(g[a], g[b]) for g in pf_items.values() if a in g and b in g]
+            if not common:
+                continue
+            x, y = np.array(common).T
+            pairs.append(
+                {
+                    "a": users[a],
+                    "b": users[b],
+                    "items": len(common),
+                    "kappa": agreement.cohen_kappa(x, y),
+                    "agreement": agreement.percent_agreement(x, y),
+                }
+            )
+
+    # Agreement with the others' majority, per annotator.
+    agree: dict[int, list[float]] = defaultdict(list)
+    for g in pf_items.values():
+        for a, v in g.items():
+            others = [w for b, w in g.items() if b != a]
+            share = sum(others) / len(others)
+            if share != 0.5:
+                agree[a].append(float(v == float(share > 0.5)))
+
+    hour_ago = now - timedelta(hours=1)
+    pace = {
+        row["annotator_id"]: row
+        for row in Annotation.objects.filter(study=study, undone_at__isnull=True)
+        .values("annotator_id")
+        .order_by()
+        .annotate(
+            graded=Count("pk", filter=Q(status=Annotation.Status.GRADED)),
+            skipped=Count("pk", filter=Q(status=Annotation.Status.SKIPPED)),
+            last_hour=Count(
+                "pk", filter=Q(status=Annotation.Status.GRADED, created_at__gte=hour_ago)
+            ),
+            ms=Sum("time_spent_ms", filter=Q(status=Annotation.Status.GRADED)),
+        )
+    }
+    times: dict[int, list[int]] = defaultdict(list)
+    for a, ms in Annotation.objects.filter(
+        study=study, status=Annotation.Status.GRADED, undone_at__isnull=True, time_spent_ms__gt=0
+    ).values_list("annotator_id", "time_spent_ms"):
+        times[a].append(ms)
+    people = []
+    for a in annotator_ids:
+        p = pace.get(a, {})
+        graded = p.get("graded", 0)
+        ms = p.get("ms") or 0
+        people.append(
+            {
+                "username": users[a],
+                "graded": graded,
+                "skipped": p.get("skipped", 0),
+                "last_hour": p.get("last_hour", 0),
+                "per_hour": graded / (ms / 3_600_000) if ms else None,
+                "median_seconds": float(np.median(times[a])) / 1000 if times.get(a) else None,
+                "consensus": float(np.mean(agree[a])) if agree.get(a) else None,
+                "consensus_items": len(agree.get(a, [])),
+            }
+        )
+    return {"dimensions": per_dim, "pairs": pairs, "annotators": people}
+
+
+# ---------------------------------------------------------------------------------------
+# One candidate against the incumbent
+
+
+def judge_comparison(
+    confusion: ArrayLike, *, candidate: int, incumbent: int, names: tuple[str, str]
+) -> dict[str, Any]:
+    """How the judge treats the candidate's responses compared with the incumbent's.
+
+    ``confusion`` is ``(S, M, 2, J)`` draws of ``P(judge bin | human class)``. The judge
+    "passes" a response when its bin is in the upper half (``bin ≥ J // 2``; bin 1 of a
+    binary judge), the same cut as the naive judge-only Δ. Returns per arm the rates
+    ``P(judge passes | human pass)`` and ``P(judge passes | human fail)`` as
+    ``[mean, lower, upper]``, and two sentences with their posterior probabilities.
+    """
+    conf = np.asarray(confusion, dtype=np.float64)
+    j = conf.shape[-1]
+    cut = j // 2
+    pass_given_pass = conf[..., 1, cut:].sum(axis=-1)  # (S, M)
+    pass_given_fail = conf[..., 0, cut:].sum(axis=-1)
+    inc_name, cand_name = names
+
+    def ci(x: np.ndarray) -> list[float]:
+        lo, hi = np.quantile(x, [0.025, 0.975])
+        return [float(x.mean()), float(lo), float(hi)]
+
+    def sentence(diff: np.ndarray, what: str) -> dict[str, Any]:
+        mean = float(diff.mean())
+        more = mean >= 0
+        prob = float(np.mean(diff > 0) if more else np.mean(diff < 0))
+        pts = abs(mean) * 100
+        unit = "point" if round(pts) == 1 else "points"
+        text = (
+            f"The judge passes {cand_name}'s {what} {pts:.0f} {unit} "
+            f"{'more' if more else 'less'} often than {inc_name}'s (probability {prob:.0%})."
+        )
+        return {"text": text, "points": mean * 100, "probability": prob}
+
+    d_fail = pass_given_fail[:, candidate] - pass_given_fail[:, incumbent]
+    d_pass = pass_given_pass[:, candidate] - pass_given_pass[:, incumbent]
+    return {
+        "arms": [inc_name, cand_name],
+        "pass_given_pass": [ci(pass_given_pass[:, i]) for i in (incumbent, candidate)],
+        "pass_given_fail": [ci(pass_given_fail[:, i]) for i in (incumbent, candidate)],
+        "failures": sentence(d_fail, "failures"),
+        "passes": sentence(d_pass, "good responses"),
+        "cut": cut,
+        "n_bins": j,
+    }
+
+
+def forecast_labels(
+    draws: ArrayLike,
+    *,
+    margin: float,
+    confidence: float,
+    n_labels: int,
+    history_n: ArrayLike = (),
+    history_sd: ArrayLike = (),
+    max_labels: int = 20_000,
+    seed: int = 0,
+    sims: int = 1000,
+) -> dict[str, Any]:
+    """Labels expected to reach a verdict for one cell (module docstring: method).
+
+    Returns ``median`` and ``p80`` (more labels, or None when not reached by
+    ``max_labels``), ``lambda_source`` ("history" or "current"), the grid and the reach
+    probability along it (for a chart or a table), and ``lean``: the share of reached
+    verdicts that are go at the ``p80`` point (or at the end of the grid).
+    """
+    from scipy.special import ndtr
+
+    d = np.asarray(draws, dtype=np.float64).ravel()
+    mu0, v0 = float(d.mean()), float(d.var())
+    out: dict[str, Any] = {"median": None, "p80": None, "lean": None}
+    if v0 <= 0:
+        return {**out, "lambda_source": "none", "grid": [], "reach": []}
+    hn = np.asarray(history_n, dtype=np.float64)
+    hs = np.asarray(history_sd, dtype=np.float64)
+    lam, source = None, "current"
+    ok = np.isfinite(hs) & (hs > 0)
+    hn, hs = hn[ok], hs[ok]
+    if len(np.unique(hn)) >= 3:
+        prec = 1.0 / hs**2
+        slope = float(np.polyfit(hn, prec, 1)[0])
+        if slope > 0:
+            lam, source = slope, "history"
+    if lam is None:
+        lam = (1.0 / v0) / max(int(n_labels), 1)
+    rng = np.random.default_rng(seed)
+    truth = rng.choice(d, size=sims, replace=True)
+    z = rng.standard_normal(sims)
+    grid = np.unique(np.geomspace(5, max_labels, 40).round().astype(int))
+    reach, lean = [], []
+    for k in grid:
+        vk = 1.0 / (1.0 / v0 + lam * k)
+        est = truth + z / math.sqrt(lam * k)
+        mu_k = vk * (mu0 / v0 + lam * k * est)
+        p_ok = ndtr((mu_k + margin) / math.sqrt(vk))
+        go_ = p_ok >= confidence
+        nogo = (1 - p_ok) >= confidence
+        reached = go_ | nogo
+        reach.append(float(reached.mean()))
+        lean.append(float(go_.sum() / reached.sum()) if reached.any() else None)
+    reach_arr = np.array(reach)
+    for key, level in (("median", 0.5), ("p80", 0.8)):
+        hit = np.flatnonzero(reach_arr >= level)
+        out[key] = int(grid[hit[0]]) if hit.size else None
+    at = np.flatnonzero(reach_arr >= 0.8)
+    out["lean"] = lean[at[0]] if at.size else lean[-1]
+    return {
+        **out,
+        "lambda_source": source,
+        "lambda": lam,
+        "grid": grid.tolist(),
+        "reach": reach,
+        "max_labels": max_labels,
+    }
+
+
+def _history(fit: Fit, cand: str, limit: int = 60) -> dict[str, dict[str, list[float]]]:
+    """Δ mean and interval per dimension over the study's succeeded fits up to ``fit``."""
+    qs = (
+        Fit.objects.filter(
+            study_id=fit.study_id, status=Fit.Status.SUCCEEDED, finished_at__lte=fit.finished_at
+        )
+        .order_by("-finished_at", "-id")
+        .values_list("n_labels", "summary")[:limit]
+    )
+    out: dict[str, dict[str, list[float]]] = defaultdict(
+        lambda: {"n": [], "mean": [], "lower": [], "upper": []}
+    )
+    for n, summary in reversed(list(qs)):
+        for c in (summary or {}).get("candidates", []):
+            if c.get("arm") != cand:
+                continue
+            for d in c["dimensions"]:
+                if d.get("mean") is None:
+                    continue
+                h = out[d["dimension"]]
+                h["n"].append(n)
+                for k in ("mean", "lower", "upper"):
+                    h[k].append(d[k])
+    return out
+
+
+def pair_data(study: Study, fit: Fit, cand: str) -> dict[str, Any] | None:
+    """Everything about candidate ``cand`` (an arm key) against the incumbent, from a fit.
+
+    Returns None when the fit has no such candidate. Arrays are numpy; numbers are shares
+    (not points) except where named ``*_pts``.
+    """
+    from calibration import services
+
+    s = fit.summary
+    cand_summary = next((c for c in s.get("candidates", []) if c["arm"] == cand), None)
+    if cand_summary is None:
+        return None
+    draws = services.load_draws(fit)
+    inc_key = s["incumbent"]["arm"]
+    inc_name = s["incumbent"]["model_name"]
+    cand_name = cand_summary["model_name"]
+    shares = {g["key"]: g["traffic_share"] for g in s["regions"]}
+    region_names = {g["key"]: g["name"] for g in s["regions"]}
+    titles = {d["key"]: d["title"] for d in s["dimensions"]}
+    history = _history(fit, cand)
+    progress_budget = study.label_budget
+    dims = []
+    for ds in cand_summary["dimensions"]:
+        key = ds["dimension"]
+        df = draws[key]
+        c, i = df.arms.index(cand), df.arms.index(inc_key)
+        w = np.array([shares[r] for r in df.regions], dtype=np.float64)
+        w = w / w.sum()
+        theta = np.asarray(df.theta, dtype=np.float64)
+        delta = (theta[:, c, :] - theta[:, i, :]) @ w
+        h = history.get(key, {"n": [], "mean": [], "lower": [], "upper": []})
+        hist_sd = (np.array(h["upper"]) - np.array(h["lower"])) / 3.92
+        forecast = None
+        if ds["verdict"] == "undecided":
+            forecast = forecast_labels(
+                delta,
+                margin=ds["margin"],
+                confidence=s["confidence"],
+                n_labels=fit.n_labels,
+                history_n=h["n"],
+                history_sd=hist_sd,
+                max_labels=max(20 * progress_budget, 5000),
+                seed=fit.seed,
+            )
+        judge = judge_comparison(
+            df.confusion, candidate=c, incumbent=i, names=(inc_name, cand_name)
+        )
+        judge["p_differs"] = ds["judge"]["p_differs"]
+        judge["tol"] = ds["judge"]["tol"]
+        dims.append(
+            {
+                "key": key,
+                "title": titles.get(key, key),
+                "margin": ds["margin"],
+                "verdict": ds["verdict"],
+                "mean": ds["mean"],
+                "lower": ds["lower"],
+                "upper": ds["upper"],
+                "p_noninferior": ds["p_noninferior"],
+                "p_inferior": ds["p_inferior"],
+                "naive": ds["naive_judge_delta"],
+                "delta_draws": delta,
+                "regions": [
+                    {**r, "name": region_names.get(r["region"], r["region"])} for r in ds["regions"]
+                ],
+                "history": h,
+                "judge": judge,
+                "forecast": forecast,
+            }
+        )
+    return {
+        "incumbent": inc_name,
+        "candidate": cand_name,
+        "arm": cand,
+        "verdict": cand_summary["verdict"],
+        "confidence": s["confidence"],
+        "dimensions": dims,
+    }
+
+
+def study_arms(study: Study) -> tuple[Arm, list[Arm]]:
+    """The incumbent and the candidates in position order."""
+    arms = list(study.arms.order_by("position", "id"))
+    inc = next(a for a in arms if a.role == Arm.Role.INCUMBENT)
+    return inc, [a for a in arms if a.role == Arm.Role.CANDIDATE]

@@ -1,0 +1,326 @@
+"""The lead's pages: overview (matrix, progress, live polling), pair page, annotators page;
+and the view models behind them (recommendation, forecast, judge words, agreement)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from django.core.cache import cache
+from django.urls import reverse
+from django.utils import timezone
+
+from annotate.models import Study
+from calibration import dashboards, services
+from calibration.models import Fit
+from tests.calibration.helpers import grade, populate
+from tests.factories import PromptFactory, ResponseFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    # Both caches are keyed by fit id, and ids repeat across tests (each rolls back).
+    cache.clear()
+    services._draws_cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def fitted(study, fake_fitter):
+    populate(study, prompts_per_region=10, graded_share=0.5, annotators=2)
+    return services.run_fit(fit_id=services.request_fit(study=study, trigger="manual").pk)
+
+
+def page(study, name="calibration-study", **kw):
+    return reverse(name, kwargs={"slug": study.slug, **kw})
+
+
+def newer_fit(fit: Fit, **changes) -> Fit:
+    """A copy of a succeeded fit that finished later (what a worker landing a fit does)."""
+    copy = Fit.objects.get(pk=fit.pk)
+    copy.pk = None
+    copy.finished_at = timezone.now()
+    for k, v in changes.items():
+        setattr(copy, k, v)
+    copy.save()
+    return copy
+
+
+# --- permissions ------------------------------------------------------------------------
+
+LEAD_PAGES = ["calibration-pair", "calibration-annotators", "calibration-report",
+              "calibration-draws"]  # fmt: skip
+
+
+def _url(study, name):
+    return page(study, name, arm="cand1") if name == "calibration-pair" else page(study, name)
+
+
+def test_annotators_and_outsiders_cannot_open_the_lead_pages(client, study, fitted, annotator,
+                                                             outsider):  # fmt: skip
+    for name in LEAD_PAGES:
+        client.force_login(annotator)
+        assert client.get(_url(study, name)).status_code == 403, name
+        client.force_login(outsider)
+        assert client.get(_url(study, name)).status_code == 404, name
+
+
+def test_leads_admins_and_superusers_open_the_lead_pages(client, study, fitted, lead, admin_user):
+    root = UserFactory(username="root", is_superuser=True)
+    for user in (lead, admin_user, root):
+        client.force_login(user)
+        for name in LEAD_PAGES:
+            assert client.get(_url(study, name)).status_code == 200, (user, name)
+
+
+def test_annotator_opening_the_overview_goes_to_grading(client, study, fitted, annotator):
+    client.force_login(annotator)
+    r = client.get(page(study))
+    assert r.status_code == 302 and r.url == page(study, "annotate-study-home")
+
+
+# --- overview -----------------------------------------------------------------------------
+
+
+def test_overview_shows_the_matrix_of_candidates_by_dimensions(client, study, lead, fitted):
+    client.force_login(lead)
+    html = client.get(page(study)).content.decode()
+    matrix = html[html.index('class="decision-matrix"') : html.index("</table>")]
+    rows = re.findall(r"<tr>\s*<th scope=\"row\">(.*?)</tr>", matrix, flags=re.S)
+    assert len(rows) == 2 and "nova-1" in rows[0] and "nova-2" in rows[1]
+    for row, cand in zip(rows, fitted.summary["candidates"], strict=True):
+        cells = re.findall(r'data-dimension="([^"]+)"', row)
+        assert cells == ["correctness", "refusal", "style"]
+        for d in cand["dimensions"]:
+            assert f"cell-{d['verdict']}" in row
+    assert html.count('class="cell cell-') == 2 * 4  # overall + 3 dimensions per candidate
+    assert "P(Δ &gt; −2.0)" in html and "Recommendation" in html
+    assert f"fit {fitted.pk}" in html.lower() and "Refit now" in html and "Diagnostics" in html
+
+
+def test_matrix_cells_carry_the_summary_numbers(study, fitted):
+    m = dashboards.decision_matrix(fitted)
+    cell = m["rows"][0]["cells"][0]
+    src = fitted.summary["candidates"][0]["dimensions"][0]
+    assert cell["verdict"] == src["verdict"]
+    assert (cell["mean"], cell["lower"], cell["upper"]) == (src["mean"], src["lower"], src["upper"])
+    assert cell["p_noninferior"] == src["p_noninferior"]
+
+
+def test_recommendation_in_plain_words():
+    rows = [
+        {"model_name": "nova-1", "verdict": "go", "undecided": [], "no_go": []},
+        {"model_name": "nova-2", "verdict": "undecided", "undecided": ["Style"], "no_go": []},
+    ]
+    r = dashboards.recommendation(rows, incumbent="acme", confidence=0.95, trustworthy=True)
+    assert r["level"] == "go" and r["text"].startswith("nova-1 can replace acme")
+    r = dashboards.recommendation(rows[1:], incumbent="acme", confidence=0.95, trustworthy=True)
+    assert r["level"] == "undecided" and "nova-2 on Style" in r["text"]
+    nogo = [{"model_name": "nova-1", "verdict": "no-go", "undecided": [], "no_go": ["Style"]}]
+    r = dashboards.recommendation(nogo, incumbent="acme", confidence=0.95, trustworthy=True)
+    assert r["level"] == "no-go" and r["text"].startswith("Keep acme")
+    r = dashboards.recommendation(rows, incumbent="acme", confidence=0.95, trustworthy=False)
+    assert r["text"].startswith("Do not act")
+
+
+def test_untrustworthy_fit_says_so_with_what_failed(client, study, lead, fake_fitter):
+    fake_fitter.ok = False
+    populate(study, prompts_per_region=5, graded_share=0.5)
+    services.run_fit(fit_id=services.request_fit(study=study, trigger="manual").pk)
+    client.force_login(lead)
+    html = client.get(page(study)).content.decode()
+    assert "Untrustworthy fit" in html and "Do not act" in html
+    assert "the chains disagree" in html
+
+
+def test_overview_counts_labels_per_arm_and_region_and_active_annotators(client, study, lead,
+                                                                        annotator):  # fmt: skip
+    region = study.regions.order_by("position").first()
+    prompt = PromptFactory(study=study, region=region, external_id="x1")
+    dims = dict.fromkeys(study.dimensions.filter(scale="binary"), 1)
+    for arm in study.arms.all()[:2]:
+        grade(ResponseFactory(prompt=prompt, arm=arm), annotator, dims)
+    progress = dashboards.label_progress(study)
+    assert progress["used"] == 2 and progress["by_arm"][0]["cells"] == [1, 0]
+    assert progress["by_region"] == [2, 0] and progress["active"] == ["charlie"]
+    assert [d["n"] for d in progress["by_dimension"]] == [2, 2, 0]
+    client.force_login(lead)
+    html = client.get(page(study)).content.decode()
+    assert "<strong>2</strong> of 1000 labels used" in html and "charlie" in html
+
+
+# --- live updates ---------------------------------------------------------------------------
+
+
+def test_decision_poll_answers_204_while_the_shown_fit_is_the_latest(client, study, lead, fitted):
+    client.force_login(lead)
+    r = client.get(
+        page(study), {"part": "decision", "shown": fitted.pk}, headers={"HX-Request": "true"}
+    )
+    assert r.status_code == 204
+
+
+def test_decision_poll_swaps_the_matrix_once_a_newer_fit_landed(client, study, lead, fitted):
+    summary = fitted.summary
+    summary["candidates"][0]["verdict"] = "go"
+    newer = newer_fit(fitted, summary=summary, n_labels=fitted.n_labels + 20)
+    client.force_login(lead)
+    r = client.get(
+        page(study), {"part": "decision", "shown": fitted.pk}, headers={"HX-Request": "true"}
+    )
+    html = r.content.decode()
+    assert r.status_code == 200 and html.lstrip().startswith('<section id="decision"')
+    assert f"shown={newer.pk}" in html and f"{newer.n_labels} graded responses" in html
+    assert "<html" not in html
+
+
+def test_polling_stops_once_the_study_is_decided(client, study, lead, fitted):
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.DECIDED)
+    client.force_login(lead)
+    for part in ("decision", "progress"):
+        r = client.get(page(study), {"part": part, "shown": ""}, headers={"HX-Request": "true"})
+        assert r.status_code == 286
+    html = client.get(page(study)).content.decode()
+    assert 'hx-trigger="every 5s"' not in html
+
+
+def test_progress_poll_renders_the_progress_fragment(client, study, lead, fitted):
+    client.force_login(lead)
+    r = client.get(page(study), {"part": "progress"}, headers={"HX-Request": "true"})
+    html = r.content.decode()
+    assert r.status_code == 200 and html.lstrip().startswith('<section id="progress"')
+    assert 'hx-trigger="every 5s"' in html and "labels used" in html
+
+
+# --- pair page -----------------------------------------------------------------------------
+
+
+def test_pair_page_has_every_chart_of_every_dimension(client, study, lead, fitted):
+    client.force_login(lead)
+    html = client.get(page(study, "calibration-pair", arm="cand1")).content.decode()
+    for dim in ("correctness", "refusal", "style"):
+        for chart in ("density", "forest", "judge"):
+            assert f'id="chart-{dim}-{chart}"' in html
+            assert f'<script type="application/json" id="chart-{dim}-{chart}-spec">' in html
+    assert "/static/plotly/plotly.min.js" in html and "baton/dashboard.js" in html
+    assert "nova-1" in html and "Judge only" in html and "The judge passes nova-1" in html
+    # The page's own scripts are files: nothing inline that a strict CSP would block.
+    for tag in re.findall(r"<script\b[^>]*>", html):
+        assert "src=" in tag or 'type="application/json"' in tag or "nonce=" in tag, tag
+
+
+def test_pair_page_shows_the_history_once_there_are_two_fits(client, study, lead, fitted):
+    newer_fit(fitted, n_labels=fitted.n_labels + 30)
+    client.force_login(lead)
+    html = client.get(page(study, "calibration-pair", arm="cand1")).content.decode()
+    assert 'id="chart-correctness-history"' in html
+
+
+def test_pair_page_of_the_incumbent_or_an_unknown_arm_is_404(client, study, lead, fitted):
+    client.force_login(lead)
+    assert client.get(page(study, "calibration-pair", arm="inc")).status_code == 404
+    assert client.get(page(study, "calibration-pair", arm="nope")).status_code == 404
+
+
+def test_pair_page_without_a_fit_says_so(client, study, lead):
+    client.force_login(lead)
+    html = client.get(page(study, "calibration-pair", arm="cand1")).content.decode()
+    assert "No posterior yet" in html
+
+
+def test_pair_data_delta_draws_match_the_summary(study, fitted):
+    data = dashboards.pair_data(study, fitted, "cand1")
+    for dim, src in zip(data["dimensions"], fitted.summary["candidates"][0]["dimensions"],
+                        strict=True):  # fmt: skip
+        assert dim["delta_draws"].mean() == pytest.approx(src["mean"], abs=1e-6)
+        assert np.quantile(dim["delta_draws"], 0.025) == pytest.approx(src["lower"], abs=1e-6)
+
+
+# --- judge words and the forecast -----------------------------------------------------------
+
+
+def test_judge_comparison_says_how_much_more_often_it_passes_failures():
+    rng = np.random.default_rng(0)
+    s = 2000
+    conf = np.zeros((s, 2, 2, 2))
+    fp = np.stack([rng.normal(0.10, 0.01, s), rng.normal(0.24, 0.01, s)], axis=1)
+    tp = np.stack([rng.normal(0.90, 0.01, s), rng.normal(0.90, 0.01, s)], axis=1)
+    conf[:, :, 0, 1], conf[:, :, 0, 0] = fp, 1 - fp
+    conf[:, :, 1, 1], conf[:, :, 1, 0] = tp, 1 - tp
+    words = dashboards.judge_comparison(conf, candidate=1, incumbent=0, names=("orion", "nimbus"))
+    assert words["failures"]["text"] == (
+        "The judge passes nimbus's failures 14 points more often than orion's (probability 100%)."
+    )
+    assert words["pass_given_fail"][1][0] == pytest.approx(0.24, abs=0.005)
+    assert 0.3 < words["passes"]["probability"] < 0.7  # no real difference on passes
+
+
+def test_forecast_is_quick_far_from_the_margin_and_slow_on_it():
+    rng = np.random.default_rng(0)
+    far = dashboards.forecast_labels(rng.normal(0.02, 0.02, 2000), margin=0.02, confidence=0.95,
+                                     n_labels=100)  # fmt: skip
+    on = dashboards.forecast_labels(rng.normal(-0.02, 0.02, 2000), margin=0.02, confidence=0.95,
+                                    n_labels=100)  # fmt: skip
+    assert far["median"] is not None and far["lambda_source"] == "current"
+    assert on["median"] is None or on["median"] > far["median"]
+    assert far["lean"] > 0.9  # it would be a go
+
+
+def test_forecast_uses_the_measured_information_per_label_when_history_allows():
+    rng = np.random.default_rng(0)
+    n = np.array([50, 100, 200])
+    sd = 1 / np.sqrt(1000 + 10 * n)  # precision grows by 10 per label
+    out = dashboards.forecast_labels(rng.normal(0.0, sd[-1], 2000), margin=0.02, confidence=0.95,
+                                     n_labels=200, history_n=n, history_sd=sd)  # fmt: skip
+    assert out["lambda_source"] == "history" and out["lambda"] == pytest.approx(10.0)
+
+
+# --- annotators -----------------------------------------------------------------------------
+
+
+def test_annotator_stats_on_the_overlap(study):
+    a, b = UserFactory(username="ann"), UserFactory(username="ben")
+    region = study.regions.first()
+    binary = list(study.dimensions.filter(scale="binary"))
+    arm = study.incumbent
+    # 8 responses graded by both on two binary dimensions: they disagree on one item.
+    for i in range(8):
+        r = ResponseFactory(prompt=PromptFactory(study=study, region=region, external_id=f"o{i}"),
+                            arm=arm)  # fmt: skip
+        grade(r, a, {binary[0]: i % 2, binary[1]: 1}, time_spent_ms=4000)
+        grade(r, b, {binary[0]: i % 2 if i else 1, binary[1]: 1}, time_spent_ms=6000)
+    stats = dashboards.annotator_stats(study)
+    (pair,) = stats["pairs"]
+    assert pair["items"] == 16 and pair["agreement"] == pytest.approx(15 / 16)
+    x = [i % 2 for i in range(8)] + [1] * 8
+    y = [i % 2 if i else 1 for i in range(8)] + [1] * 8
+    from calibration.agreement import cohen_kappa
+
+    assert pair["kappa"] == pytest.approx(cohen_kappa(x, y))
+    correctness = stats["dimensions"][0]
+    assert correctness["items"] == 8 and correctness["alpha"] < 1
+    people = {p["username"]: p for p in stats["annotators"]}
+    assert people["ann"]["graded"] == 8 and people["ann"]["median_seconds"] == 4.0
+    assert people["ben"]["per_hour"] == pytest.approx(8 / (8 * 6 / 3600))
+    assert people["ann"]["consensus"] == pytest.approx(15 / 16)
+
+
+def test_annotators_page_lists_agreement(client, study, lead, fitted):
+    client.force_login(lead)
+    html = client.get(page(study, "calibration-annotators")).content.decode()
+    assert "Krippendorff" in html and "Cohen" in html and f"{study.slug}-grader0" in html
+
+
+def test_refit_button_queues_a_fit_and_the_page_follows_it(
+    client, study, lead, fitted, django_capture_on_commit_callbacks
+):
+    client.force_login(lead)
+    with django_capture_on_commit_callbacks():
+        r = client.post(page(study, "calibration-refit"))
+    queued = Fit.objects.get(status="queued")
+    html = client.get(r.url).content.decode()
+    assert f"Fit {queued.pk} is queued" in html and "updates by itself" in html
