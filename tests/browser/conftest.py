@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-# Playwright's sync API runs an event loop in this thread; the ORM calls the tests make
-# around it (fixtures, assertions) are ordinary blocking calls, so Django's async guard
-# would refuse them without this.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -45,35 +40,66 @@ def _require_browser() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """One headless Chromium for the session; each test gets its own context (profile).
+    """One headless Chromium per module; each test gets its own context (profile).
 
     ``launch`` always starts Chromium on a fresh temporary user-data-dir and removes it on
     close, so no state leaks between runs.
+
+    Playwright's sync API keeps an asyncio loop running in this thread while it is started,
+    so Django's guard would refuse the ORM calls the tests make around it (fixtures,
+    database checks); they are ordinary blocking calls, hence DJANGO_ALLOW_ASYNC_UNSAFE,
+    set only while the browser runs so that other test modules keep the guard.
     """
     _require_browser()
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
-def page(chromium: Any, settings: Any, live_server: Any) -> Iterator[Any]:
+def new_page(chromium: Any, settings: Any, live_server: Any) -> Iterator[Callable[..., Any]]:
+    """Make pages, each in its own browser context (``new_page(viewport=..., ...)``)."""
     # The live server speaks plain http; secure-only cookies would never come back.
     settings.SESSION_COOKIE_SECURE = False
     settings.CSRF_COOKIE_SECURE = False
-    context = chromium.new_context(viewport={"width": 1280, "height": 860}, locale="en-US")
-    context.set_default_timeout(10_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.js_errors = errors  # type: ignore[attr-defined]
-    yield page
-    context.close()
+    contexts: list[Any] = []
+
+    def make(**options: Any) -> Any:
+        context = chromium.new_context(
+            **{"viewport": {"width": 1280, "height": 860}, "locale": "en-US", **options}
+        )
+        contexts.append(context)
+        # Generous: the first item imports the selection rule (PyMC/PyTensor) in the live
+        # server, which takes seconds on a busy 2-core machine.
+        context.set_default_timeout(30_000)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.js_errors = errors
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(new_page: Callable[..., Any]) -> Any:
+    """A desktop-sized page; ``page.js_errors`` collects uncaught script errors."""
+    return new_page()
 
 
 def screenshot(page: Any, name: str) -> Path:
@@ -85,11 +111,10 @@ def screenshot(page: Any, name: str) -> Path:
 
 
 def log_in(page: Any, base_url: str, username: str) -> None:
-    """Log in through the login page, from the keyboard: the username field has focus."""
+    """Log in through the log-in page, typing into its fields and pressing Enter."""
     page.goto(f"{base_url}/accounts/login/")
-    page.keyboard.type(username)
-    page.keyboard.press("Tab")
-    page.keyboard.type(PASSWORD)
+    page.locator("#id_username").fill(username)
+    page.locator("#id_password").fill(PASSWORD)
     with page.expect_navigation():
-        page.keyboard.press("Enter")
-    assert "/accounts/login" not in page.url, "login failed"
+        page.locator("#id_password").press("Enter")
+    assert "/accounts/login" not in page.url, "login failed: " + page.locator("body").inner_text()

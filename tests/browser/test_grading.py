@@ -139,7 +139,8 @@ def test_a_whole_session_from_the_keyboard(page, live_server, study, annotator):
         "() => Array.from(document.querySelectorAll('#grade-form input:checked'))"
         ".map(e => e.name + '=' + e.value)"
     )
-    assert "label-style=3" in checked, checked  # the undone grade comes back preselected
+    status = page.locator("#grade-status").inner_text()
+    assert "label-style=3" in checked, (checked, status)  # the undone grade comes back
     screenshot(page, "grading_undone")
     act("regrade", "0", "Enter")
     # 6: last item; Enter on an incomplete form does not submit.
@@ -289,72 +290,57 @@ def test_a_network_error_keeps_the_answers_and_a_retry_counts_once(
     assert sorted(tuple(sorted(labels_of(a).values())) for a in graded) == [(0, 0, 1), (0, 1, 4)]
 
 
-def test_the_page_fits_a_tablet(chromium, live_server, study, annotator, settings):
-    settings.SESSION_COOKIE_SECURE = False
-    settings.CSRF_COOKIE_SECURE = False
+def test_the_page_fits_a_tablet(new_page, live_server, study, annotator):
     add_items(study, ["A fairly long answer. " * 40])
-    context = chromium.new_context(
-        viewport={"width": 820, "height": 1180}, has_touch=True, is_mobile=True
+    page = new_page(viewport={"width": 820, "height": 1180}, has_touch=True, is_mobile=True)
+    log_in(page, live_server.url, annotator.username)
+    page.goto(f"{live_server.url}/studies/{study.slug}/grade/")
+    page.wait_for_selector("#grade-form fieldset.dim input:focus")
+    # The first grade has the focus, but the page still starts at the prompt...
+    assert page.evaluate("() => window.scrollY") == 0
+    # ...and Page Down scrolls the text while a grade keeps the focus.
+    page.keyboard.press("PageDown")
+    page.wait_for_function("() => window.scrollY > 0")
+    assert page.evaluate("() => document.activeElement.type") == "radio"
+    boxes = page.evaluate(
+        """() => Object.fromEntries(['.grade-text', '.grade-panel'].map(sel => {
+            const r = document.querySelector(sel).getBoundingClientRect();
+            return [sel, {top: r.top + scrollY, bottom: r.bottom + scrollY, width: r.width}];
+        }))"""
     )
-    try:
-        page = context.new_page()
-        log_in(page, live_server.url, annotator.username)
-        page.goto(f"{live_server.url}/studies/{study.slug}/grade/")
-        page.wait_for_selector("#grade-form fieldset.dim input:focus")
-        # The first grade has the focus, but the page still starts at the prompt...
-        assert page.evaluate("() => window.scrollY") == 0
-        # ...and Page Down scrolls the text while a grade keeps the focus.
-        page.keyboard.press("PageDown")
-        page.wait_for_function("() => window.scrollY > 0")
-        assert page.evaluate("() => document.activeElement.type") == "radio"
-        boxes = page.evaluate(
-            """() => Object.fromEntries(['.grade-text', '.grade-panel'].map(sel => {
-                const r = document.querySelector(sel).getBoundingClientRect();
-                return [sel, {top: r.top + scrollY, bottom: r.bottom + scrollY, width: r.width}];
-            }))"""
-        )
-        text, panel = boxes[".grade-text"], boxes[".grade-panel"]
-        assert panel["top"] >= text["bottom"] - 1  # one column: the rubric under the text
-        assert panel["width"] <= 820
-        width = page.evaluate("() => document.documentElement.scrollWidth")
-        assert width <= 820, "the page scrolls sideways"
-        # Touch: tapping a grade's label picks it.
-        page.locator("fieldset#dim-correctness label.choice-pass").tap()
-        assert page.locator("input[name=label-correctness][value='1']").is_checked()
-        screenshot(page, "grading_tablet")
-    finally:
-        context.close()
+    text, panel = boxes[".grade-text"], boxes[".grade-panel"]
+    assert panel["top"] >= text["bottom"] - 1  # one column: the rubric under the text
+    assert panel["width"] <= 820
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 820, "the page scrolls sideways"
+    # Touch: tapping a grade's label picks it.
+    page.locator("fieldset#dim-correctness label.choice-pass").tap()
+    assert page.locator("input[name=label-correctness][value='1']").is_checked()
+    screenshot(page, "grading_tablet")
 
 
-def test_grading_works_without_javascript(chromium, live_server, study, annotator, settings):
-    settings.SESSION_COOKIE_SECURE = False
-    settings.CSRF_COOKIE_SECURE = False
+def test_grading_works_without_javascript(new_page, live_server, study, annotator):
     add_items(study, ["First answer.", "Second answer."])
-    context = chromium.new_context(
-        java_script_enabled=False, viewport={"width": 1280, "height": 860}
-    )
-    try:
-        page = context.new_page()
-        log_in(page, live_server.url, annotator.username)
-        page.goto(f"{live_server.url}/studies/{study.slug}/grade/")
-        first = response_text(page)
-        page.locator("#dim-correctness label.choice-pass").click()
-        page.locator("#dim-refusal label.choice-fail").click()
-        page.locator("#dim-style label.choice").nth(2).click()
-        page.locator("#flag-panel summary").click()
-        page.locator("#flag-panel label.reason").nth(3).click()  # "Broken or truncated"
-        with page.expect_navigation():
-            page.locator("#grade-form button[type=submit]").click()
-        assert "Saved and flagged." in page.locator("main").inner_text()
-        assert response_text(page) != first
-        page.locator("#skip-panel summary").click()
-        page.locator("#skip-panel label.reason").first.click()
-        with page.expect_navigation():
-            page.locator("#skip-form button[type=submit]").click()
-        assert "Thank you" in page.locator("#item").inner_text()
-        screenshot(page, "grading_without_javascript")
-    finally:
-        context.close()
+    page = new_page(java_script_enabled=False)
+    log_in(page, live_server.url, annotator.username)
+    page.goto(f"{live_server.url}/studies/{study.slug}/grade/")
+    first = response_text(page)
+    page.locator("#dim-correctness label.choice-pass").click()
+    page.locator("#dim-refusal label.choice-fail").click()
+    page.locator("#dim-style label.choice").nth(2).click()
+    page.locator("#flag-panel summary").click()
+    page.locator("#flag-panel label.reason").nth(3).click()  # "Broken or truncated"
+    with page.expect_navigation():
+        page.locator("#grade-form button[type=submit]").click()
+    assert "Saved and flagged." in page.locator("main").inner_text()
+    assert response_text(page) != first
+    page.locator("#skip-panel summary").click()
+    page.locator("#skip-panel label.reason").first.click()
+    with page.expect_navigation():
+        page.locator("#skip-form button[type=submit]").click()
+    assert "Thank you" in page.locator("#item").inner_text()
+    screenshot(page, "grading_without_javascript")
+
     graded = Annotation.objects.get(annotator=annotator, status="graded")
     assert labels_of(graded) == {"correctness": 1, "refusal": 0, "style": 3}
     assert graded.flagged and graded.flag_reason == "Broken or truncated"
