@@ -354,8 +354,8 @@ def judge_rates(
             barmode="group",
             showlegend=True,
             legend={"orientation": "h", "y": -0.2},
-            margin={"l": 56, "r": 16, "t": 40, "b": 70},
-            yaxis=_axis("% of responses the judge passes", range=[0, 100]),
+            margin={"l": 64, "r": 16, "t": 40, "b": 70},
+            yaxis=_axis("% passed by the judge", range=[0, 100]),
             xaxis=_axis(""),
         ),
     )

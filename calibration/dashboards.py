@@ -442,10 +442,16 @@ def judge_comparison(
         prob = float(np.mean(diff > 0) if more else np.mean(diff < 0))
         pts = abs(mean) * 100
         unit = "point" if round(pts) == 1 else "points"
-        text = (
-            f"The judge passes {cand_name}'s {what} {pts:.0f} {unit} "
-            f"{'more' if more else 'less'} often than {inc_name}'s (probability {prob:.0%})."
-        )
+        if round(pts) == 0:
+            text = (
+                f"The judge passes {cand_name}'s {what} about as often as {inc_name}'s "
+                f"(within a point; probability {prob:.0%} that it is {'more' if more else 'less'})."
+            )
+        else:
+            text = (
+                f"The judge passes {cand_name}'s {what} {pts:.0f} {unit} "
+                f"{'more' if more else 'less'} often than {inc_name}'s (probability {prob:.0%})."
+            )
         return {"text": text, "points": mean * 100, "probability": prob}
 
     d_fail = pass_given_fail[:, candidate] - pass_given_fail[:, incumbent]
