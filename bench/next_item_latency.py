@@ -570,7 +570,7 @@ def database_time(study, user) -> dict[str, Any]:
         for q in ctx.captured_queries:
             sql = q["sql"]
             executed = None
-            if sql.startswith("SELECT") and "FOR NO KEY UPDATE" not in sql:
+            if sql.lstrip().startswith("SELECT") and "FOR NO KEY UPDATE" not in sql:
                 cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql)
                 executed = round(cur.fetchone()[0][0]["Execution Time"], 3)
             rows.append({"wall_ms": float(q["time"]) * 1000, "exec_ms": executed, "sql": sql[:120]})
