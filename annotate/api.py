@@ -17,6 +17,7 @@ from accounts.services import import_details, record
 
 from .exporting import CONTENT_TYPES, iter_labels
 from .importing import ImportFailed, import_file
+from .models import Study
 from .permissions import ADMIN, LEAD_OR_ADMIN, IsStudyMember
 from .serializers import ImportReportSerializer, ImportUploadSerializer
 
@@ -39,7 +40,8 @@ PROBLEMS_SCHEMA = {
 class ImportView(generics.GenericAPIView):
     """Import a JSONL or long-CSV file into the study, all or nothing (study admins)."""
 
-    permission_classes = [IsStudyMember(roles=ADMIN)]
+    permission_classes = [IsStudyMember(roles=ADMIN)]  # type: ignore[list-item]
+    study: Study  # set by IsStudyMember
     parser_classes = [MultiPartParser, FormParser]
     serializer_class = ImportUploadSerializer
 
@@ -102,7 +104,8 @@ class JSONLinesRenderer(_TextRenderer):
 class LabelExportView(generics.GenericAPIView):
     """Every live human label of the study, one row per label, streamed (admins and leads)."""
 
-    permission_classes = [IsStudyMember(roles=LEAD_OR_ADMIN)]
+    permission_classes = [IsStudyMember(roles=LEAD_OR_ADMIN)]  # type: ignore[list-item]
+    study: Study  # set by IsStudyMember
     renderer_classes = [CSVRenderer, JSONLinesRenderer]
     pagination_class = None
 

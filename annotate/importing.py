@@ -356,13 +356,14 @@ def _rows_from_line(obj: _Line, line: int, schema: _Schema) -> _Staged:
         add = row.append
         for key, lo, hi, whole, rule in checks:
             s = scores[key]
-            if type(s) is float:
+            if isinstance(s, float):
                 value, judge = s, default_judge
             else:
-                value, judge = s.value, s.judge  # type: ignore[union-attr]
-                if judge is None:
+                value = s.value
+                if s.judge is None:
                     judge = default_judge
                 else:
+                    judge = s.judge
                     _check_judge(judge, f"responses.{arm_key}.scores.{key}.judge")
             # Inlined bounds check (NaN and ±inf fail it); the message comes from the rule.
             if not lo <= value <= hi or (whole and not value.is_integer()):
@@ -380,9 +381,8 @@ def _type_name(v: Any) -> str:
         return "null"
     if isinstance(v, bool):
         return "true" if v else "false"
-    return {dict: "an object", list: "an array", str: "a string"}.get(
-        type(v), "a number" if isinstance(v, int | float) else type(v).__name__
-    )
+    names: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
+    return names.get(type(v), "a number" if isinstance(v, int | float) else type(v).__name__)
 
 
 def _explain_types(obj: Any) -> _LineError | None:
@@ -399,7 +399,7 @@ def _explain_types(obj: Any) -> _LineError | None:
                 )
         return None
 
-    def want(v: Any, kind: type, where: str, what: str) -> _LineError | None:
+    def want(v: Any, kind: Any, where: str, what: str) -> _LineError | None:
         if isinstance(v, kind) and not isinstance(v, bool):
             return None
         return _LineError(where, f"{_type_name(v)} is not {what}", what)
@@ -833,9 +833,9 @@ def import_file(
     """
     if isinstance(path_or_fileobj, str | os.PathLike):
         path = Path(path_or_fileobj)
-        with path.open("rb") as stream:
+        with path.open("rb") as opened:
             return import_file(
-                stream,
+                opened,
                 study=study,
                 filename=filename or path.name,
                 fmt=fmt,

@@ -165,9 +165,12 @@ def child(path: Path) -> dict[str, object]:
             study=study, key=key, name=key, traffic_share=Decimal(share), position=i
         )
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    load_before = os.getloadavg()
+    client0, server0 = _cpu_seconds(connection)
     started = time.perf_counter()
     report = import_file(path, study=study)
     seconds = time.perf_counter() - started
+    client1, server1 = _cpu_seconds(connection)
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # A second import of the same file: the idempotent path (everything compared, unchanged).
     started = time.perf_counter()
@@ -187,12 +190,34 @@ def child(path: Path) -> dict[str, object]:
         "phases_seconds": report.phases,
         "reimport_phases_seconds": again.phases,
         "cuts_fixed": report.cuts_fixed,
+        # On a shared machine wall time depends on the neighbours; CPU time much less.
+        "load_average_1_5_15_before": [round(x, 2) for x in load_before],
+        "client_cpu_seconds": round(client1 - client0, 2),
+        "server_cpu_seconds": None if server0 is None else round(server1 - server0, 2),
+        "responses_per_cpu_second": round(
+            report.responses.created / ((client1 - client0) + ((server1 or 0) - (server0 or 0)))
+        ),
         "peak_rss_mib_before_import": round(rss_before / 1024, 1),
         "peak_rss_mib_after_import": round(rss_peak / 1024, 1),
         "reimport_seconds": round(seconds_again, 2),
         "reimport_responses_per_second": round(report.responses.created / seconds_again),
         "peak_rss_mib_after_reimport": round(rss_peak_again / 1024, 1),
     }
+
+
+def _cpu_seconds(connection: object) -> tuple[float, float | None]:
+    """CPU seconds of this process and, for a PostgreSQL server on this host, of its backend."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    client = usage.ru_utime + usage.ru_stime
+    if getattr(connection, "vendor", "") != "postgresql":
+        return client, None
+    connection.ensure_connection()  # type: ignore[attr-defined]
+    pid = connection.connection.info.backend_pid  # type: ignore[attr-defined]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return client, None
+    return client, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_child(backend: str, path: Path, database_url: str) -> dict[str, object]:
@@ -225,6 +250,9 @@ def run_child(backend: str, path: Path, database_url: str) -> dict[str, object]:
         if backend == "postgresql":
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{scratch}"')
+        else:
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(db) + suffix).unlink(missing_ok=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
