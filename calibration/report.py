@@ -132,8 +132,11 @@ th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #d0d7de;verti
 .muted{color:#57606a}.verdict-go{color:#1a7f37;font-weight:700}
 .verdict-no-go{color:#cf222e;font-weight:700}.verdict-undecided{color:#9a6700;font-weight:700}
 .cell-go{background:#dafbe1}.cell-no-go{background:#ffebe9}.cell-undecided{background:#fff8c5}
-.rec{padding:.8rem 1rem;border-radius:8px;border:2px solid #d0d7de;font-size:1.1rem}
+.recommendation{padding:.4rem 1rem;border-radius:8px;border:2px solid #d0d7de;border-left-width:8px}
+.rec-label{font-size:.8rem;text-transform:uppercase;color:#57606a;margin:.2rem 0}
+.rec-text{font-size:1.1rem;font-weight:600;margin:.2rem 0}
 .rec-go{border-color:#1a7f37}.rec-no-go{border-color:#cf222e}.rec-undecided{border-color:#9a6700}
+.cell .verdict,.cell .delta,.cell .prob{display:block}caption{text-align:left;color:#57606a}
 .warn{border:2px solid #cf222e;background:#ffebe9;padding:.6rem .9rem;border-radius:8px}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:.8rem}
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85rem}
