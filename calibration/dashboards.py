@@ -85,7 +85,7 @@ def decision_matrix(fit: Fit) -> dict[str, Any]:
     rows = []
     for cand in s.get("candidates", []):
         by_dim = {d["dimension"]: d for d in cand["dimensions"]}
-        cells = []
+        cells: list[dict[str, Any] | None] = []
         for dim in dims:
             d = by_dim.get(dim["key"])
             if d is None:
@@ -333,7 +333,7 @@ def annotator_stats(study: Study, *, now: Any = None) -> dict[str, Any]:
                 pf[col[a], u] = passes(d, v)
         for r, g in overlap.items():
             pf_items[(r, d.pk)] = {a: passes(d, v) for a, v in g.items()}
-        level = "nominal" if d.is_binary else "ordinal"
+        level: agreement.Level = "nominal" if d.is_binary else "ordinal"
         per_dim.append(
             {
                 "title": d.title,
@@ -347,7 +347,7 @@ def annotator_stats(study: Study, *, now: Any = None) -> dict[str, Any]:
     pairs = []
     for i, a in enumerate(annotator_ids):
         for b in annotator_ids[i + 1 :]:
-            common = [(g[a], g[b]) for g in pf_items.values() if a in g and b in g]
+            common = [(v[a], v[b]) for v in pf_items.values() if a in v and b in v]
             if not common:
                 continue
             x, y = np.array(common).T
@@ -363,12 +363,12 @@ def annotator_stats(study: Study, *, now: Any = None) -> dict[str, Any]:
 
     # Agreement with the others' majority, per annotator.
     agree: dict[int, list[float]] = defaultdict(list)
-    for g in pf_items.values():
-        for a, v in g.items():
-            others = [w for b, w in g.items() if b != a]
+    for votes in pf_items.values():
+        for a, vote in votes.items():
+            others = [w for b, w in votes.items() if b != a]
             share = sum(others) / len(others)
             if share != 0.5:
-                agree[a].append(float(v == float(share > 0.5)))
+                agree[a].append(float(vote == float(share > 0.5)))
 
     hour_ago = now - timedelta(hours=1)
     pace = {
@@ -392,7 +392,7 @@ def annotator_stats(study: Study, *, now: Any = None) -> dict[str, Any]:
         times[a].append(ms)
     people = []
     for a in annotator_ids:
-        p = pace.get(a, {})
+        p: Any = pace.get(a, {})
         graded = p.get("graded", 0)
         ms = p.get("ms") or 0
         people.append(

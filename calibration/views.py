@@ -13,15 +13,17 @@ it shows and gets ``204 No Content`` (htmx swaps nothing) until a newer fit land
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
+from django_htmx.middleware import HtmxDetails
 
 from accounts.services import record
 from annotate.models import Arm, Membership, Study
@@ -32,6 +34,10 @@ from calibration.models import Fit
 #: Bump when the cached pair view model changes shape.
 _PAIR_CACHE_VERSION = 1
 _PAIR_CACHE_SECONDS = 6 * 3600
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails  # set by django_htmx's middleware
 
 
 def _is_live(study: Study) -> bool:
@@ -69,7 +75,7 @@ def _progress_context(study: Study, fit: Fit | None) -> dict[str, Any]:
 
 @login_required
 @require_GET
-def study_detail(request: HttpRequest, slug: str) -> HttpResponse:
+def study_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     study, role = study_and_role_for(request.user, slug)
     if role == Membership.Role.ANNOTATOR:
         return redirect("annotate-study-home", slug=study.slug)
@@ -96,7 +102,8 @@ def study_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def refit(request: HttpRequest, slug: str) -> HttpResponse:
     study = get_study_for(request.user, slug, roles=LEAD_OR_ADMIN)
-    fit = services.request_fit(study=study, trigger=Fit.Trigger.MANUAL, requested_by=request.user)
+    user = cast(User, request.user)  # login_required: never anonymous here
+    fit = services.request_fit(study=study, trigger=Fit.Trigger.MANUAL, requested_by=user)
     messages.success(request, f"Fit {fit.pk} is {fit.get_status_display().lower()}.")
     return redirect("calibration-study", slug=study.slug)
 
@@ -129,7 +136,7 @@ def pair_context(study: Study, fit: Fit, arm: str) -> dict[str, Any] | None:
 
 @login_required
 @require_GET
-def pair_detail(request: HttpRequest, slug: str, arm: str) -> HttpResponse:
+def pair_detail(request: HtmxHttpRequest, slug: str, arm: str) -> HttpResponse:
     study = get_study_for(request.user, slug, roles=LEAD_OR_ADMIN)
     candidate = get_object_or_404(Arm, study=study, key=arm, role=Arm.Role.CANDIDATE)
     fit = services.latest_fit(study)

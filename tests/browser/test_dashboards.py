@@ -89,7 +89,7 @@ document.addEventListener('securitypolicyviolation', e => window.__csp.push(
 """
 
 
-def test_pair_page_draws_its_charts(page, live_server, fitted):
+def test_pair_page_draws_its_charts_and_links_the_annotators_page(page, live_server, fitted):
     study = fitted["study"]
     log_in(page, live_server.url, "bob")
     url = reverse("calibration-pair", kwargs={"slug": study.slug, "arm": "cand1"})
@@ -119,6 +119,11 @@ def test_pair_page_draws_its_charts(page, live_server, fitted):
     # htmx's own indicator style needs the site's nonce (not injected here): not ours.
     violations = [v for v in page.evaluate("window.__csp") if "htmx" not in v]
     assert not violations, violations
+
+    page.get_by_role("link", name="Annotators").click()
+    page.get_by_role("heading", name="Agreement per pair of annotators").wait_for()
+    assert "support-bot-grader0 · support-bot-grader1" in page.content()
+    screenshot(page, "dashboard_annotators")
 
 
 def test_report_downloads_and_opens_offline(page, live_server, fitted, chromium, tmp_path):
