@@ -64,8 +64,10 @@ is block-triangular in three steps, giving
 with ``v = (t-f)/(1-f)``, ``∂f/∂α = min q·s(α)s(-α)`` and
 ``∂t/∂β = (1-max q)·s(β)s(-β)``. The region effects are therefore in the centred form
 ``L_{mr} ~ N(μ_m, σ²)``, which is the right form when the cells are informed by judge-only
-data. ``min``/``max`` make the density only piecewise smooth where two regions swap
-rank; that is measured to be harmless (see ``bench/bayes_fit_time.py``).
+data. With a single region the hierarchy is dropped (``L ~ N(0, 1.5²)``): one member per
+arm cannot inform ``σ`` and the centred form is then a funnel. ``min``/``max`` make the
+density only piecewise smooth where two regions swap rank; no divergences were seen with
+6 regions (``bench/bayes_coverage.py``, ``bench/bayes_fit_time.py``).
 
 Binned judge (J > 2)
 --------------------
@@ -93,7 +95,7 @@ __all__ = ["MODEL_VERSION", "create_calibration_model"]
 ARM_POOLING_SD = 0.5
 
 #: Bump whenever the model (priors, parameterisation, likelihood) changes.
-MODEL_VERSION = "baton-calib-2026.11-1"
+MODEL_VERSION = "baton-calib-2026.11-2"
 
 
 def _coords(counts: CellCounts) -> dict[str, list[str] | list[int]]:
@@ -147,8 +149,15 @@ def _binary_model(counts: CellCounts) -> pm.Model:
         labelled = pm.Data("labelled", counts.labelled, dims=("arm", "region", "y", "bin"))
 
         # Hyper-priors (ordinary random variables).
-        mu = pm.Normal("mu", 0.0, 1.5, dims="arm")
-        sigma = pm.HalfNormal("sigma", 1.0)
+        if r > 1:
+            mu = pm.Normal("mu", 0.0, 1.5, dims="arm")
+            sigma = pm.HalfNormal("sigma", 1.0)
+            theta_prior = pm.Normal.dist(mu[:, None], sigma)
+        else:
+            # One region: the region hierarchy has a single member per arm, so (μ, σ) are
+            # not identified and the centred form is a funnel (measured: 5–77 divergences
+            # per replay cell on HANNA/SummEval with one region). Use logit θ ~ N(0, 1.5²).
+            theta_prior = pm.Normal.dist(0.0, 1.5)
         a0 = pm.Normal("fpr_logit_mean", -1.5, 1.5)
         g0 = pm.Normal("gap_logit_mean", 1.5, 1.5)
         s_a = s_g = ARM_POOLING_SD
@@ -195,7 +204,7 @@ def _binary_model(counts: CellCounts) -> pm.Model:
         logit_fpr = log_fpr - log1m_fpr
         logit_gap = log_gap - log1m_gap
         prior = (
-            pm.logp(pm.Normal.dist(mu[:, None], sigma), logit_theta).sum()
+            pm.logp(theta_prior, logit_theta).sum()
             + pm.logp(pm.Normal.dist(a0, s_a), logit_fpr).sum()
             + pm.logp(pm.Normal.dist(g0, s_g), logit_gap).sum()
         )

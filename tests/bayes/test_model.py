@@ -157,3 +157,9 @@ def test_ordinal_confusion_rows_are_ordered() -> None:
     cdf = np.cumsum(confusion, axis=-1)
     # the pass row puts less mass on low bins than the fail row (stochastic dominance)
     assert np.all(cdf[:, 1, :-1] < cdf[:, 0, :-1])
+
+
+def test_single_region_binary_model_has_no_region_hierarchy() -> None:
+    model = create_calibration_model(_counts(m=2, r=1))
+    assert "sigma" not in model.named_vars
+    assert "theta" in model.named_vars
