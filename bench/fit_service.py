@@ -108,8 +108,12 @@ def child_setup(args: argparse.Namespace) -> dict:
 
 
 def _fit_record(fit) -> dict:
+    diag = fit.diagnostics.values()
     return {
         "fit_id": fit.pk,
+        "compile_s": sum(d.get("compile_seconds", 0.0) for d in diag),
+        "sample_s": sum(d.get("sample_seconds", 0.0) for d in diag),
+        "sample_s_by_dimension": {k: d.get("sample_seconds") for k, d in fit.diagnostics.items()},
         "status": fit.status,
         "trustworthy": fit.trustworthy,
         "n_labels": fit.n_labels,
@@ -131,6 +135,7 @@ def _fit_record(fit) -> dict:
             for c in fit.summary.get("candidates", [])
         },
         "draws_bytes": len(fit.draws or b""),
+        "cpu_s_in_this_process": getattr(fit, "cpu_s", None),
     }
 
 
@@ -139,11 +144,13 @@ def _served_after(study, trigger) -> tuple[float, object]:
     from calibration import services
 
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     fit = trigger()
     assert fit is not None, "the trigger requested no fit"
     while True:
         latest = services.latest_fit(study)
         if latest is not None and latest.pk == fit.pk:
+            latest.cpu_s = time.process_time() - cpu0  # this process's CPU, all threads
             return time.perf_counter() - t0, latest
         fit.refresh_from_db()
         if fit.status == "failed":
@@ -221,6 +228,15 @@ def _pg_admin(url: str, sql: str) -> None:
         autocommit=True,
     ) as conn:
         conn.execute(sql)
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process from /proc (Linux), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def main() -> None:
@@ -312,7 +328,11 @@ def main() -> None:
             )
             try:
                 time.sleep(1.0)
+                cpu0 = _cpu_seconds(worker.pid)
                 results["worker"] = _run_child("request", args, worker_env)
+                cpu1 = _cpu_seconds(worker.pid)
+                if cpu0 is not None and cpu1 is not None:
+                    results["worker"]["worker_cpu_s_all_runs"] = cpu1 - cpu0
                 results["worker"]["note"] = (
                     "first run includes the worker's model compilation (cold worker); "
                     "later runs reuse its compiled models (warm worker)"
@@ -335,6 +355,18 @@ def main() -> None:
         ),
         "warm_request_to_served_s": warm,
         "warm_max_s": max(warm) if warm else None,
+        "warm_split": [
+            {
+                k: w["fit"][k]
+                for k in ("compile_s", "sample_s", "sample_s_by_dimension", "cpu_s_in_this_process")
+            }
+            for w in results["in_process"]["warm"]
+        ],
+        "cold_split": {
+            k: results["in_process"]["cold"]["fit"][k]
+            for k in ("compile_s", "sample_s", "cpu_s_in_this_process")
+        },
+        "trustworthy": [w["fit"]["trustworthy"] for w in results["in_process"]["warm"]],
         "worker_request_to_served_s": [
             r["request_to_served_s"] for r in results.get("worker", {}).get("runs", [])
         ],
