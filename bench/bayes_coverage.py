@@ -73,7 +73,7 @@ def one_study(fitter: Fitter, scenario: dict[str, Any], i: int, args: argparse.N
     human = reveal_uniform(study, args.labels, seed=30_000 + i)
     counts = study.counts(human)
     t0 = time.perf_counter()
-    fit = fitter.fit(counts, seed=40_000 + i)
+    fit = fitter.fit(counts, seed=40_000 + i, draws=args.draws, tune=args.tune)
     fit_s = time.perf_counter() - t0
     truth = study.true_delta()
     out: dict[str, Any] = {
@@ -167,6 +167,8 @@ def main() -> None:
     ap.add_argument("--n-per-arm", type=int, default=20_000)
     ap.add_argument("--labels", type=int, default=300, help="human labels per arm")
     ap.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
+    ap.add_argument("--draws", type=int, default=2000, help="post-warm-up draws per chain")
+    ap.add_argument("--tune", type=int, default=1000, help="warm-up iterations per chain")
     args = ap.parse_args()
     if args.quick:
         args.studies = args.other_studies = 20
@@ -181,12 +183,24 @@ def main() -> None:
         studies = []
         for i in range(n):
             studies.append(one_study(fitter, SCENARIOS[name], i, args))
-            if (i + 1) % 20 == 0:
+            if (i + 1) % 20 == 0 or i + 1 == n:
                 print(f"{name}: {i + 1}/{n} studies", flush=True)
-        results[name] = {"judge": SCENARIOS[name], **summarise(studies, args.labels)}
-        per_study[name] = studies
+                # Rewrite the result as studies complete, so a cut-short run still reports.
+                results[name] = {"judge": SCENARIOS[name], **summarise(studies, args.labels)}
+                per_study[name] = studies
+                _write(args, info, results, per_study, time.perf_counter() - t_start)
         print(name, {k: results[name][k] for k in ("bayes", "ppi", "human")}, flush=True)
-    path = write_result(
+    print("wrote", _write(args, info, results, per_study, time.perf_counter() - t_start))
+
+
+def _write(
+    args: argparse.Namespace,
+    info: dict[str, Any],
+    results: dict[str, Any],
+    per_study: dict[str, list[dict]],
+    secs: float,
+) -> Path:
+    return write_result(
         "bayes_coverage",
         {
             "command": "python " + " ".join(sys.argv),
@@ -197,7 +211,7 @@ def main() -> None:
                 "n_per_arm": args.n_per_arm,
                 "labels_per_arm": args.labels,
                 "label_selection": "uniform within arm",
-                "fit": {"draws": 2000, "tune": 1000, "chains": 2, "target_accept": 0.95},
+                "fit": {"draws": args.draws, "tune": args.tune, "chains": 2, "target_accept": 0.95},
                 "truth": "logit θ = μ_m + u_r + v_mr; μ0~N(0.8,0.5²), μc=μ0+N(0,0.25²), "
                 "u~N(0,0.4²), v~N(0,0.15²)",
                 "ppi": "ppi_mean_ci(alpha=0.05) per arm, difference with se=hypot(se_c, se_0)",
@@ -207,12 +221,11 @@ def main() -> None:
             "compile_seconds": max(
                 s["diagnostics"]["compile_seconds"] for v in per_study.values() for s in v
             ),
-            "total_seconds": time.perf_counter() - t_start,
+            "total_seconds": secs,
             "results": results,
             "per_study": per_study,
         },
     )
-    print("wrote", path)
 
 
 if __name__ == "__main__":

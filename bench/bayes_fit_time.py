@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -72,7 +73,15 @@ def study_counts(total_responses: int, seed: int = 0) -> tuple[dict[str, CellCou
     return counts, agg
 
 
+def _cpu(who: int = resource.RUSAGE_SELF) -> float:
+    ru = resource.getrusage(who)
+    return ru.ru_utime + ru.ru_stime
+
+
 def fit_all(fitter: Fitter, counts: dict[str, CellCounts], seed: int) -> dict[str, Any]:
+    # CPU seconds (all threads) are reported beside wall time: on this shared, overloaded
+    # machine wall time mostly measures the other tenants.
+    c0 = _cpu()
     t0 = time.perf_counter()
     per_dim = {}
     for i, (name, c) in enumerate(counts.items()):
@@ -92,7 +101,12 @@ def fit_all(fitter: Fitter, counts: dict[str, CellCounts], seed: int) -> dict[st
         }
         per_dim[name]["ok"] = fit.ok
     total = time.perf_counter() - t0
-    return {"total_seconds": total, "dimensions": per_dim}
+    return {
+        "total_seconds": total,
+        "cpu_seconds": _cpu() - c0,
+        "loadavg_1min": os.getloadavg()[0],
+        "dimensions": per_dim,
+    }
 
 
 def cold_child(n: int) -> None:
@@ -115,14 +129,17 @@ def cold_run(n: int, empty_cache: bool) -> dict[str, Any]:
         tmp = tempfile.mkdtemp(prefix="pytensor-cold-")
         env["PYTENSOR_FLAGS"] = f"compiledir={tmp}"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--cold-child", str(n)]
+    c0 = _cpu(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
     wall = time.perf_counter() - t0
+    cpu = _cpu(resource.RUSAGE_CHILDREN) - c0
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         return {"error": proc.stderr[-2000:], "wall_seconds": wall}
     res = json.loads(line[len("RESULT ") :])
     res["wall_seconds_process"] = wall
+    res["cpu_seconds_process"] = cpu
     # Fit part only: wall minus interpreter start-up/imports and simulating the data.
     res["empty_compile_cache"] = empty_cache
     return res
@@ -154,16 +171,21 @@ def main() -> None:
     fitter = Fitter()
     counts_by_n = {n: study_counts(n, seed=7) for n in args.sizes}
     first = next(iter(counts_by_n.values()))[0]
+    c0 = _cpu()
     compile_s = fitter.compile(next(iter(first.values())))
     out["warm_compile_seconds"] = compile_s
+    out["warm_compile_cpu_seconds"] = _cpu() - c0
     for n, (counts, agg) in counts_by_n.items():
         runs = [fit_all(fitter, counts, seed=100 * r) for r in range(repeats)]
         totals = [r["total_seconds"] for r in runs]
+        cpus = [r["cpu_seconds"] for r in runs]
         out["warm"][str(n)] = {
             "judge_only_responses": int(sum(c.judge_only.sum() for c in counts.values()) // 3),
             "aggregate_seconds_3_dims": agg,
             "total_seconds_3_dims": totals,
             "median_total_seconds_3_dims": float(np.median(totals)),
+            "cpu_seconds_3_dims": cpus,
+            "median_cpu_seconds_3_dims": float(np.median(cpus)),
             "runs": runs,
         }
         print("warm", n, totals, flush=True)
@@ -191,6 +213,8 @@ def main() -> None:
             "warm_sampling_ratio_large_over_small": samp[hi] / samp[lo],
             "warm_total_3_dims_small": med_lo,
             "warm_total_3_dims_large": med_hi,
+            "warm_cpu_3_dims": {k: out["warm"][k]["median_cpu_seconds_3_dims"] for k in (lo, hi)},
+            "cold_cpu_process": {k: v.get("cpu_seconds_process") for k, v in out["cold"].items()},
             "warm_target_seconds": 10.0,
             "cold_total_3_dims": {k: v.get("total_seconds") for k, v in out["cold"].items()},
             "cold_process_wall": {k: v.get("wall_seconds_process") for k, v in out["cold"].items()},

@@ -79,6 +79,8 @@ def replay(
     pair: tuple[str, str],
     n_labels: int,
     seeds: int,
+    draws: int = 2000,
+    tune: int = 1000,
 ) -> dict[str, Any]:
     sub = df[df["dimension"] == dim]
     cuts = quantile_cuts(sub["judge_score"].to_numpy(), 2)
@@ -114,7 +116,7 @@ def replay(
             judge_bin=np.concatenate(judge_bin),
             human=np.concatenate(human),
         )
-        fit = fitter.fit(counts, seed=rep)
+        fit = fitter.fit(counts, seed=rep, draws=draws, tune=tune)
         d = delta_draws(fit.theta, np.ones(1), 1)
         lo, hi = np.quantile(d, [0.025, 0.975])
 
@@ -185,6 +187,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--labels", type=int, nargs="*", default=[50, 100, 200])
     ap.add_argument("--quick", action="store_true", help="2 seeds, 50 labels only")
+    ap.add_argument("--draws", type=int, default=2000, help="post-warm-up draws per chain")
+    ap.add_argument("--tune", type=int, default=1000, help="warm-up iterations per chain")
+    ap.add_argument(
+        "--cells",
+        nargs="*",
+        default=None,
+        help="restrict to dataset:dimension:incumbent:candidate entries",
+    )
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.labels = 2, [50]
@@ -196,6 +206,9 @@ def main() -> None:
         df = load(args.data / cfg["file"], cfg["judge"])
         for dim in cfg["dimensions"]:
             for pair in cfg["pairs"]:
+                key = f"{name}:{dim}:{pair[0]}:{pair[1]}"
+                if args.cells is not None and key not in args.cells:
+                    continue
                 done: set[int] = set()
                 for n in args.labels:
                     # 100 and 200 requested both mean "every item" (96 or 100 per system):
@@ -204,7 +217,7 @@ def main() -> None:
                     if min(n, n_items) in done:
                         continue
                     done.add(min(n, n_items))
-                    res = replay(fitter, df, cfg, dim, pair, n, args.seeds)
+                    res = replay(fitter, df, cfg, dim, pair, n, args.seeds, args.draws, args.tune)
                     res["dataset"] = name
                     cells.append(res)
                     b = res["bayes"]
@@ -247,7 +260,12 @@ def _write(args: argparse.Namespace, info: dict[str, Any], cells: list[dict], se
                 "labels_requested": args.labels,
                 "seeds": args.seeds,
                 "regions": "one",
-                "fit": {"draws": 2000, "tune": 1000, "chains": 2, "target_accept": 0.95},
+                "fit": {
+                    "draws": args.draws,
+                    "tune": args.tune,
+                    "chains": 2,
+                    "target_accept": 0.95,
+                },
             },
             "machine": info,
             "total_seconds": secs,
