@@ -205,7 +205,8 @@ def test_pair_page_has_every_chart_of_every_dimension(client, study, lead, fitte
     for dim in ("correctness", "refusal", "style"):
         for chart in ("density", "forest", "judge"):
             assert f'id="chart-{dim}-{chart}"' in html
-            assert f'<script type="application/json" id="chart-{dim}-{chart}-spec">' in html
+            # (the site's CSP adds a nonce attribute after the id)
+            assert f'<script type="application/json" id="chart-{dim}-{chart}-spec"' in html
     assert "/static/plotly/plotly.min.js" in html and "baton/dashboard.js" in html
     assert "nova-1" in html and "Judge only" in html and "The judge passes nova-1" in html
     # The page's own scripts are files: nothing inline that a strict CSP would block.
