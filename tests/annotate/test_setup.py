@@ -672,7 +672,7 @@ def test_cleared_cuts_are_set_from_the_scores(client, admin_user, study, refits)
     from calibration.bayes.data import quantile_cuts  # noqa: F401  (what the import uses)
 
     client.force_login(admin_user)
-    for i, v in enumerate([0.1, 0.2, 0.8, 0.9]):
+    for i in range(4):
         _scored_response(
             study,
             f"r{i}",
