@@ -2,7 +2,7 @@
 
 One service, :func:`import_file`, behind three entry points (``manage.py importstudy``,
 ``POST /api/studies/{slug}/imports/`` and the admin upload page). The file formats are
-documented in ``docs/formats.md``.
+documented in the README (Import formats).
 
 How it works, and why:
 

@@ -9,7 +9,9 @@ from .importing import FORMATS
 
 
 class ImportUploadSerializer(serializers.Serializer):
-    file = serializers.FileField(help_text="A .jsonl/.ndjson or .csv file (see docs/formats.md).")
+    file = serializers.FileField(
+        help_text="A .jsonl/.ndjson or .csv file (README: Import formats)."
+    )
     format = serializers.ChoiceField(
         choices=FORMATS, required=False, help_text="Default: from the file name's extension."
     )
