@@ -713,7 +713,7 @@ def _create_study_shell(*, slug: str, name: str, seed: int) -> Study:
         "judge_score_type": Dimension.JudgeScoreType.LIKERT,
         "judge_min": 1,
         "judge_max": 5,
-        "judge_bins": 5,
+        "judge_bins": 2,  # J>2 judge models do not mix yet: bench/bayes_ordinal.py
     }
     Dimension.objects.bulk_create(
         Dimension(
