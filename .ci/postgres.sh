@@ -41,7 +41,10 @@ CONF
     echo "postgres://baton@127.0.0.1:$PGPORT/baton"
     ;;
   stop)
-    [ -s "$PGDATA/postmaster.pid" ] && as_pg "$bindir/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null
+    # A cluster left by a killed run may have a stale pid file: stopping it may fail.
+    if [ -s "$PGDATA/postmaster.pid" ]; then
+      as_pg "$bindir/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+    fi
     rm -rf "$PGROOT"
     ;;
   *)
