@@ -12,13 +12,14 @@ Every refusal of the queue itself is HTTP 409 with ``{"code", "reason"}``: ``que
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.exceptions import PermissionDenied as DRFPermissionDenied
 from rest_framework.exceptions import ValidationError as DRFValidationError
@@ -108,21 +109,7 @@ def next_item(request: Request, slug: str) -> Response:
 )
 @api_view(["POST"])
 def submit(request: Request, assignment_id: int) -> Response:
-    data = SubmitSerializer(data=request.data)
-    data.is_valid(raise_exception=True)
-    try:
-        annotation = queue.submit_annotation(
-            assignment_id=assignment_id, annotator=request.user, **data.validated_data
-        )
-    except Assignment.DoesNotExist:
-        raise Http404("No such assignment of yours.") from None
-    except ValidationError as invalid:
-        raise _invalid(invalid) from None
-    except PermissionDenied as denied:
-        raise DRFPermissionDenied(str(denied)) from None
-    except queue.QueueError as refused:
-        return _refusal(refused)
-    return _stored(annotation)
+    return _answer(request, assignment_id, SubmitSerializer, queue.submit_annotation)
 
 
 @extend_schema(
@@ -133,10 +120,20 @@ def submit(request: Request, assignment_id: int) -> Response:
 )
 @api_view(["POST"])
 def skip(request: Request, assignment_id: int) -> Response:
-    data = SkipSerializer(data=request.data)
+    return _answer(request, assignment_id, SkipSerializer, queue.skip_item)
+
+
+def _answer(
+    request: Request,
+    assignment_id: int,
+    serializer_class: type[serializers.Serializer],
+    service: Callable[..., Annotation],
+) -> Response:
+    """Validate, call the queue service for one assignment, map its refusals to HTTP."""
+    data = serializer_class(data=request.data)
     data.is_valid(raise_exception=True)
     try:
-        annotation = queue.skip_item(
+        annotation = service(
             assignment_id=assignment_id, annotator=request.user, **data.validated_data
         )
     except Assignment.DoesNotExist:
