@@ -19,6 +19,7 @@ which the pages would ship a dozen times.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -143,26 +144,7 @@ def delta_density(
             hovertemplate="Δ %{x:.1f} pts<extra></extra>",
         ),
     ]
-    shapes = [
-        {
-            "type": "line",
-            "x0": cut,
-            "x1": cut,
-            "yref": "paper",
-            "y0": 0,
-            "y1": 1,
-            "line": {"color": COLOURS["no-go"], "dash": "dash", "width": 2},
-        },
-        {
-            "type": "line",
-            "x0": 0,
-            "x1": 0,
-            "yref": "paper",
-            "y0": 0,
-            "y1": 1,
-            "line": {"color": COLOURS["muted"], "width": 1},
-        },
-    ]
+    shapes = _margin_lines(cut)
     if interval is not None:
         lo, hi = _pts(interval)
         shapes.append(
@@ -238,26 +220,7 @@ def forest(
             margin={"l": 110, "r": 16, "t": 40, "b": 44},
             xaxis=_axis("Δ (percentage points), 95% interval"),
             yaxis=_axis("", type="category"),
-            shapes=[
-                {
-                    "type": "line",
-                    "x0": cut,
-                    "x1": cut,
-                    "yref": "paper",
-                    "y0": 0,
-                    "y1": 1,
-                    "line": {"color": COLOURS["no-go"], "dash": "dash", "width": 2},
-                },
-                {
-                    "type": "line",
-                    "x0": 0,
-                    "x1": 0,
-                    "yref": "paper",
-                    "y0": 0,
-                    "y1": 1,
-                    "line": {"color": COLOURS["muted"], "width": 1},
-                },
-            ],
+            shapes=_margin_lines(cut),
         ),
     )
 
@@ -381,3 +344,15 @@ def figure_html(fig: go.Figure, *, div_id: str) -> str:
         validate=False,
         default_height=f"{fig.layout.height or 260}px",
     )
+
+
+def _margin_lines(cut: float) -> list[dict[str, Any]]:
+    """Vertical lines at −margin (dashed, the no-go side) and at Δ = 0."""
+
+    def vline(x: float, line: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "line", "x0": x, "x1": x, "yref": "paper", "y0": 0, "y1": 1, "line": line}
+
+    return [
+        vline(cut, {"color": COLOURS["no-go"], "dash": "dash", "width": 2}),
+        vline(0, {"color": COLOURS["muted"], "width": 1}),
+    ]
