@@ -43,7 +43,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 typecheck: install
-	$(VENV)/bin/mypy annotate calibration config
+	BATON_INSECURE_DEV_KEY=1 $(VENV)/bin/mypy annotate calibration config accounts
 
 clean-demo:
 	rm -f db.sqlite3 db.sqlite3-wal db.sqlite3-shm

@@ -472,8 +472,8 @@ class DemoData:
                     cell[0] += int(passed)
                     cell[1] += 1
         rates: dict[str, dict[str, dict[str, float]]] = {}
-        for (arm, dim, region), (passed, total) in counts.items():
-            rates.setdefault(arm, {}).setdefault(dim, {})[region] = passed / total
+        for (arm, dim, region), (n_passed, total) in counts.items():
+            rates.setdefault(arm, {}).setdefault(dim, {})[region] = n_passed / total
         return rates
 
     def true_deltas(self) -> dict[str, dict[str, float]]:
@@ -507,7 +507,7 @@ class DemoOutcome:
     seconds: float = 0.0
 
 
-def _pick(options: Sequence[str], draw: int) -> str:
+def _pick[T](options: Sequence[T], draw: int) -> T:
     return options[draw % len(options)]
 
 

@@ -7,7 +7,9 @@ constraints), so that no import path, form or API call can break them.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -101,7 +103,7 @@ class Study(models.Model):
             return f"traffic shares sum to {total}, expected 1"
         return None
 
-    def role_of(self, user: object) -> str | None:
+    def role_of(self, user: Any) -> str | None:
         """The user's role in this study (admin, lead, annotator), or None."""
         if getattr(user, "is_superuser", False):
             return Membership.Role.ADMIN
@@ -485,5 +487,5 @@ class Assignment(models.Model):
     def __str__(self) -> str:
         return f"response {self.response_id} to {self.annotator} ({self.policy})"
 
-    def is_expired(self, now: object | None = None) -> bool:
+    def is_expired(self, now: datetime | None = None) -> bool:
         return self.completed_at is None and self.expires_at <= (now or timezone.now())

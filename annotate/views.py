@@ -11,10 +11,13 @@ from .views_grade import grading_rows
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     """Each user's studies, grouped by the role they hold in them."""
+    studies: list[tuple[Study, str]]
     if request.user.is_superuser:
         studies = [(study, Membership.Role.ADMIN) for study in Study.objects.all()]
     else:
-        memberships = Membership.objects.filter(user=request.user).select_related("study")
+        user = request.user
+        assert user.is_authenticated  # login_required; narrows the type for the lookup
+        memberships = Membership.objects.filter(user=user).select_related("study")
         studies = [(m.study, m.role) for m in memberships]
     grading = grading_rows(studies, request.user)
     return render(request, "annotate/home.html", {"studies": studies, "grading": grading})
