@@ -22,6 +22,16 @@
   const panelOf = (el) => (el && el.closest ? el.closest("details.grade-option") : null);
   const dimOf = (el) => (el && el.closest ? el.closest("fieldset.dim") : null);
 
+  // Submit a form through htmx. htmx binds hx-post on swapped-in content only when the swap
+  // settles (about 20 ms later); a key pressed in that window would post the form natively
+  // (a full page load that drops the undo preselection). Processing it first closes the gap;
+  // htmx.process is a no-op on a form it has already bound.
+  function send(form) {
+    if (!form) return;
+    if (window.htmx) window.htmx.process(form);
+    form.requestSubmit();
+  }
+
   function say(text) {
     const status = document.getElementById("grade-status");
     if (status) status.textContent = text;
@@ -111,7 +121,7 @@
       focusDim(missing()[0]);
       return;
     }
-    form.requestSubmit();
+    send(form);
   }
 
   function focusPanel(panel) {
@@ -150,7 +160,7 @@
       return;
     }
     if (panel.id === "skip-panel") {
-      document.getElementById("skip-form").requestSubmit();
+      send(document.getElementById("skip-form"));
     } else {
       updateFlagState();
       say(radio.value ? "Flagged: it will be sent with the grade." : "Not flagged.");
@@ -162,7 +172,7 @@
     if (!failedForm || !document.contains(failedForm)) return;
     hideBanner();
     say("Retrying…");
-    failedForm.requestSubmit();
+    send(failedForm);
   }
 
   function hideBanner() {
@@ -200,7 +210,7 @@
         }
       } else if (key === "Enter" && panel) {
         event.preventDefault();
-        if (panel.id === "skip-panel") document.getElementById("skip-form").requestSubmit();
+        if (panel.id === "skip-panel") send(document.getElementById("skip-form"));
         else {
           updateFlagState();
           closePanel(panel);
@@ -232,7 +242,7 @@
         event.preventDefault(); // never let the browser submit a form behind our back
         if (panel && panel.id === "skip-panel") {
           if ($("input[name=skip_choice]:checked", panel)) {
-            document.getElementById("skip-form").requestSubmit();
+            send(document.getElementById("skip-form"));
           }
         } else if (panel) {
           updateFlagState();
@@ -276,7 +286,7 @@
         const undo = document.getElementById("undo-form");
         if (undo && !busy) {
           event.preventDefault();
-          undo.requestSubmit();
+          send(undo);
         }
         return;
       }

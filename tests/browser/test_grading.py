@@ -206,6 +206,37 @@ def test_a_whole_session_from_the_keyboard(page, live_server, study, annotator):
     print(f"median request {statistics.median(requests) if requests else '?'} ms")
 
 
+def test_keys_pressed_before_a_swap_settles_still_go_through_htmx(
+    page, live_server, study, annotator
+):
+    """htmx binds swapped-in forms only when the swap settles; a fast key must not post natively.
+
+    A long settle delay makes the window wide enough that every key below lands in it.
+    """
+    texts = [f"Settle test answer {i}." for i in range(3)]
+    add_items(study, texts)
+    log_in(page, live_server.url, annotator.username)
+    page.goto(f"{live_server.url}/studies/{study.slug}/grade/")
+    page.wait_for_selector("#grade-form fieldset.dim input:focus")
+    page.evaluate("() => { htmx.config.defaultSettleDelay = 1500; }")
+    loads: list[str] = []
+    page.on("load", lambda _page: loads.append("load"))
+
+    first = response_text(page)
+    before = shown(page)
+    press(page, "1", "1", "3", "Enter")
+    wait_next(page, before)
+    # The new item is in the DOM but not yet settled: undo it straight away.
+    before = shown(page)
+    press(page, "u")
+    wait_next(page, before)
+    assert response_text(page) == first
+    page.wait_for_selector("#grade-form input[name=label-style][value='3']:checked")
+    assert "preselected" in page.locator("#grade-status").inner_text()
+    assert loads == [], "a key posted the form natively and reloaded the page"
+    assert page.js_errors == []
+
+
 def test_html_in_a_response_is_shown_as_text_and_never_runs(page, live_server, study, annotator):
     add_items(study, [EVIL.format(i=0), EVIL.format(i=1)])
     log_in(page, live_server.url, annotator.username)
