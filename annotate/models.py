@@ -443,6 +443,11 @@ class Assignment(models.Model):
 
     ``policy`` and ``probability`` record how and with what chance the response was
     chosen, so that design-based estimators (PPI++) can be run on the same labels.
+
+    In a side-by-side study two assignments of one prompt are leased together: they share
+    a ``pair_key`` and ``side`` records where each response was shown (0 left, 1 right,
+    drawn at random), so that position bias can be analysed. The second one of a pair has
+    policy ``partner``; its ``probability`` is conditional on the first pick.
     """
 
     class Policy(models.TextChoices):
@@ -450,6 +455,11 @@ class Assignment(models.Model):
         EXPLORE = "explore", "Exploration (uniform)"
         OVERLAP = "overlap", "Overlap (second annotator)"
         UNIFORM = "uniform", "Uniform (no posterior yet)"
+        PARTNER = "partner", "Partner (side-by-side, given the first pick)"
+
+    class Side(models.IntegerChoices):
+        LEFT = 0, "Left"
+        RIGHT = 1, "Right"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="assignments")
     response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="assignments")
@@ -463,12 +473,29 @@ class Assignment(models.Model):
     leased_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     completed_at = models.DateTimeField(null=True, blank=True)
+    pair_key = models.UUIDField(
+        null=True, blank=True, help_text="Shared by the two assignments of a side-by-side pair."
+    )
+    side = models.PositiveSmallIntegerField(
+        choices=Side, null=True, blank=True, help_text="Where the response was shown in its pair."
+    )
 
     class Meta:
         constraints = [
             models.CheckConstraint(
                 condition=Q(probability__gt=0, probability__lte=1),
                 name="assignment_probability_in_0_1",
+            ),
+            models.CheckConstraint(
+                condition=Q(pair_key__isnull=True, side__isnull=True)
+                | Q(pair_key__isnull=False, side__in=[0, 1]),
+                name="assignment_pair_has_a_side",
+            ),
+            # One left and one right per pair; also the index that finds a pair's halves.
+            models.UniqueConstraint(
+                fields=["pair_key", "side"],
+                condition=Q(pair_key__isnull=False),
+                name="assignment_pair_side_unique",
             ),
             models.CheckConstraint(
                 condition=Q(expires_at__gt=F("leased_at")), name="assignment_expires_after_lease"
