@@ -33,7 +33,7 @@ import random
 import sys
 import time
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -62,6 +62,7 @@ MAX_LINE_BYTES = 1 << 20  # 1 MiB per line (JSONL) or per physical line (CSV)
 MAX_PROBLEMS = 20
 DEFAULT_JUDGE = "judge"
 DEFAULT_BATCH_SIZE = 5000
+PROGRESS_EVERY = 1000  # interactions between two calls of import_file's progress callback
 RESERVOIR_SIZE = 100_000  # scores kept per dimension to place quantile cuts
 MAX_ID_LENGTH = Prompt._meta.get_field("external_id").max_length or 200
 MAX_JUDGE_LENGTH = JudgeScore._meta.get_field("judge").max_length or 200
@@ -807,6 +808,7 @@ def import_file(
     fmt: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_problems: int = MAX_PROBLEMS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
     """Import a JSONL or long-CSV file of interactions into ``study``, all or nothing.
 
@@ -825,6 +827,10 @@ def import_file(
         Interactions staged per round trip to the database.
     max_problems
         Stop after this many problems (the first is always reported).
+    progress
+        Called as ``progress(bytes_read, total_bytes)`` every ``PROGRESS_EVERY``
+        interactions and once when the whole file is read, before the database writes
+        (``total_bytes`` is 0 when the size cannot be told).
 
     Raises
     ------
@@ -841,6 +847,7 @@ def import_file(
                 fmt=fmt,
                 batch_size=batch_size,
                 max_problems=max_problems,
+                progress=progress,
             )
     stream = path_or_fileobj
     name = filename or os.path.basename(str(getattr(stream, "name", "") or "upload"))
@@ -858,7 +865,10 @@ def import_file(
         parse = _parse_jsonl if fmt == "jsonl" else _parse_csv
         with connection.cursor() as cursor:
             stager = _Stager.for_connection(cursor, len(schema.rules))
-            _stage(parse(stream, schema, sink), stager, schema, sink, report, batch_size)
+            records = parse(stream, schema, sink)
+            if progress is not None:
+                records = _reporting(records, stream, progress)
+            _stage(records, stager, schema, sink, report, batch_size)
             sink.raise_if_any()
             if report.lines == 0:
                 raise ImportFailed(
@@ -878,6 +888,23 @@ def import_file(
     # PostgreSQL checks the (deferred) foreign keys of every new row at commit.
     report.phases["commit"] = round(report.seconds - sum(report.phases.values()), 3)
     return report
+
+
+def _reporting(
+    records: Iterator[_Staged], stream: IO[bytes], progress: Callable[[int, int], None]
+) -> Iterator[_Staged]:
+    """Pass ``records`` through, telling ``progress`` how far into ``stream`` they are."""
+    total = getattr(stream, "size", None)
+    if not isinstance(total, int):
+        try:
+            total = os.fstat(stream.fileno()).st_size
+        except (AttributeError, OSError, ValueError):
+            total = 0
+    for n, record in enumerate(records, 1):
+        yield record
+        if not n % PROGRESS_EVERY:
+            progress(stream.tell(), total)
+    progress(stream.tell(), total)
 
 
 def _lap(started: float) -> float:
