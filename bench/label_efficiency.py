@@ -39,17 +39,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import os
+import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from calibration.bayes.decision import required_z  # noqa: E402
 from calibration.bayes.fit import Fitter  # noqa: E402
-from calibration.bayes.simulate import simulate_study  # noqa: E402
+from calibration.bayes.simulate import sequential_go_rate, simulate_study  # noqa: E402
 from calibration.replay import (  # noqa: E402
     BatchRecord,
     Population,
@@ -166,16 +172,17 @@ def active_labels_to_width(
     }
 
 
-def labels_to_verdict(
+def trajectory(
     pop: Population,
-    truth: float,
     seed: int,
     fitter: Fitter,
     draws: int,
     policy: str,
     budget: int,
     batch: int,
-) -> dict[str, Any]:
+    stop_when_settled: bool,
+) -> list[dict[str, Any]]:
+    """Run the loop and keep what every fit said (the product's rule decides ``verdict``)."""
     res = run_loop(
         pop,
         policy=policy,
@@ -186,22 +193,61 @@ def labels_to_verdict(
         draws=draws,
         tune=draws,
         chains=2,
-        stop_when_settled=True,
+        stop_when_settled=stop_when_settled,
         refit_on_collapse=REFIT_ON_COLLAPSE,
         with_ppi=False,
     )
-    row = res.batches[-1].deltas[0]
-    verdict = row["verdict"]
-    # At the margin itself (up to float noise) neither verdict is right: see the boundary part.
-    at_margin = abs(truth + MARGIN) < 1e-9
-    right = None if at_margin else ("go" if truth > -MARGIN else "no-go")
-    return {
-        "labels": res.batches[-1].labels,
-        "verdict": verdict,
-        "wrong": verdict != "undecided" and right is not None and verdict != right,
-        "go": verdict == "go",
-        "settled": verdict != "undecided",
-    }
+    out = []
+    for rec in res.batches:
+        row = rec.deltas[0]
+        out.append(
+            {
+                "labels": rec.labels,
+                "mean": round(row["mean"], 5),
+                "lower": round(row["lower"], 5),
+                "upper": round(row["upper"], 5),
+                "p_ok": row["p_noninferior"],
+                "z": None if not np.isfinite(row["z"]) else round(row["z"], 4),
+                "required_z": round(row["required_z"], 4),
+                "verdict": row["verdict"],
+                "fit_ok": bool(row["fit_ok"]),
+            }
+        )
+    return out
+
+
+#: Decision rules read off a trajectory (each fit's P(Δ > −δ), z and label count). Every
+#: rule is a function of the fits up to its stopping point only, so evaluating it on a
+#: trajectory that went on gives exactly what a run stopping by that rule would have shown
+#: (picks do not depend on the rule before it stops, up to the selector's own notion of
+#: "settled", which only matters once P crosses 0.95).
+RULES = ("sequential", "every_fit_p95", "final_look_p95", "every_fit_p95_from_300", "two_fits_p95")
+
+
+def _one_look(p_ok: float) -> str:
+    return "go" if p_ok >= 0.95 else ("no-go" if 1.0 - p_ok >= 0.95 else "undecided")
+
+
+def first_verdict(traj: list[dict[str, Any]], rule: str) -> tuple[str, int]:
+    """The verdict a rule gives on a trajectory and the label count where it gave it."""
+    if rule == "final_look_p95":
+        return _one_look(traj[-1]["p_ok"]), traj[-1]["labels"]
+    prev = "undecided"
+    for step in traj:
+        if rule == "sequential":
+            v = step["verdict"]
+        elif rule == "every_fit_p95":
+            v = _one_look(step["p_ok"])
+        elif rule == "every_fit_p95_from_300":
+            v = _one_look(step["p_ok"]) if step["labels"] >= 300 else "undecided"
+        elif rule == "two_fits_p95":
+            now = _one_look(step["p_ok"])
+            v, prev = (now if now == prev else "undecided"), now
+        else:
+            raise ValueError(f"unknown rule {rule!r}")
+        if v != "undecided":
+            return v, step["labels"]
+    return "undecided", traj[-1]["labels"]
 
 
 def wilson(k: int, n: int) -> list[float]:
@@ -248,29 +294,56 @@ def summarise_widths(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summarise_verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Labels to the first settled verdict and wrong verdicts, per policy and rule.
+
+    The runs stop at the product's (sequential) rule; the one-look rule at every fit is read
+    off the same trajectories (it settles no later, being the weaker rule).
+    """
     summary: dict[str, Any] = {"studies": len(rows)}
     for policy in ("active", "uniform"):
-        settled = [r[policy] for r in rows if r[policy]["settled"]]
-        lab = np.array([s["labels"] for s in settled if not s["wrong"]], float)
-        summary[policy] = {
-            "settled": len(settled),
-            "median_labels_to_correct_verdict": float(np.median(lab)) if lab.size else None,
-            "wrong_verdicts": int(sum(s["wrong"] for s in settled)),
-        }
+        per_rule: dict[str, Any] = {}
+        for rule in ("sequential", "every_fit_p95"):
+            settled, correct_labels, wrong = 0, [], 0
+            for r in rows:
+                right = "go" if r["true_delta"] > -MARGIN else "no-go"
+                v, n = first_verdict(r[policy], rule)
+                if v == "undecided":
+                    continue
+                settled += 1
+                if v == right:
+                    correct_labels.append(n)
+                else:
+                    wrong += 1
+            per_rule[rule] = {
+                "settled": settled,
+                "median_labels_to_correct_verdict": float(np.median(correct_labels))
+                if correct_labels
+                else None,
+                "wrong_verdicts": wrong,
+                "wrong_wilson95": wilson(wrong, settled),
+            }
+        summary[policy] = per_rule
     return summary
 
 
 def summarise_boundary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """At Δ = −margin a go is the wrong verdict: its rate under each rule, Wilson 95%."""
     n = len(rows)
-    go = sum(r["active"]["go"] for r in rows)
-    nogo = sum(r["active"]["verdict"] == "no-go" for r in rows)
-    return {
-        "studies": n,
-        "go_rate": round(go / n, 4),
-        "go_rate_wilson95": wilson(go, n),
-        "no_go_rate": round(nogo / n, 4),
-        "undecided_at_budget": n - go - nogo,
-    }
+    out: dict[str, Any] = {"studies": n}
+    for rule in RULES:
+        got = [first_verdict(r["active"], rule) for r in rows]
+        go = sum(v == "go" for v, _ in got)
+        nogo = sum(v == "no-go" for v, _ in got)
+        go_at = [k for v, k in got if v == "go"]
+        out[rule] = {
+            "go": go,
+            "go_rate": round(go / n, 4) if n else None,
+            "go_rate_wilson95": wilson(go, n),
+            "no_go": nogo,
+            "undecided_at_budget": n - go - nogo,
+            "labels_at_go": go_at,
+        }
+    return out
 
 
 SUMMARIES = {
@@ -279,44 +352,96 @@ SUMMARIES = {
     "verdict": summarise_verdicts,
     "boundary": summarise_boundary,
 }
+SEED_BASE = {"efficiency": 0, "weak": 100_000, "verdict": 200_000, "boundary": 300_000}
+VERDICT_BUDGET, BOUNDARY_BUDGET, REFIT_EVERY = 2000, 1500, 100
+
+_fitter: Fitter | None = None
 
 
-def merge(paths: list[str], out: Path) -> None:
-    """Pool the studies of several runs (distinct seeds) into one results file."""
-    docs = [json.loads(Path(p).read_text()) for p in paths]
-    merged: dict[str, Any] = {
-        "settings": docs[0]["settings"],
-        "merged_from": [
-            {"file": p, "command": d.get("command"), "elapsed_seconds": d.get("elapsed_seconds")}
-            for p, d in zip(paths, docs, strict=True)
-        ],
-    }
-    for part, fn in SUMMARIES.items():
-        runs = [d[part] for d in docs if part in d]
-        if not runs:
-            continue
-        rows = [row for r in runs for row in r["per_study"]]
-        if part == "boundary":
-            # Early runs judged "wrong" against a float-noisy truth; at the margin the
-            # error that matters is a go (the summary counts go and no-go separately).
-            for row in rows:
-                row["active"]["wrong"] = row["active"]["go"]
-        seeds = [row["seed"] for row in rows]
-        if len(set(seeds)) != len(seeds):
-            raise SystemExit(f"{part}: the runs share seeds; use --seed-offset")
-        merged[part] = {
-            **{k: v for k, v in runs[0].items() if k not in ("summary", "per_study")},
-            "studies_wanted": sum(r["studies_wanted"] for r in runs),
-            "summary": fn(rows),
-            "per_study": rows,
-        }
-    out.write_text(json.dumps(merged, indent=1))
-    print(
-        json.dumps(
-            {k: v["summary"] for k, v in merged.items() if isinstance(v, dict) and "summary" in v},
-            indent=1,
+def run_study(task: tuple[str, int, int]) -> dict[str, Any]:
+    """One simulated study of one part (runs in a worker process; one Fitter each)."""
+    global _fitter
+    part, i, draws = task
+    if _fitter is None:
+        _fitter = Fitter(cores=1)
+    t_cpu, t0 = time.process_time(), time.perf_counter()
+    seed = SEED_BASE[part] + i
+    row: dict[str, Any] = {"part": part, "seed": seed}
+    if part in ("efficiency", "weak"):
+        se, sp = (0.90, 0.85) if part == "efficiency" else (0.70, 0.65)
+        pop, truth = make_population(seed, se=se, sp=sp, delta=None)
+        row["true_delta"] = truth
+        row.update(uniform_methods(pop, truth, seed))
+        row["active"] = active_labels_to_width(pop, truth, seed, _fitter, draws)
+    elif part == "verdict":
+        delta = 0.02 if i % 2 == 0 else -0.06
+        pop, truth = make_population(seed, se=0.90, sp=0.85, delta=delta)
+        row["true_delta"] = truth
+        for policy in ("active", "uniform"):
+            row[policy] = trajectory(
+                pop, seed, _fitter, draws, policy, VERDICT_BUDGET, REFIT_EVERY, True
+            )
+    elif part == "boundary":
+        pop, truth = make_population(seed, se=0.90, sp=0.85, delta=-MARGIN)
+        row["true_delta"] = truth
+        row["active"] = trajectory(
+            pop, seed, _fitter, draws, "active", BOUNDARY_BUDGET, REFIT_EVERY, False
         )
-    )
+    else:
+        raise ValueError(f"unknown part {part!r}")
+    row["cpu_seconds"] = round(time.process_time() - t_cpu, 1)
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def load_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a killed run
+                continue
+    return rows
+
+
+def brownian_check(confidence: float = 0.95) -> dict[str, Any]:
+    """Optional stopping in the large-sample limit (``simulate.sequential_go_rate``)."""
+    z1 = NormalDist().inv_cdf(confidence)
+    out: dict[str, Any] = {"paths": 200_000, "budget": BOUNDARY_BUDGET}
+    for step in (20, 100):
+        looks = np.arange(100, BOUNDARY_BUDGET + 1, step)
+        seq = [required_z(int(n), BOUNDARY_BUDGET, confidence) for n in looks]
+        out[f"refit_every_{step}"] = {
+            "looks": int(looks.size),
+            "every_fit_p95": sequential_go_rate(looks, np.full(looks.size, z1), paths=200_000),
+            "sequential": sequential_go_rate(looks, seq, paths=200_000),
+        }
+    out["final_look_p95"] = sequential_go_rate([BOUNDARY_BUDGET], [z1], paths=200_000)
+    return out
+
+
+def build_results(rows: list[dict[str, Any]], wanted: dict[str, int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part, fn in SUMMARIES.items():
+        got = sorted((r for r in rows if r["part"] == part), key=lambda r: r["seed"])
+        if not got:
+            continue
+        entry: dict[str, Any] = {"studies_wanted": wanted.get(part, 0), "studies": len(got)}
+        if part == "weak":
+            entry["judge"] = {"sensitivity": 0.7, "specificity": 0.65}
+        else:
+            entry["judge"] = {"sensitivity": 0.9, "specificity": 0.85}
+        if part == "verdict":
+            entry.update(budget=VERDICT_BUDGET, refit_every=REFIT_EVERY)
+        if part == "boundary":
+            entry.update(budget=BOUNDARY_BUDGET, refit_every=REFIT_EVERY)
+        entry["summary"] = fn(got)
+        entry["per_study"] = got
+        out[part] = entry
+    return out
 
 
 def main() -> None:
@@ -324,145 +449,150 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--studies", type=int, default=200, help="efficiency part")
-    parser.add_argument("--weak-studies", type=int, default=200)
-    parser.add_argument("--verdict-studies", type=int, default=100)
-    parser.add_argument("--boundary-studies", type=int, default=100)
-    parser.add_argument(
-        "--minutes",
-        type=float,
-        nargs=4,
-        default=[28, 8, 10, 10],
-        help="time allowance of each part (efficiency weak verdict boundary)",
-    )
-    parser.add_argument("--draws", type=int, default=400, help="draws (and tune) per chain")
+    parser.add_argument("--weak-studies", type=int, default=100)
+    parser.add_argument("--verdict-studies", type=int, default=40)
+    parser.add_argument("--boundary-studies", type=int, default=200)
+    parser.add_argument("--draws", type=int, default=300, help="draws (and tune) per chain")
     parser.add_argument("--parts", default="efficiency,weak,verdict,boundary")
-    parser.add_argument("--quick", action="store_true", help="3 studies per part")
-    parser.add_argument("--seed-offset", type=int, default=0, help="added to every study seed")
-    parser.add_argument("--merge", nargs="+", help="pool these results files into --out and exit")
+    parser.add_argument("--workers", type=int, default=2, help="processes (one Fitter each)")
+    parser.add_argument(
+        "--until",
+        help="UTC time HH:MM after which no new study starts (the ones running finish)",
+    )
+    parser.add_argument("--quick", action="store_true", help="2 studies per part")
+    parser.add_argument(
+        "--rows",
+        default=str(Path(__file__).parent / "results" / "label_efficiency.jsonl"),
+        help="per-study results, one JSON line each; studies already in it are skipped",
+    )
+    parser.add_argument(
+        "--summarise-only", action="store_true", help="rebuild --out from --rows and exit"
+    )
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "results" / "label_efficiency.json")
     )
     args = parser.parse_args()
-    if args.merge:
-        merge(args.merge, Path(args.out))
-        return
     if args.quick:
-        args.studies = args.weak_studies = args.verdict_studies = args.boundary_studies = 3
+        args.studies = args.weak_studies = args.verdict_studies = args.boundary_studies = 2
     parts = args.parts.split(",")
-    fitter = Fitter(cores=1)
-    started = time.perf_counter()
-    results: dict[str, Any] = {
-        "settings": {
-            "target_half_width": TARGET_HALF_WIDTH,
-            "margin": MARGIN,
-            "confidence": 0.95,
-            "exploration_share": 0.15,
-            "regions_traffic": WEIGHTS.tolist(),
-            "responses_per_arm": N_PER_ARM,
-            "draws_per_chain": args.draws,
-            "tune_per_chain": args.draws,
-            "chains": 2,
-            "fitter_cores": 1,
-            "refit_on_collapse": REFIT_ON_COLLAPSE,
-            "quick": args.quick,
-            "time_allowance_minutes": dict(
-                zip(["efficiency", "weak", "verdict", "boundary"], args.minutes, strict=True)
-            ),
-        },
-        "command": " ".join(sys.argv),
+    wanted = {
+        "efficiency": args.studies,
+        "weak": args.weak_studies,
+        "verdict": args.verdict_studies,
+        "boundary": args.boundary_studies,
     }
-    out = Path(args.out)
+    rows_path, out = Path(args.rows), Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["part"], r["seed"]) for r in load_rows(rows_path)}
+    # Interleave the parts so that a run cut short still has some of each; the required
+    # ones (efficiency: 200 studies, boundary: enough to tell 5% from 10%) come first.
+    order = ["efficiency", "boundary", "weak", "verdict"]
+    queues = {p: [i for i in range(wanted[p]) if (p, SEED_BASE[p] + i) not in done] for p in order}
+    tasks: list[tuple[str, int, int]] = []
+    while any(queues[p] for p in order if p in parts):
+        for p in order:
+            if p in parts and queues[p]:
+                tasks.append((p, queues[p].pop(0), args.draws))
+    deadline = None
+    if args.until:
+        hh, mm = (int(x) for x in args.until.split(":"))
+        now = datetime.now(UTC)
+        deadline = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
 
-    def save() -> None:
-        results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
-        out.write_text(json.dumps(results, indent=1))
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    settings = {
+        "target_half_width": TARGET_HALF_WIDTH,
+        "margin": MARGIN,
+        "confidence": 0.95,
+        "decision_rule": "sequential (calibration/bayes/decision.py): go when "
+        "z = (E[Δ]+δ)/sd(Δ) >= 1.96·sqrt(max(budget/labels, 1)), no-go when z <= -that",
+        "exploration_share": 0.15,
+        "regions_traffic": WEIGHTS.tolist(),
+        "responses_per_arm": N_PER_ARM,
+        "draws_per_chain": args.draws,
+        "tune_per_chain": args.draws,
+        "chains": 2,
+        "fitter_cores": 1,
+        "workers": args.workers,
+        "refit_on_collapse": REFIT_ON_COLLAPSE,
+        "quick": args.quick,
+    }
 
-    allowance = dict(zip(["efficiency", "weak", "verdict", "boundary"], args.minutes, strict=True))
-    for part, (se, sp) in (("efficiency", (0.90, 0.85)), ("weak", (0.70, 0.65))):
-        if part not in parts:
-            continue
-        n_wanted = args.studies if part == "efficiency" else args.weak_studies
-        rows: list[dict[str, Any]] = []
-        t_part = time.perf_counter()
-        for i in range(n_wanted):
-            if time.perf_counter() - t_part > 60 * allowance[part]:
-                break
-            seed = args.seed_offset + i + (0 if part == "efficiency" else 100_000)
-            pop, truth = make_population(seed, se=se, sp=sp, delta=None)
-            row = {"seed": seed, "true_delta": truth}
-            row.update(uniform_methods(pop, truth, seed))
-            row["active"] = active_labels_to_width(pop, truth, seed, fitter, args.draws)
-            rows.append(row)
-            print(part, i, row, flush=True)
-            results[part] = {
-                "judge": {"sensitivity": se, "specificity": sp},
-                "studies_wanted": n_wanted,
-                "summary": summarise_widths(rows),
-                "per_study": rows,
-            }
-            save()
+    def write() -> None:
+        rows = load_rows(rows_path)
+        doc = {
+            "settings": settings,
+            "command": " ".join(sys.argv),
+            "git_head": _git_head(),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "loadavg_before": [round(x, 2) for x in load_before],
+                "loadavg_now": [round(x, 2) for x in os.getloadavg()],
+                "elapsed_seconds_this_invocation": round(time.perf_counter() - started, 1),
+                "cpu_seconds_all_studies": round(sum(r.get("cpu_seconds", 0) for r in rows), 1),
+            },
+            "brownian_check": brownian,
+            **build_results(rows, wanted),
+        }
+        out.write_text(json.dumps(doc, indent=1))
 
-    if "verdict" in parts:
-        rows = []
-        t_part = time.perf_counter()
-        for i in range(args.verdict_studies):
-            if time.perf_counter() - t_part > 60 * allowance["verdict"]:
-                break
-            seed = args.seed_offset + 200_000 + i
-            delta = 0.02 if i % 2 == 0 else -0.06
-            pop, truth = make_population(seed, se=0.90, sp=0.85, delta=delta)
-            row = {"seed": seed, "true_delta": truth}
-            for policy in ("active", "uniform"):
-                row[policy] = labels_to_verdict(
-                    pop, truth, seed, fitter, args.draws, policy, 2000, 50
-                )
-            rows.append(row)
-            print("verdict", i, row, flush=True)
-            results["verdict"] = {
-                "judge": {"sensitivity": 0.9, "specificity": 0.85},
-                "budget": 2000,
-                "refit_every": 50,
-                "studies_wanted": args.verdict_studies,
-                "summary": summarise_verdicts(rows),
-                "per_study": rows,
-            }
-            save()
+    brownian = brownian_check()
+    if args.summarise_only:
+        write()
+        return
+    print(f"{len(tasks)} studies to run, {len(done)} already in {rows_path}", flush=True)
+    ctx = mp.get_context("forkserver")
+    with ctx.Pool(args.workers, maxtasksperchild=None) as pool:
+        pending = iter(tasks)
+        running: list[Any] = []
 
-    if "boundary" in parts:
-        rows = []
-        t_part = time.perf_counter()
-        for i in range(args.boundary_studies):
-            if time.perf_counter() - t_part > 60 * allowance["boundary"]:
-                break
-            seed = args.seed_offset + 300_000 + i
-            pop, truth = make_population(seed, se=0.90, sp=0.85, delta=-MARGIN)
-            row = {"seed": seed, "true_delta": truth}
-            row["active"] = labels_to_verdict(
-                pop, truth, seed, fitter, args.draws, "active", 1500, 100
-            )
-            rows.append(row)
-            print("boundary", i, row, flush=True)
-            results["boundary"] = {
-                "judge": {"sensitivity": 0.9, "specificity": 0.85},
-                "budget": 1500,
-                "refit_every": 100,
-                "studies_wanted": args.boundary_studies,
-                "summary": summarise_boundary(rows),
-                "per_study": rows,
-            }
-            save()
-    save()
+        def submit() -> bool:
+            if deadline is not None and datetime.now(UTC) >= deadline:
+                return False
+            task = next(pending, None)
+            if task is None:
+                return False
+            running.append(pool.apply_async(run_study, (task,)))
+            return True
+
+        for _ in range(args.workers):
+            submit()
+        while running:
+            time.sleep(1.0)
+            for res in [r for r in running if r.ready()]:
+                running.remove(res)
+                try:
+                    row = res.get()
+                except Exception as exc:  # noqa: BLE001 - report the crash, keep going
+                    print(f"study failed: {exc!r}", flush=True)
+                else:
+                    with rows_path.open("a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+                    print(row["part"], row["seed"], row["seconds"], "s", flush=True)
+                    write()
+                submit()
+    write()
+    doc = json.loads(out.read_text())
     print(
         json.dumps(
-            {
-                k: v.get("summary")
-                for k, v in results.items()
-                if isinstance(v, dict) and "summary" in v
-            },
+            {k: v["summary"] for k, v in doc.items() if isinstance(v, dict) and "summary" in v},
             indent=1,
         )
     )
+
+
+def _git_head() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 if __name__ == "__main__":

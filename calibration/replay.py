@@ -55,7 +55,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from calibration.bayes.data import bin_scores, counts_from_arrays, quantile_cuts
-from calibration.bayes.decision import summarise_delta
+from calibration.bayes.decision import required_z, summarise_delta
 from calibration.bayes.select import DimensionDraws, Selector, choose_cell
 
 __all__ = [
@@ -452,14 +452,20 @@ def _summaries(
     picks: list[int],
     probs: list[float],
     with_ppi: bool,
+    budget: int,
 ) -> list[dict[str, Any]]:
     out = []
     for d, name in enumerate(pop.dimensions):
         theta = np.asarray(fits[name].theta, dtype=np.float64)
         level = theta @ pop.traffic  # (S, M)
         for c in range(1, len(pop.arms)):
+            # The loop looks at every fit: the sequential rule (decision module docstring).
             s = summarise_delta(
-                level[:, c] - level[:, 0], margin=pop.margins[d], confidence=confidence
+                level[:, c] - level[:, 0],
+                margin=pop.margins[d],
+                confidence=confidence,
+                labels=len(picks),
+                budget=budget,
             )
             row: dict[str, Any] = {
                 "candidate": pop.arms[c],
@@ -468,6 +474,8 @@ def _summaries(
                 "lower": s.lower,
                 "upper": s.upper,
                 "p_noninferior": s.p_noninferior,
+                "z": s.z,
+                "required_z": s.required_z,
                 "verdict": s.verdict,
                 "fit_ok": bool(getattr(fits[name], "ok", True)),
             }
@@ -560,7 +568,13 @@ def run_loop(
         record = BatchRecord(
             labels=len(picks),
             deltas=_summaries(
-                pop, fits, confidence=confidence, picks=picks, probs=probs, with_ppi=with_ppi
+                pop,
+                fits,
+                confidence=confidence,
+                picks=picks,
+                probs=probs,
+                with_ppi=with_ppi,
+                budget=budget,
             ),
             fit_seconds=seconds,
             ess_before=ess,
@@ -581,6 +595,8 @@ def run_loop(
                 ],
                 traffic=pop.traffic,
                 confidence=confidence,
+                # Settled for the selector means settled by the rule the verdicts follow.
+                required_z=required_z(len(picks), budget, confidence),
             )
         return record
 

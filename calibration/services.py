@@ -410,7 +410,8 @@ def _finite(x: Any) -> Any:
 
 
 def _delta(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: d[k] for k in ("mean", "lower", "upper", "p_noninferior", "p_inferior", "verdict")}
+    keys = ("mean", "lower", "upper", "p_noninferior", "p_inferior", "z", "required_z", "verdict")
+    return {k: d[k] for k in keys}
 
 
 def build_summary(*, study: Study, fits: dict[str, DimensionFit], data: StudyCounts) -> dict:
@@ -429,6 +430,9 @@ def build_summary(*, study: Study, fits: dict[str, DimensionFit], data: StudyCou
         margins=data.margins,
         confidence=study.confidence,
         counts=data.counts,
+        # Verdicts are read at every fit: the sequential rule needs how far into the budget.
+        labels=data.n_labels,
+        budget=study.label_budget,
     ).to_dict()
     arms = {a.key: a for a in study.arms.all()}
     regions = list(study.regions.order_by("position", "id"))

@@ -14,6 +14,45 @@ when any dimension is a no-go, and **undecided** otherwise. A go also needs ever
 passed its convergence checks (``DimensionFit.ok``); otherwise it is reported undecided, since
 the draws cannot be trusted.
 
+Looking more than once: the sequential rule
+-------------------------------------------
+The app refits as grades come in (every ``refit_every`` grades) and shows the verdict of
+every fit; a study stops asking for grades at the first fit whose verdicts are all settled.
+Checking ``P(Δ > −δ) ≥ γ`` at every fit and stopping at the first go is *optional
+stopping*: at ``Δ = −δ`` each look has a ``1 − γ`` chance of a wrong go, and the chances add
+up over looks (``bench/label_efficiency.py``, boundary part: the one-look rule at every fit
+gave a wrong go in about twice ``1 − γ`` of the simulated studies). So whenever a verdict is
+read after ``n`` of a label budget of ``N`` graded responses, the app uses the
+**sequential rule**, an alpha-spending boundary of O'Brien–Fleming type for continuous
+monitoring:
+
+.. math::
+
+    z_n = \frac{E[Δ] + δ}{\operatorname{sd}(Δ)},\qquad
+    b_n = z_{1-(1-γ)/2}\,\sqrt{\max(N / n,\ 1)},
+
+**go** when ``z_n ≥ b_n``, **no-go** when ``z_n ≤ −b_n``, **undecided** otherwise
+(γ = 0.95: ``b_N = 1.96`` at the budget, ``3.92`` at a quarter of it, ``6.2`` at a tenth).
+
+Why it holds the error at ``1 − γ`` however often one looks: with the posterior close to
+normal, ``z_n √(I_n)`` is a Brownian motion ``W`` in the information ``I_n`` (the posterior
+precision of ``Δ``) when ``Δ = −δ``, and the go boundary is ``W(I_n) ≥ b_n √(I_n)``. If the
+information per label does not grow as labels accumulate (``I_n / n ≥ I_N / N``, true for a
+concave ``I``: active selection spends its most informative grades first, and the judge-only
+data give information before any grade), then ``b_n √(I_n) ≥ z_{1-α/2} √(I_N)`` and, by the
+reflection principle, ``P(\sup_{I ≤ I_N} W(I) ≥ z_{1-α/2} √(I_N)) = α = 1 − γ``: any number
+of looks at any label counts up to the budget, including a refit after every grade, has a
+wrong-go rate at most ``1 − γ``. Early verdicts need overwhelming evidence, which also
+guards against the over-confident posteriors of the first hundred grades. The price is
+labels: a verdict that the one-look rule would have reached early now waits, and at the
+budget the rule asks ``P(Δ > −δ) ≈ 1 − (1 − γ)/2`` rather than ``γ``.
+
+``z_n`` is used rather than the share of draws past the margin because ``b_n`` can ask
+for tail probabilities (``Φ(6) ≈ 1 − 10^{-9}``) that a few thousand draws cannot resolve:
+"every draw past the margin" only says ``z ≳ 3``. Without ``labels``/``budget``
+(:func:`summarise_delta`, :func:`summarise`) the one-look rule above applies: right for a
+single, pre-planned look, wrong for a dashboard.
+
 Everything returned is plain dataclasses of floats/strings (``to_dict()`` is JSON-ready).
 """
 
@@ -21,6 +60,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from math import sqrt
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
@@ -39,6 +80,10 @@ __all__ = [
     "delta_draws_by_region",
     "judge_summary",
     "naive_judge_delta",
+    "required_probability",
+    "required_z",
+    "sequential_verdict",
+    "standardised_distance",
     "summarise",
     "summarise_delta",
     "verdict",
@@ -101,9 +146,68 @@ def verdict(p_noninferior: float, p_inferior: float, confidence: float) -> Verdi
     return "undecided"
 
 
+def _check_confidence(confidence: float) -> None:
+    if not 0.5 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0.5, 1), got {confidence!r}")
+
+
+def required_z(labels: int, budget: int, confidence: float) -> float:
+    """Boundary ``b_n = z_{1-(1-γ)/2} √(max(N/n, 1))`` of the sequential rule.
+
+    Parameters
+    ----------
+    labels
+        ``n``: graded responses the fit saw (``0`` gives ``inf``: no verdict before any grade).
+    budget
+        ``N``: the study's label budget (graded responses), ``≥ 1``.
+    confidence
+        ``γ`` in ``(0.5, 1)``.
+    """
+    _check_confidence(confidence)
+    if budget < 1:
+        raise ValueError(f"label budget must be at least 1, got {budget!r}")
+    if labels < 0:
+        raise ValueError(f"labels must be non-negative, got {labels!r}")
+    if labels == 0:
+        return float("inf")
+    c = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0)
+    return c * sqrt(max(budget / labels, 1.0))
+
+
+def required_probability(labels: int, budget: int, confidence: float) -> float:
+    """``Φ(b_n)``: the posterior probability the sequential rule asks for (for selectors)."""
+    b = required_z(labels, budget, confidence)
+    return 1.0 if b == float("inf") else NormalDist().cdf(b)
+
+
+def standardised_distance(draws: ArrayLike, *, margin: float) -> float:
+    """``z = (E[Δ] + δ) / sd(Δ)`` from draws (``±inf`` when the draws do not vary)."""
+    d = np.asarray(draws, dtype=np.float64).ravel()
+    if d.size == 0:
+        raise ValueError("no draws")
+    num = float(d.mean()) + margin
+    sd = float(d.std())
+    if sd > 0:
+        return num / sd
+    return float("inf") if num > 0 else (float("-inf") if num < 0 else 0.0)
+
+
+def sequential_verdict(z: float, required: float) -> Verdict:
+    """The sequential rule: go when ``z ≥ b``, no-go when ``z ≤ −b`` (module docstring)."""
+    if z >= required:
+        return "go"
+    if z <= -required:
+        return "no-go"
+    return "undecided"
+
+
 @dataclass(frozen=True)
 class DeltaSummary:
-    """Posterior summary of one ``Δ``: mean, 95% equal-tailed interval, probabilities."""
+    """Posterior summary of one ``Δ``: mean, 95% equal-tailed interval, probabilities.
+
+    ``z`` is the standardised distance to the margin; ``required_z`` the boundary ``b_n`` of
+    the sequential rule when it decided the verdict (None: the one-look rule did).
+    """
 
     mean: float
     lower: float
@@ -111,21 +215,46 @@ class DeltaSummary:
     p_noninferior: float  # P(Δ > −δ)
     p_inferior: float  # P(Δ < −δ)
     verdict: Verdict
+    z: float = 0.0
+    required_z: float | None = None
 
 
-def summarise_delta(draws: ArrayLike, *, margin: float, confidence: float) -> DeltaSummary:
-    """Summarise ``Δ`` draws against the margin ``δ ≥ 0``."""
+def summarise_delta(
+    draws: ArrayLike,
+    *,
+    margin: float,
+    confidence: float,
+    labels: int | None = None,
+    budget: int | None = None,
+) -> DeltaSummary:
+    """Summarise ``Δ`` draws against the margin ``δ ≥ 0``.
+
+    With ``labels`` and ``budget`` the verdict follows the sequential rule (module
+    docstring), which every repeated look (the app, the replay) must use; without them the
+    one-look rule ``P(Δ > −δ) ≥ γ``.
+    """
+    if (labels is None) != (budget is None):
+        raise ValueError("give both labels and budget (sequential rule) or neither")
     d = np.asarray(draws, dtype=np.float64).ravel()
     lo, hi = np.quantile(d, [0.025, 0.975])
     p_ok = float(np.mean(d > -margin))
     p_bad = float(np.mean(d < -margin))
+    z = standardised_distance(d, margin=margin)
+    if labels is None or budget is None:
+        b = None
+        v = verdict(p_ok, p_bad, confidence)
+    else:
+        b = required_z(labels, budget, confidence)
+        v = sequential_verdict(z, b)
     return DeltaSummary(
         mean=float(d.mean()),
         lower=float(lo),
         upper=float(hi),
         p_noninferior=p_ok,
         p_inferior=p_bad,
-        verdict=verdict(p_ok, p_bad, confidence),
+        verdict=v,
+        z=z,
+        required_z=b,
     )
 
 
@@ -249,6 +378,8 @@ def summarise(
     counts: Mapping[str, CellCounts] | None = None,
     incumbent: int = 0,
     judge_tol: float = JUDGE_DIFF_TOL,
+    labels: int | None = None,
+    budget: int | None = None,
 ) -> StudySummary:
     """Verdicts and summaries for every candidate and dimension of a study.
 
@@ -269,6 +400,9 @@ def summarise(
         Index of the incumbent arm (0 by convention).
     judge_tol
         Tolerance of :func:`judge_summary`.
+    labels, budget
+        Graded responses the fits saw and the study's label budget: verdicts then follow
+        the sequential rule (module docstring). The app always passes both.
     """
     if not fits:
         raise ValueError("no fits to summarise")
@@ -294,9 +428,17 @@ def summarise(
                 candidate=cand,
                 incumbent=arms[incumbent],
                 margin=margin,
-                overall=summarise_delta(d, margin=margin, confidence=confidence),
+                overall=summarise_delta(
+                    d, margin=margin, confidence=confidence, labels=labels, budget=budget
+                ),
                 regions={
-                    reg: summarise_delta(d_r[:, i], margin=margin, confidence=confidence)
+                    reg: summarise_delta(
+                        d_r[:, i],
+                        margin=margin,
+                        confidence=confidence,
+                        labels=labels,
+                        budget=budget,
+                    )
                     for i, reg in enumerate(fit.regions)
                 },
                 judge=judge_summary(fit, c, incumbent, tol=judge_tol),

@@ -208,11 +208,14 @@ def verdicts(
     margin: float,
     confidence: float,
     log_weights: ArrayLike | None = None,
+    required_z: float | None = None,
 ) -> NDArray[np.str_]:
     """Verdict per candidate from (weighted) draws of ``Δ``.
 
     **go** when ``P(Δ > −δ) ≥ confidence``, **no-go** when ``P(Δ < −δ) ≥ confidence``,
-    else **undecided**.
+    else **undecided**. With ``required_z`` (the boundary ``b_n`` of the sequential rule,
+    :func:`calibration.bayes.decision.required_z`) the rule the verdicts follow instead:
+    go when ``z = (E_u[Δ] + δ) / sd_u(Δ) ≥ b_n``, no-go when ``z ≤ −b_n``.
 
     Parameters
     ----------
@@ -222,12 +225,22 @@ def verdicts(
         ``δ`` and the required posterior probability.
     log_weights
         Optional ``(S,)`` log importance weights.
+    required_z
+        Optional boundary of the sequential rule (``inf``: nothing is settled).
     """
     d = np.asarray(delta, dtype=np.float64)
     u = normalised_weights(log_weights, d.shape[0])
+    out = np.full(d.shape[1], UNDECIDED, dtype="<U9")
+    if required_z is not None:
+        mean = u @ d
+        sd = np.sqrt(np.clip(u @ (d - mean) ** 2, 0.0, None))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(sd > 0, (mean + margin) / sd, np.sign(mean + margin) * np.inf)
+        out[z >= required_z] = GO
+        out[z <= -required_z] = NO_GO
+        return out
     p_ok = u @ (d > -margin)
     p_bad = u @ (d < -margin)
-    out = np.full(d.shape[1], UNDECIDED, dtype="<U9")
     out[p_ok >= confidence] = GO
     out[p_bad >= confidence] = NO_GO
     return out
@@ -275,6 +288,7 @@ def dimension_scores(
     log_weights: ArrayLike | None = None,
     undecided: ArrayLike | None = None,
     criterion: Criterion = "variance",
+    required_z: float | None = None,
 ) -> NDArray[np.float64]:
     r"""Value of one grade on dimension ``d`` for every ``(arm, region, judge bin)``.
 
@@ -294,6 +308,10 @@ def dimension_scores(
         draws, so a verdict settled by either is not scored.
     criterion
         ``"variance"`` (default) or ``"wrong_verdict"``, see the module docstring.
+    required_z
+        Boundary of the sequential rule at the current label count (see :func:`verdicts`);
+        the caller that reads verdicts at every fit passes it, so that a verdict stops
+        attracting labels exactly when the displayed verdict settles.
 
     Returns
     -------
@@ -305,7 +323,13 @@ def dimension_scores(
     s = draws.n_draws
     u = normalised_weights(log_weights, s)
     delta = delta_draws(draws.theta, traffic)  # (S, C)
-    open_ = verdicts(delta, margin=draws.margin, confidence=confidence, log_weights=log_weights)
+    open_ = verdicts(
+        delta,
+        margin=draws.margin,
+        confidence=confidence,
+        log_weights=log_weights,
+        required_z=required_z,
+    )
     open_mask = open_ == UNDECIDED
     if undecided is not None:
         open_mask &= np.asarray(undecided, dtype=bool)
@@ -502,6 +526,9 @@ class Selector:
         Optional ``(C, D)`` bool mask of the verdicts held open by the caller.
     criterion
         See :func:`dimension_scores`.
+    required_z
+        Boundary of the sequential rule at the label count of this state (see
+        :func:`verdicts`); None: the one-look rule on ``confidence``.
     """
 
     dimensions: Sequence[DimensionDraws]
@@ -509,6 +536,7 @@ class Selector:
     confidence: float
     undecided: NDArray[np.bool_] | None = None
     criterion: Criterion = "variance"
+    required_z: float | None = None
     log_weights: list[NDArray[np.float64]] = field(default_factory=list)
     n_observed: int = 0
 
@@ -555,6 +583,7 @@ class Selector:
                     log_weights=lw,
                     undecided=None if self.undecided is None else self.undecided[:, d],
                     criterion=self.criterion,
+                    required_z=self.required_z,
                 )
                 for d, (draws, lw) in enumerate(zip(self.dimensions, self.log_weights, strict=True))
             ]
@@ -572,6 +601,7 @@ class Selector:
                 margin=draws.margin,
                 confidence=self.confidence,
                 log_weights=lw,
+                required_z=self.required_z,
             )
             for draws, lw in zip(self.dimensions, self.log_weights, strict=True)
         ]

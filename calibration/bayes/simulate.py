@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from calibration.bayes.data import CellCounts, counts_from_arrays
 
-__all__ = ["SimulatedStudy", "reveal_uniform", "simulate_study"]
+__all__ = ["SimulatedStudy", "reveal_uniform", "sequential_go_rate", "simulate_study"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,3 +141,53 @@ def reveal_uniform(
         chosen = rng.choice(idx, size=k, replace=False)
         human[chosen] = study.truth[chosen]
     return human
+
+
+def sequential_go_rate(
+    looks: ArrayLike,
+    boundary: ArrayLike,
+    *,
+    paths: int = 100_000,
+    seed: int = 0,
+) -> float:
+    r"""Share of null paths that ever cross a go boundary, for a normal statistic looked at often.
+
+    Each path is a running mean of i.i.d. standard normal scores at the true boundary
+    ``Δ = −δ``: after ``n`` labels ``S_n = Σ_{i≤n} x_i`` and ``z_n = S_n / √n`` (exactly
+    ``N(0, 1)`` at each look, correlated across looks as ``corr(z_m, z_n) = √(m/n)``). A path
+    gives a (wrong) go at the first look ``n_k`` with ``z_{n_k} ≥ b_k``.
+
+    This is the large-sample picture of a posterior read at every fit; it isolates optional
+    stopping from everything the real model adds (priors, judge calibration, small-sample
+    skew), which ``bench/label_efficiency.py`` measures with real fits.
+
+    Parameters
+    ----------
+    looks
+        ``(K,)`` strictly increasing positive label counts at which the verdict is read.
+    boundary
+        ``(K,)`` the ``z`` a go needs at each look (``inf``: no verdict at that look).
+    paths, seed
+        Monte Carlo size and seed.
+
+    Returns
+    -------
+    float
+        The estimated probability of a go at any look.
+    """
+    n = np.asarray(looks, dtype=np.float64)
+    b = np.asarray(boundary, dtype=np.float64)
+    if n.ndim != 1 or n.size == 0 or b.shape != n.shape:
+        raise ValueError("looks and boundary must be 1-d arrays of the same non-zero length")
+    if (n <= 0).any() or (np.diff(n) <= 0).any():
+        raise ValueError("looks must be positive and strictly increasing")
+    if paths < 1:
+        raise ValueError("paths must be positive")
+    rng = np.random.default_rng(seed)
+    steps = np.diff(n, prepend=0.0)
+    crossed = np.zeros(paths, dtype=bool)
+    total = np.zeros(paths)
+    for k in range(n.size):
+        total += rng.normal(0.0, np.sqrt(steps[k]), size=paths)
+        crossed |= total / np.sqrt(n[k]) >= b[k]
+    return float(crossed.mean())

@@ -116,6 +116,8 @@ def test_summary_serialises_to_json() -> None:
         "p_noninferior",
         "p_inferior",
         "verdict",
+        "z",
+        "required_z",
     }
     assert payload["confidence"] == 0.9
 
