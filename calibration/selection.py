@@ -33,13 +33,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from annotate.models import Annotation, Arm, Assignment, Dimension, Label, Response, Study
 from calibration.bayes.select import UNDECIDED, DimensionDraws, Selector, choose_cell
-from calibration.models import CellTotal, Fit
+from calibration.models import Fit
 
 __all__ = [
     "CACHE_TTL",
@@ -49,7 +48,6 @@ __all__ = [
     "forget_cell_totals",
     "labels_since",
     "pick_cell",
-    "refresh_cell_totals",
     "selection_status",
     "selector_for",
 ]
@@ -107,133 +105,64 @@ def available_responses(*, study: Study, now: Any | None = None) -> QuerySet[Res
     return Response.objects.filter(study=study).exclude(Exists(graded)).exclude(Exists(leased))
 
 
-# Per process: which cell each busy (graded or leased) response lies in, per study, valid
-# for one refresh of the study's stored totals (``refreshed_at``); cells only change when
-# the totals are refreshed (import, re-binning).
-_cells_cache: dict[int, tuple[Any, dict[int, CellKey]]] = {}
-_cells_lock = threading.Lock()
+def _unavailable_ids(study: Study, now: Any) -> QuerySet[Any]:
+    return (
+        _live_graded(study)
+        .values("response_id")
+        .union(_live_leases(study, now).values("response_id"))
+    )
 
-CellKey = tuple[int, int, str]
+
+_totals_cache: dict[int, tuple[float, dict[tuple[int, int, str], int]]] = {}
+_totals_lock = threading.Lock()
 
 
 def forget_cell_totals(study_id: int | None = None) -> None:
-    """The study's cells changed (re-binning), or a test starts afresh: forget what is cached.
-
-    With a study id, its stored totals are deleted too, so that the next pick recounts
-    them (:func:`refresh_cell_totals`). Every process drops its own caches then, because
-    the recount carries a new ``refreshed_at``. Without one, only this process's caches
-    are cleared.
-    """
-    with _cells_lock:
+    """Drop cached per-cell totals and fit contexts (after an import, or in tests)."""
+    with _totals_lock:
         if study_id is None:
-            _cells_cache.clear()
+            _totals_cache.clear()
         else:
-            _cells_cache.pop(study_id, None)
+            _totals_cache.pop(study_id, None)
     with _context_lock:
         for cache in (_static_cache, _context_cache):
             for key in [k for k in cache if study_id is None or k[0] == study_id]:
                 del cache[key]
-    if study_id is not None:
-        CellTotal.objects.filter(study_id=study_id).delete()
 
 
-def refresh_cell_totals(*, study: Study) -> int:
-    """Recount the responses of every cell of ``study`` into :class:`CellTotal`; returns cells.
-
-    One aggregate over the study's responses (an index-only scan of ``response_cell_idx``
-    on PostgreSQL). Call it inside the transaction that changes responses (the import
-    does), so the totals commit with them. Two concurrent refreshes of one study end with
-    the same rows (upsert, then delete what is gone).
-    """
-    now = timezone.now()
-    table, response = CellTotal._meta.db_table, Response._meta.db_table
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"""INSERT INTO {table} (study_id, arm_id, region_id, cell, responses, refreshed_at)
-                SELECT study_id, arm_id, region_id, cell, COUNT(*), %s FROM {response}
-                WHERE study_id = %s GROUP BY study_id, arm_id, region_id, cell
-                ON CONFLICT (study_id, arm_id, region_id, cell)
-                DO UPDATE SET responses = EXCLUDED.responses, refreshed_at = EXCLUDED.refreshed_at""",
-            [connection.ops.adapt_datetimefield_value(now), study.pk],
-        )
-        cells = cursor.rowcount
-        cursor.execute(
-            f"DELETE FROM {table} WHERE study_id = %s AND refreshed_at <> %s",
-            [study.pk, connection.ops.adapt_datetimefield_value(now)],
-        )
-    return cells
-
-
-def _cell_totals(study: Study) -> tuple[dict[CellKey, int], Any]:
-    """Stored responses per cell and when they were counted (counted now if absent)."""
-    sql = (
-        f"SELECT arm_id, region_id, cell, responses, refreshed_at "
-        f"FROM {CellTotal._meta.db_table} WHERE study_id = %s"
+def _cell_totals(study: Study) -> dict[tuple[int, int, str], int]:
+    with _totals_lock:
+        hit = _totals_cache.get(study.pk)
+        if hit is not None and time.monotonic() - hit[0] < CACHE_TTL:
+            return hit[1]
+    rows = (
+        Response.objects.filter(study=study)
+        .order_by()
+        .values_list("arm_id", "region_id", "cell")
+        .annotate(n=Count("pk"))
     )
-    for _ in range(2):
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [study.pk])
-            rows = cursor.fetchall()
-        if rows:
-            return {(a, g, c): n for a, g, c, n, _ in rows}, max(r[4] for r in rows)
-        # Never counted (a study imported before totals were stored, or re-binned since),
-        # or no responses at all, which costs nothing to count again.
-        refresh_cell_totals(study=study)
-    return {}, None
-
-
-def _busy_cells(study: Study, now: Any, refreshed_at: Any) -> list[CellKey]:
-    """The cell of every response that is graded (live) or leased (unexpired) right now.
-
-    Both sets are small (the label budget, the annotators): their ids come from two
-    index scans, and each id's cell from a per-process cache, so a pick does not visit a
-    million-row table once per graded response (8 ms at 1,400 grades, growing with them).
-    """
-    annotation, assignment = Annotation._meta.db_table, Assignment._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""SELECT response_id FROM {annotation}
-                WHERE study_id = %s AND status = %s AND undone_at IS NULL
-                UNION SELECT response_id FROM {assignment}
-                WHERE study_id = %s AND completed_at IS NULL AND expires_at > %s""",
-            [
-                study.pk,
-                Annotation.Status.GRADED,
-                study.pk,
-                connection.ops.adapt_datetimefield_value(now),
-            ],
-        )
-        ids = [r[0] for r in cursor.fetchall()]
-    with _cells_lock:
-        hit = _cells_cache.get(study.pk)
-        known = hit[1] if hit is not None and hit[0] == refreshed_at else {}
-        unknown = [i for i in ids if i not in known]
-    if unknown:
-        found: dict[int, CellKey] = {}
-        for start in range(0, len(unknown), 500):
-            chunk = unknown[start : start + 500]
-            rows = Response.objects.filter(pk__in=chunk).values_list(
-                "pk", "arm_id", "region_id", "cell"
-            )
-            found.update({pk: (a, g, c) for pk, a, g, c in rows})
-        with _cells_lock:
-            known = {**known, **found}
-            if len(known) > 200_000:  # a study graded beyond any budget: keep memory bounded
-                known = found
-            _cells_cache[study.pk] = (refreshed_at, known)
-    return [known[i] for i in ids if i in known]
+    totals = {(a, g, c): n for a, g, c, n in rows}
+    with _totals_lock:
+        _totals_cache[study.pk] = (time.monotonic(), totals)
+    return totals
 
 
 def available_counts(*, study: Study, now: Any | None = None) -> list[tuple[int, int, str, int]]:
     """``(arm_id, region_id, cell, n_available)`` for every cell with a response available.
 
-    Stored totals (:class:`CellTotal`) minus the graded or leased responses of each cell.
+    Cached totals minus one aggregate query over the graded or leased responses.
     """
     now = now or timezone.now()
-    totals, refreshed_at = _cell_totals(study)
+    totals = _cell_totals(study)
+    busy = (
+        Response.objects.filter(pk__in=_unavailable_ids(study, now))
+        .order_by()
+        .values_list("arm_id", "region_id", "cell")
+        .annotate(n=Count("pk"))
+    )
     out = dict(totals)
-    for key in _busy_cells(study, now, refreshed_at):
-        out[key] = out.get(key, 0) - 1
+    for a, g, c, n in busy:
+        out[(a, g, c)] = out.get((a, g, c), 0) - n
     return [(a, g, c, n) for (a, g, c), n in sorted(out.items()) if n > 0]
 
 
