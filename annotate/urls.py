@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views, views_grade, views_import
+from . import views, views_grade, views_grade_pair, views_import
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -20,4 +20,14 @@ urlpatterns = [
         name="annotate-grade-skip",
     ),
     path("studies/<slug:slug>/grade/undo/", views_grade.grade_undo, name="annotate-grade-undo"),
+    path(
+        "studies/<slug:slug>/grade/pair/<uuid:pair_key>/submit/",
+        views_grade_pair.pair_submit,
+        name="annotate-grade-pair-submit",
+    ),
+    path(
+        "studies/<slug:slug>/grade/pair/<uuid:pair_key>/skip/",
+        views_grade_pair.pair_skip,
+        name="annotate-grade-pair-skip",
+    ),
 ]

@@ -205,19 +205,23 @@ def _closed_context(closed: QueueClosed) -> dict[str, Any]:
 def _render_next(
     request: HtmxHttpRequest, study: Study, *, status: str = "", status_kind: str = "ok"
 ) -> HttpResponse:
+    # Imported here: the side-by-side views build on this module's helpers.
+    from . import queue_pairs, views_grade_pair
+
     try:
-        assignment = queue.next_item(study=study, annotator=request.user)
+        if study.side_by_side:
+            served = queue_pairs.next_pair(study=study, annotator=request.user)
+        else:
+            served = queue.next_item(study=study, annotator=request.user)
     except QueueClosed as closed:
         return _render(
             request, study, _closed_context(closed), status=status, status_kind=status_kind
         )
-    return _render(
-        request,
-        study,
-        _item_context(assignment),
-        status=status,
-        status_kind=status_kind,
-    )
+    if isinstance(served, queue_pairs.Pair):
+        context = views_grade_pair.pair_context(served)
+    else:
+        context = _item_context(served)
+    return _render(request, study, context, status=status, status_kind=status_kind)
 
 
 def _after_post(
@@ -469,14 +473,23 @@ def grade_undo(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         study=study,
         annotator=request.user,
     )
+    from . import queue_pairs, views_grade_pair
+
     try:
-        assignment = queue.undo_annotation(
+        # A side-by-side answer is undone with its pair; any other alone.
+        undone = queue_pairs.undo_pair(
             annotation_id=annotation.pk,
             annotator=request.user,
             window_seconds=UNDO_WINDOW_SECONDS,
         )
     except UndoRefused as exc:
         return _after_post(request, study, f"Not undone: {exc.reason}.", "warning")
+    if isinstance(undone, queue_pairs.Pair):
+        if not request.htmx:
+            messages.info(request, "Undone. Grade both again.")
+            return redirect("annotate-grade", slug=study.slug)
+        return views_grade_pair.render_undone(request, study, undone)
+    assignment = undone
     skipped = annotation.status == Annotation.Status.SKIPPED
     if not request.htmx:
         messages.info(request, "Undone. Grade it again.")

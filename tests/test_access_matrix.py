@@ -17,6 +17,7 @@ URL keyword arguments are filled by ``KWARGS`` (add a maker for a new keyword).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -119,6 +120,8 @@ RULES: dict[str, Rule] = {
     "annotate-grade-submit": _rule(LOGIN, 405, 405, 405, 405),
     "annotate-grade-skip": _rule(LOGIN, 405, 405, 405, 405),
     "annotate-grade-undo": _rule(LOGIN, 405, 405, 405, 405),
+    "annotate-grade-pair-submit": _rule(LOGIN, 405, 405, 405, 405),
+    "annotate-grade-pair-skip": _rule(LOGIN, 405, 405, 405, 405),
     "annotate-api-next": _rule(API_ANON, 405, 405, 405, 405),
     "annotate-api-submit": _rule(API_ANON, 405, 405, 405, 405),
     "annotate-api-skip": _rule(API_ANON, 405, 405, 405, 405),
@@ -156,6 +159,19 @@ POST_RULES: dict[str, Rule] = {
         "admin": 403,
     },  # fmt: skip
     "annotate-grade-undo": {
+        "anonymous": LOGIN,
+        "other_annotator": 404,
+        "lead": 403,
+        "admin": 403,
+    },  # fmt: skip
+    # The pair in the URL is the annotator's own: others never reach it.
+    "annotate-grade-pair-submit": {
+        "anonymous": LOGIN,
+        "other_annotator": 404,
+        "lead": 403,
+        "admin": 403,
+    },  # fmt: skip
+    "annotate-grade-pair-skip": {
         "anonymous": LOGIN,
         "other_annotator": 404,
         "lead": 403,
@@ -257,6 +273,20 @@ def _assignment(w: World) -> int:
     ).pk  # fmt: skip
 
 
+def _pair(w: World) -> uuid.UUID:
+    """A side-by-side pair leased to the annotator (two responses of one prompt)."""
+    key = uuid.uuid4()
+    now = timezone.now()
+    prompt = PromptFactory(study=w.study, region=w.study.regions.first(), external_id="pair")
+    for side, arm in enumerate(w.study.arms.order_by("pk")[:2]):
+        Assignment.objects.create(
+            study=w.study, response=ResponseFactory(prompt=prompt, arm=arm), annotator=w.annotator,
+            policy="uniform", probability=0.5, leased_at=now, expires_at=now + timedelta(hours=1),
+            pair_key=key, side=side,
+        )  # fmt: skip
+    return key
+
+
 def _annotation(w: World) -> int:
     return Annotation.objects.create(
         study=w.study, response=w.response("m2"), annotator=w.annotator
@@ -286,6 +316,7 @@ KWARGS: dict[str, Callable[[World], Any]] = {
     "response_id": lambda w: w.response("m1").pk,
     "assignment_id": lambda w: w.once("assignment", lambda: _assignment(w)),
     "annotation_id": lambda w: w.once("annotation", lambda: _annotation(w)),
+    "pair_key": lambda w: w.once("pair", lambda: _pair(w)),
     "token_id": lambda w: w.once("token", lambda: _token(w)),
     "fit_id": lambda w: w.once("fit", lambda: _fit(w)),
     "arm": lambda w: w.study.candidates().order_by("pk").first().key,

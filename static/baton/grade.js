@@ -4,6 +4,10 @@
 // (digits grade the current dimension and move on, Enter submits, s/f/u/c/?/r/Esc), the
 // time spent per item, and the "not saved - retry" banner.
 //
+// Side by side (two responses to one prompt), every dimension appears once per response:
+// the same keys walk through all of them, left response first; left/right arrows jump to
+// the same dimension on the other response, and f preselects the focused response to flag.
+//
 // It never builds markup from text: it only checks radios, toggles elements and sets
 // textContent, so nothing from a prompt or response can ever run as code.
 (() => {
@@ -105,6 +109,22 @@
     const here = list.indexOf(currentDim());
     const to = Math.min(list.length - 1, Math.max(0, here + step));
     focusDim(list[to]);
+  }
+
+  // Side by side: the same dimension on the other response (fieldsets carry data-side).
+  function otherSide(fieldset) {
+    if (!fieldset || !fieldset.dataset.side) return null;
+    const other = fieldset.dataset.side === "left" ? "right" : "left";
+    const base = fieldset.dataset.dim.slice(fieldset.dataset.side.length + 1);
+    return dims().find((d) => d.dataset.side === other && d.dataset.dim === other + "-" + base) || null;
+  }
+
+  // Side by side: flag the response whose grade has the focus, else both.
+  function preselectFlagSide() {
+    const fieldset = dimOf(document.activeElement);
+    const side = fieldset && fieldset.dataset.side ? fieldset.dataset.side : "both";
+    const radio = $(`#flag-panel input[name=flag_side][value=${side}]`);
+    if (radio) radio.checked = true;
   }
 
   function stampTime(form) {
@@ -258,6 +278,15 @@
         event.preventDefault();
         moveDim(key === "ArrowDown" ? 1 : -1);
         return;
+      case "ArrowLeft":
+      case "ArrowRight": {
+        const fieldset = panel ? null : currentDim();
+        const target = otherSide(fieldset);
+        if (!target) return; // a single item: the radio group changes the grade natively
+        event.preventDefault();
+        focusDim(target);
+        return;
+      }
       case "Escape":
         if (panel) {
           event.preventDefault();
@@ -272,6 +301,7 @@
         return;
       case "f":
         event.preventDefault();
+        preselectFlagSide();
         openPanel("flag-panel");
         return;
       case "c": {
