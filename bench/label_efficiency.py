@@ -484,15 +484,22 @@ def main() -> None:
     rows_path, out = Path(args.rows), Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["part"], r["seed"]) for r in load_rows(rows_path)}
-    # Interleave the parts so that a run cut short still has some of each; the required
-    # ones (efficiency: 200 studies, boundary: enough to tell 5% from 10%) come first.
-    order = ["efficiency", "boundary", "weak", "verdict"]
-    queues = {p: [i for i in range(wanted[p]) if (p, SEED_BASE[p] + i) not in done] for p in order}
+    # The required parts first (efficiency: 200 studies; boundary: enough to tell 5% from
+    # 10%), interleaved in proportion to what is left of each so that a run cut short has
+    # both; then weak and verdict, interleaved likewise.
+    queues = {
+        p: [i for i in range(wanted[p]) if (p, SEED_BASE[p] + i) not in done] for p in SEED_BASE
+    }
     tasks: list[tuple[str, int, int]] = []
-    while any(queues[p] for p in order if p in parts):
-        for p in order:
-            if p in parts and queues[p]:
-                tasks.append((p, queues[p].pop(0), args.draws))
+    for group in (("efficiency", "boundary"), ("weak", "verdict")):
+        left = {p: len(queues[p]) for p in group if p in parts and queues[p]}
+        total = sum(left.values())
+        for _ in range(total):
+            # The part furthest behind its share of the group's progress goes next.
+            p = min(left, key=lambda q: (len(queues[q]) == 0, -len(queues[q]) / left[q]))
+            if not queues[p]:
+                break
+            tasks.append((p, queues[p].pop(0), args.draws))
     deadline = None
     if args.until:
         hh, mm = (int(x) for x in args.until.split(":"))
