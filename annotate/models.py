@@ -447,7 +447,8 @@ class Assignment(models.Model):
     In a side-by-side study two assignments of one prompt are leased together: they share
     a ``pair_key`` and ``side`` records where each response was shown (0 left, 1 right,
     drawn at random), so that position bias can be analysed. The second one of a pair has
-    policy ``partner``; its ``probability`` is conditional on the first pick.
+    policy ``partner`` (``overlap`` when the first is an overlap pick); its ``probability``
+    is conditional on the first pick.
     """
 
     class Policy(models.TextChoices):

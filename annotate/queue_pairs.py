@@ -9,10 +9,11 @@ and leaves the single-item rules there untouched:
   Then the partner, among the *available* responses of the same prompt from another arm:
   a candidate's response is paired with the incumbent's (the comparison the decision is
   about), else with another candidate's; the incumbent's with a candidate's, drawn
-  uniformly. The partner's assignment has policy ``partner`` and probability
-  ``1 / (available responses of its group)``, i.e. conditional on the first pick. With no
-  partner available (leased, graded, skipped by this annotator, missing) or no budget left
-  for two, the first is served alone, as in single mode.
+  uniformly (for an overlap pick, among responses graded by exactly one other annotator).
+  The partner's assignment has policy ``partner`` (``overlap`` for an overlap pick's) and
+  probability ``1 / (available responses of its group)``, i.e. conditional on the first
+  pick. With no partner available (leased, graded, skipped by this annotator, missing) or
+  no budget left for two, the first is served alone, as in single mode.
 - Sides are drawn at random and stored (``Assignment.side``: 0 left, 1 right) with a
   shared ``pair_key``; the page only ever shows the key, never an assignment id, so the
   order in which the two were picked cannot be read from it.
@@ -139,10 +140,11 @@ def _pair_up(
 ) -> Pair | None:
     """Lease a partner for a freshly leased first response, or None to serve it alone."""
     study = queue._study_state(study_id=first.study_id, annotator=annotator, now=now)
-    # The budget counts graded responses: the first adds one (unless it is an overlap
-    # pick, already graded) and the partner another.
-    adds = 0 if first.policy == Assignment.Policy.OVERLAP else 1
-    if study.graded + study.reserved + adds + 1 > study.label_budget:  # type: ignore[attr-defined]
+    # The budget counts graded responses: a pair adds two; an overlap pair (both already
+    # graded once, by someone else) none.
+    overlap = first.policy == Assignment.Policy.OVERLAP
+    adds = 0 if overlap else 2
+    if study.graded + study.reserved + adds > study.label_budget:  # type: ignore[attr-defined]
         return None
     found = _draw_partner(first, annotator=annotator, now=now, rng=rng)
     if found is None:
@@ -154,7 +156,9 @@ def _pair_up(
         response_id=response_id,
         now=now,
         clock=clock,
-        policy=Assignment.Policy.PARTNER,
+        # An overlap pick's partner is a second grade too: policy ``overlap`` keeps the
+        # queue's budget and late-submission rules right for it.
+        policy=Assignment.Policy.OVERLAP if overlap else Assignment.Policy.PARTNER,
         probability=probability,
         fit_id=first.fit_id,
     )
@@ -175,7 +179,14 @@ def _draw_partner(
     Preferred group first: the incumbent's response for a candidate's, the candidates'
     for the incumbent's; then the other candidates'. Uniform inside a group over the
     responses available when counted; a row another request holds locked is passed over.
+    The partner of an overlap pick (a second annotator on a graded response) is an overlap
+    candidate too (graded by exactly one other annotator), so that a pair can be graded
+    twice; of a fresh pick, a fresh response.
     """
+    if first.policy == Assignment.Policy.OVERLAP:
+        usable = queue._is_overlap_candidate
+    else:
+        usable = queue._is_available
     prompt_id, role = Response.objects.filter(pk=first.response_id).values_list(
         "prompt_id", "arm__role"
     )[0]
@@ -189,10 +200,10 @@ def _draw_partner(
     candidates = [pk for pk, r in siblings if r == Arm.Role.CANDIDATE]
     groups = [candidates] if role == Arm.Role.INCUMBENT else [incumbent, candidates]
     for group in groups:
-        available = [pk for pk in group if queue._is_available(pk, annotator=annotator, now=now)]
+        available = [pk for pk in group if usable(pk, annotator=annotator, now=now)]
         for i in rng.permutation(len(available)):
             pk = available[int(i)]
-            if queue._lock_response(pk, skip_locked=True) and queue._is_available(
+            if queue._lock_response(pk, skip_locked=True) and usable(
                 pk, annotator=annotator, now=now
             ):
                 return pk, 1.0 / len(available)

@@ -192,6 +192,26 @@ def test_a_leased_partner_is_never_leased_again(sbs, annotator):
         queue_pairs.next_pair(study=sbs, annotator=add_annotator(sbs, "erin"))
 
 
+def test_an_overlap_pick_is_paired_with_the_other_half_of_a_graded_pair(sbs, annotator):
+    add_prompts(sbs, 1, arms=list(sbs.arms.order_by("position")[:2]))
+    dora = add_annotator(sbs, "dora")
+    graded = queue_pairs.next_pair(study=sbs, annotator=dora)
+    queue_pairs.submit_pair(
+        pair_key=graded.key, annotator=dora, client_key=uuid.uuid4(),
+        labels={LEFT: GOOD, RIGHT: OTHER},
+    )  # fmt: skip
+    # Room for one more graded response: a fresh pair would not fit, a second grade does.
+    Study.objects.filter(pk=sbs.pk).update(overlap_share=0.99, label_budget=3)
+    rng = np.random.default_rng(5)
+    assert rng.random() < 0.99  # the draw next_item makes with the same seed: overlap
+    second = queue_pairs.next_pair(study=sbs, annotator=annotator, rng=np.random.default_rng(5))
+    assert isinstance(second, Pair)
+    assert {h.response_id for h in second.halves} == {h.response_id for h in graded.halves}
+    # Both are second grades: the budget is not charged again, and the late-submission
+    # rule allows the one earlier grader.
+    assert [h.policy for h in second.halves] == ["overlap", "overlap"]
+
+
 def test_the_budget_for_one_more_grade_leases_one_response(sbs, annotator):
     add_prompts(sbs, 2)
     Study.objects.filter(pk=sbs.pk).update(label_budget=1)
@@ -391,6 +411,13 @@ def test_the_page_shows_one_prompt_and_both_responses_blind(sbs, annotator):
     for half in pair.halves:
         assert f"/grade/{half.pk}/" not in html
         assert f'data-assignment="{half.pk}"' not in html
+
+
+def test_the_study_home_says_responses_come_in_pairs(sbs, study, annotator):
+    home = reverse("annotate-study-home", args=[sbs.slug])
+    assert "two responses" in _client_for(annotator).get(home).content.decode()
+    Study.objects.filter(pk=sbs.pk).update(side_by_side=False)
+    assert "two responses" not in _client_for(annotator).get(home).content.decode()
 
 
 def test_submitting_the_page_stores_both_and_shows_the_next_pair(sbs, annotator):
