@@ -290,7 +290,11 @@ class Membership(models.Model):
 
 
 class Prompt(models.Model):
-    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="prompts")
+    # No index of its own on study: the unique (study, external_id) index leads with it, and
+    # every index on these bulk tables is paid on each imported row.
+    study = models.ForeignKey(
+        Study, on_delete=models.CASCADE, related_name="prompts", db_index=False
+    )
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="prompts")
     external_id = models.CharField(max_length=200)
     text = models.TextField()
@@ -315,9 +319,15 @@ class Response(models.Model):
     dimension order), set when the judge scores are binned.
     """
 
-    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    # prompt and study have no index of their own: the unique (prompt, arm) index and
+    # response_pick_idx lead with them (each index costs every imported row its upkeep).
+    prompt = models.ForeignKey(
+        Prompt, on_delete=models.CASCADE, related_name="responses", db_index=False
+    )
     arm = models.ForeignKey(Arm, on_delete=models.PROTECT, related_name="responses")
-    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="responses")
+    study = models.ForeignKey(
+        Study, on_delete=models.CASCADE, related_name="responses", db_index=False
+    )
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="responses")
     text = models.TextField()
     metadata = models.JSONField(default=dict, blank=True)
@@ -330,7 +340,7 @@ class Response(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["study", "arm", "region", "cell"], name="response_cell_idx"),
+            # Also serves every query on (study), (study, arm), … (study, arm, region, cell).
             # The queue draws a uniform offset inside a cell: with id in the key that is an
             # index-only scan on PostgreSQL (no heap visit per skipped row).
             models.Index(fields=["study", "arm", "region", "cell", "id"], name="response_pick_idx"),
@@ -341,7 +351,10 @@ class Response(models.Model):
 
 
 class JudgeScore(models.Model):
-    response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="judge_scores")
+    # No index of its own on response: the unique (response, dimension) index leads with it.
+    response = models.ForeignKey(
+        Response, on_delete=models.CASCADE, related_name="judge_scores", db_index=False
+    )
     dimension = models.ForeignKey(Dimension, on_delete=models.CASCADE, related_name="judge_scores")
     judge = models.CharField(max_length=200, help_text="Which automatic evaluator gave the score.")
     value = models.FloatField()
