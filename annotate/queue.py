@@ -42,7 +42,9 @@ the last slot on PostgreSQL can both get one, and a grade that arrives is always
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import logging
 import time
 import uuid
@@ -59,7 +61,7 @@ from django.utils import timezone
 
 from accounts.services import record
 
-from .models import Annotation, Assignment, Label, Membership, Response, Study
+from .models import Annotation, Assignment, Label, Membership, Prompt, Region, Response, Study
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +133,7 @@ class _Pick:
     probability: float
     score: float | None
     fit_id: int | None
+    total: int | None = None  # responses in the cell, if the selection rule has counted them
 
 
 def _selection_module() -> Any | None:
@@ -140,13 +143,23 @@ def _selection_module() -> Any | None:
         return None
 
 
-def _selection_status(*, study: Study) -> tuple[bool, str]:
-    """Ask the selection rule whether the study still wants labels (open, reason)."""
+def _selection_status(*, study: Study, graded: int) -> tuple[bool, str]:
+    """Ask the selection rule whether the study still wants labels (open, reason).
+
+    ``graded`` (distinct graded responses, just counted) spares the rule counting again.
+    """
     module = _selection_module()
     status = getattr(module, "selection_status", None)
     if status is None:
         return True, ""
+    if _accepts(status, "graded"):
+        return status(study=study, graded=graded)
     return status(study=study)
+
+
+@functools.lru_cache(maxsize=16)
+def _accepts(function: Any, keyword: str) -> bool:
+    return keyword in inspect.signature(function).parameters
 
 
 def _selection_pick(*, study: Study, rng: np.random.Generator) -> _Pick | None:
@@ -172,6 +185,7 @@ def _selection_pick(*, study: Study, rng: np.random.Generator) -> _Pick | None:
         probability=float(pick.probability),
         score=None if pick.score is None else float(pick.score),
         fit_id=pick.fit_id,
+        total=getattr(pick, "total", None),
     )
 
 
@@ -197,6 +211,9 @@ class _T:
     annotation = Annotation._meta.db_table
     assignment = Assignment._meta.db_table
     membership = Membership._meta.db_table
+    user = get_user_model()._meta.db_table
+    prompt = Prompt._meta.db_table
+    region = Region._meta.db_table
 
 
 def _sql(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
@@ -291,7 +308,13 @@ def _cell_params(study: Study, pick: _Pick) -> list[Any]:
 
 
 def _response_count(*, study: Study, pick: _Pick | None) -> int:
-    """Responses in the cell (index-only count) or in the study (cached when large)."""
+    """Responses in the cell or in the study (cached when large).
+
+    A cell's size comes with the pick when the selection rule read it from the stored
+    totals (which every import refreshes); otherwise an index-only count of the cell.
+    """
+    if pick is not None and pick.total is not None:
+        return pick.total
     if pick is not None:
         sql = f"SELECT COUNT(*) FROM {_T.response} WHERE {_CELL_WHERE}"
         return int(_sql(sql, _cell_params(study, pick))[0][0])
@@ -514,22 +537,21 @@ def _study_state(*, study_id: int, annotator: Any, now: datetime) -> Study:
 
 def _lock_annotator(annotator: Any) -> None:
     """Serialise one annotator's own queue calls (a double click must not lease twice)."""
-    list(
-        get_user_model()
-        .objects.select_for_update(no_key=True)
-        .filter(pk=annotator.pk)
-        .values_list("pk", flat=True)
-    )
+    lock = " FOR NO KEY UPDATE" if connection.features.has_select_for_update else ""
+    _sql(f"SELECT id FROM {_T.user} WHERE id = %s{lock}", [annotator.pk])
 
 
 def _current_assignment(*, study: Study, annotator: Any, now: datetime) -> Assignment | None:
-    return (
-        Assignment.objects.filter(
-            study=study, annotator=annotator, completed_at__isnull=True, expires_at__gt=now
+    found = list(
+        Assignment.objects.raw(
+            f"""SELECT * FROM {_T.assignment}
+                WHERE study_id = %s AND annotator_id = %s
+                  AND completed_at IS NULL AND expires_at > %s
+                ORDER BY leased_at DESC, id DESC LIMIT 1""",
+            [study.pk, annotator.pk, _db_time(now)],
         )
-        .order_by("-leased_at", "-id")
-        .first()
     )
+    return found[0] if found else None
 
 
 def _lease(
@@ -587,7 +609,7 @@ def next_item(
         graded = study.graded  # type: ignore[attr-defined]
         if graded >= study.label_budget:
             raise QueueClosed(REASON_BUDGET)
-        is_open, reason = _selection_status(study=study)
+        is_open, reason = _selection_status(study=study, graded=graded)
         if not is_open:
             raise QueueClosed(reason or "the study needs no more labels")
 
@@ -948,7 +970,12 @@ def item_for_annotator(assignment: Assignment) -> dict[str, Any]:
 
     Never the arm, model name, judge scores, cell, metadata or policy/score of the pick.
     """
-    response = Response.objects.select_related("prompt", "region").get(pk=assignment.response_id)
+    region, prompt, text = _sql(
+        f"""SELECT g.name, p.text, r.text FROM {_T.response} r
+            JOIN {_T.prompt} p ON p.id = r.prompt_id JOIN {_T.region} g ON g.id = r.region_id
+            WHERE r.id = %s""",
+        [assignment.response_id],
+    )[0]
     dimensions = [
         {
             "key": d.key,
@@ -963,9 +990,9 @@ def item_for_annotator(assignment: Assignment) -> dict[str, Any]:
     return {
         "assignment_id": assignment.pk,
         "expires_at": assignment.expires_at,
-        "region": response.region.name,
-        "prompt": response.prompt.text,
-        "response": response.text,
+        "region": region,
+        "prompt": prompt,
+        "response": text,
         "dimensions": dimensions,
     }
 
