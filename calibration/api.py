@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
@@ -51,6 +51,8 @@ class PosteriorView(generics.GenericAPIView):
         return Response(self.get_serializer(posterior_payload(fit)).data)
 
 
+# The 202 is set in create(); drf-spectacular reads the schema of post(), not of create().
+@extend_schema_view(post=extend_schema(request=None, responses={202: FitSerializer}))
 class FitListCreateView(generics.ListCreateAPIView):
     """GET: the study's fits, newest first. POST: ask for a fit (coalesced; 202)."""
 
@@ -73,7 +75,6 @@ class FitListCreateView(generics.ListCreateAPIView):
             requested_by=cast("User", self.request.user),  # authenticated: IsStudyMember
         )
 
-    @extend_schema(request=None, responses={202: FitSerializer})
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
         # 202, not 201: the fit is queued (or an existing queued fit is returned).
         response = super().create(request, *args, **kwargs)
