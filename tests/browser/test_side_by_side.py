@@ -185,3 +185,44 @@ def test_pairs_graded_from_the_keyboard_alone(page, live_server, study, annotato
         assert sides == {left: 0, right: 1}
     graded = Annotation.objects.filter(status="graded", undone_at__isnull=True)
     assert all(0 < a.time_spent_ms < 60_000 for a in graded)
+
+
+def test_a_pair_is_graded_without_javascript(new_page, live_server, study, annotator):
+    add_pairs(study, 1)
+    page = new_page(java_script_enabled=False)
+    log_in(page, live_server.url, annotator.username)
+    page.goto(f"{live_server.url}/studies/{study.slug}/grade/")
+    left, right = texts(page)
+    for side, grades in (("left", ("pass", "fail", 2)), ("right", ("fail", "pass", 5))):
+        page.locator(f"#dim-{side}-correctness label.choice-{grades[0]}").click()
+        page.locator(f"#dim-{side}-refusal label.choice-{grades[1]}").click()
+        page.locator(f"#dim-{side}-style label.choice").nth(grades[2] - 1).click()
+    with page.expect_navigation():
+        page.locator("#grade-form button[type=submit]").click()
+    assert "Both saved." in page.locator("main").inner_text()
+    assert "Thank you" in page.locator("#item").inner_text()
+    screenshot(page, "grading_side_by_side_without_javascript")
+    assert labels_of(live(left)) == {"correctness": 1, "refusal": 0, "style": 2}
+    assert labels_of(live(right)) == {"correctness": 0, "refusal": 1, "style": 5}
+
+
+def test_the_pair_fits_a_tablet_one_response_under_the_other(
+    new_page, live_server, study, annotator
+):
+    add_pairs(study, 1)
+    page = new_page(viewport={"width": 820, "height": 1180}, has_touch=True, is_mobile=True)
+    log_in(page, live_server.url, annotator.username)
+    page.goto(f"{live_server.url}/studies/{study.slug}/grade/")
+    page.wait_for_selector("#grade-form fieldset.dim input:focus")
+    boxes = page.evaluate(
+        """() => Object.fromEntries(['left', 'right'].map(side => {
+            const r = document.querySelector(`.pair-side[data-side=${side}]`)
+                .getBoundingClientRect();
+            return [side, {top: r.top + scrollY, bottom: r.bottom + scrollY, width: r.width}];
+        }))"""
+    )
+    assert boxes["right"]["top"] >= boxes["left"]["bottom"] - 1
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 820
+    page.locator("#dim-right-correctness label.choice-pass").tap()
+    assert page.locator("input[name=label-right-correctness][value='1']").is_checked()
+    screenshot(page, "grading_side_by_side_tablet")
