@@ -212,6 +212,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",  # the default
+        "config.openapi.document_error_responses",  # 400/403/404/415/503 on every operation
+    ],
 }
 
 # Production hardening: on unless DEBUG; each can be relaxed by its variable.

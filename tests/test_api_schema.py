@@ -23,3 +23,24 @@ def test_a_fit_request_is_documented_as_the_202_it_answers(schema, study, lead, 
     assert "202" in responses and "201" not in responses
     client.force_login(lead)
     assert client.post(f"/api/studies/{study.slug}/fits/").status_code == 202
+
+
+def test_every_operation_documents_its_refusals(schema):
+    for path, operations in schema["paths"].items():
+        for method, op in operations.items():
+            documented = set(op["responses"])
+            where = f"{method.upper()} {path}"
+            assert {"403", "404", "503"} <= documented, where
+            if "requestBody" in op:
+                assert {"400", "415"} <= documented, where
+    detail = operation(schema, "/api/studies/{slug}/posterior/", "get")["responses"]["403"]
+    assert detail["content"]["application/json"]["schema"]["required"] == ["detail"]
+
+
+@pytest.mark.django_db
+def test_a_refusal_has_the_documented_shape(study, annotator, client):
+    client.force_login(annotator)
+    response = client.get(f"/api/studies/{study.slug}/posterior/")
+    assert response.status_code == 403
+    assert response["Content-Type"] == "application/json"
+    assert set(response.json()) == {"detail"}
