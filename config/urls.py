@@ -8,6 +8,8 @@ from drf_spectacular.views import SpectacularAPIView
 
 from config.views import healthz
 
+handler404 = "config.views.not_found"
+
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),

@@ -44,3 +44,15 @@ def test_a_refusal_has_the_documented_shape(study, annotator, client):
     assert response.status_code == 403
     assert response["Content-Type"] == "application/json"
     assert set(response.json()) == {"detail"}
+
+
+@pytest.mark.django_db
+def test_an_api_url_that_matches_no_pattern_answers_json(annotator, client):
+    client.force_login(annotator)
+    # "abc" is not an assignment id: the URL resolver refuses it before any view runs.
+    response = client.post("/api/assignments/abc/submit/")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "Not found."}
+    page = client.get("/no-such-page/")
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
