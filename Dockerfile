@@ -29,9 +29,10 @@ RUN pip install --no-deps . \
     && BATON_INSECURE_DEV_KEY=1 python manage.py collectstatic --noinput --verbosity 0
 
 # Run as an unprivileged user; its home holds the PyTensor compile cache (a volume in compose).
+# /app/var/media (MEDIA_ROOT) holds uploads until the worker has imported them (a volume too).
 RUN useradd --create-home --home-dir /home/baton --uid 10001 --user-group baton \
-    && mkdir -p /home/baton/.pytensor \
-    && chown baton:baton /home/baton/.pytensor
+    && mkdir -p /home/baton/.pytensor /app/var/media \
+    && chown baton:baton /home/baton/.pytensor /app/var/media
 USER baton
 
 EXPOSE 8000

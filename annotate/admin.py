@@ -115,3 +115,13 @@ class AssignmentAdmin(admin.ModelAdmin):
     list_display = ["response", "annotator", "policy", "probability", "leased_at", "completed_at"]
     list_filter = ["study", "policy"]
     raw_id_fields = ["response", "annotator", "study"]
+
+
+@admin.register(models.ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    list_display = ["filename", "study", "status", "uploaded_by", "responses_created", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["filename", "study__slug"]
+    list_select_related = ["study", "uploaded_by"]
+    # Written by the worker only: the admin shows a job, it does not run one.
+    readonly_fields = [f.name for f in models.ImportJob._meta.fields]

@@ -1,4 +1,9 @@
-"""REST API of the annotate app: import a file, export the labels (admins; export also leads)."""
+"""REST API of the annotate app: import a file, export the labels (admins; export also leads).
+
+An import runs in the request by default (201 with the report, 400 with the problems);
+``?async=1`` stores the file and leaves it to the worker (202 with the job's URL, which
+admins and leads may poll).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import json
 from typing import Any
 
 from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, renderers, status
@@ -19,7 +25,10 @@ from .exporting import CONTENT_TYPES, iter_labels
 from .importing import ImportFailed, import_file
 from .models import Study
 from .permissions import ADMIN, LEAD_OR_ADMIN, IsStudyMember
-from .serializers import ImportReportSerializer, ImportUploadSerializer
+from .serializers import ImportJobSerializer, ImportReportSerializer, ImportUploadSerializer
+from .services_import import expire_lost_jobs, start_import
+
+ASYNC_VALUES = ("1", "true", "yes", "on")
 
 PROBLEMS_SCHEMA = {
     "type": "array",
@@ -37,6 +46,13 @@ PROBLEMS_SCHEMA = {
 }
 
 
+# A form that never reached the importer (no file, an unknown format): DRF's field errors.
+FORM_ERRORS_SCHEMA = {
+    "type": "object",
+    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+}
+
+
 class ImportView(generics.GenericAPIView):
     """Import a JSONL or long-CSV file into the study, all or nothing (study admins)."""
 
@@ -46,14 +62,26 @@ class ImportView(generics.GenericAPIView):
     serializer_class = ImportUploadSerializer
 
     @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "async",
+                OpenApiTypes.BOOL,
+                description="1: import in the worker and answer 202 at once with the job, "
+                "whose url says how it goes (large files).",
+            )
+        ],
         request={"multipart/form-data": ImportUploadSerializer},
         responses={
             201: ImportReportSerializer,
+            202: OpenApiResponse(
+                ImportJobSerializer, description="Queued for the worker (?async=1)."
+            ),
             # drf-spectacular describes many=True as an array for 2xx only (its issue #402).
             400: OpenApiResponse(
-                PROBLEMS_SCHEMA,
+                {"oneOf": [PROBLEMS_SCHEMA, FORM_ERRORS_SCHEMA]},
                 description="The file was refused and nothing was written: its problems, "
-                "first line first.",
+                "first line first; or the form itself was invalid (no file, an unknown "
+                "format): field → messages.",
             ),
         },
     )
@@ -61,6 +89,19 @@ class ImportView(generics.GenericAPIView):
         upload = self.get_serializer(data=request.data)
         upload.is_valid(raise_exception=True)
         file = upload.validated_data["file"]
+        if request.query_params.get("async", "").lower() in ASYNC_VALUES:
+            job = start_import(
+                user=request.user,
+                study=self.study,
+                upload=file,
+                fmt=upload.validated_data.get("format"),
+                via="api",
+            )
+            job.refresh_from_db()  # the immediate backend (tests) has run it already
+            data = ImportJobSerializer(job, context={"request": request}).data
+            return Response(
+                data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["url"]}
+            )
         try:
             report = import_file(
                 file, study=self.study, filename=file.name, fmt=upload.validated_data.get("format")
@@ -76,6 +117,19 @@ class ImportView(generics.GenericAPIView):
             details=import_details(report, via="api"),
         )
         return Response(ImportReportSerializer(report).data, status=status.HTTP_201_CREATED)
+
+
+class ImportJobView(generics.GenericAPIView):
+    """How an import in the worker is going, and how it ended (study admins and leads)."""
+
+    permission_classes = [IsStudyMember(roles=LEAD_OR_ADMIN)]  # type: ignore[list-item]
+    study: Study  # set by IsStudyMember
+    serializer_class = ImportJobSerializer
+
+    def get(self, request: Request, slug: str, job_id: int) -> Response:
+        expire_lost_jobs(study=self.study)
+        job = get_object_or_404(self.study.import_jobs.select_related("study"), pk=job_id)
+        return Response(self.get_serializer(job).data)
 
 
 class _TextRenderer(renderers.BaseRenderer):

@@ -10,6 +10,11 @@ urlpatterns: list = [
     path("assignments/<int:assignment_id>/skip/", api_queue.skip, name="annotate-api-skip"),
     path("annotations/<int:annotation_id>/undo/", api_queue.undo, name="annotate-api-undo"),
     path("studies/<slug:slug>/imports/", api.ImportView.as_view(), name="annotate-api-import"),
+    path(
+        "studies/<slug:slug>/imports/<int:job_id>/",
+        api.ImportJobView.as_view(),
+        name="annotate-api-import-job",
+    ),
     path("studies/<slug:slug>/labels/", api.LabelExportView.as_view(), name="annotate-api-labels"),
     path(
         "studies/<slug:slug>/labels.<str:format>",

@@ -530,3 +530,99 @@ class Assignment(models.Model):
 
     def is_expired(self, now: datetime | None = None) -> bool:
         return self.completed_at is None and self.expires_at <= (now or timezone.now())
+
+
+def _import_upload_path(job: ImportJob, filename: str) -> str:
+    # The uploader's file name is kept in ImportJob.filename; the stored name only needs
+    # to be unique and harmless.
+    return f"imports/{job.study_id}/{uuid.uuid4().hex}.upload"
+
+
+class ImportJob(models.Model):
+    """One uploaded file being imported by the worker (``annotate.tasks.run_import``).
+
+    The file waits in the default storage (``MEDIA_ROOT``, never served) and is deleted
+    when the job ends, whatever the outcome: a failed job keeps its problems, not the data.
+    ``errors`` holds the first problems as ``{"file", "line", "field", "message",
+    "expected"}``; ``error_count`` how many the importer found before it stopped looking.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="import_jobs")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    file = models.FileField(upload_to=_import_upload_path, max_length=255, blank=True)
+    filename = models.CharField(max_length=255, help_text="The file's name on upload.")
+    format = models.CharField(
+        max_length=8, blank=True, help_text="jsonl or csv; empty: from the file name."
+    )
+    status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED)
+    bytes_total = models.BigIntegerField(default=0)
+    bytes_processed = models.BigIntegerField(default=0)
+    lines = models.PositiveIntegerField(default=0, help_text="Interactions read.")
+    prompts_created = models.PositiveIntegerField(default=0)
+    prompts_updated = models.PositiveIntegerField(default=0)
+    responses_created = models.PositiveIntegerField(default=0)
+    responses_updated = models.PositiveIntegerField(default=0)
+    scores_created = models.PositiveIntegerField(default=0)
+    scores_updated = models.PositiveIntegerField(default=0)
+    report = models.JSONField(default=dict, blank=True, help_text="The importer's full report.")
+    errors = models.JSONField(default=list, blank=True)
+    error_count = models.PositiveIntegerField(default=0)
+    error_message = models.TextField(blank=True, help_text="A failure that is not the file's.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    progress_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life from the worker."
+    )
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "succeeded", "failed"]),
+                name="importjob_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(bytes_processed__gte=0, bytes_total__gte=0),
+                name="importjob_bytes_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} of {self.filename} into {self.study_id} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("annotate-upload-job", kwargs={"slug": self.study.slug, "job_id": self.pk})
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+    @property
+    def percent(self) -> int | None:
+        """Share of the file read, 0–100, or None when the size is unknown."""
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        if not self.bytes_total:
+            return None
+        return min(100, int(100 * self.bytes_processed / self.bytes_total))
+
+    @property
+    def errors_not_shown(self) -> int:
+        return max(0, self.error_count - len(self.errors))
+
+    def problem_lines(self) -> list[str]:
+        """The problems as ``file:line: field: message (expected …)``."""
+        out = []
+        for p in self.errors:
+            text = f"{p['file']}:{p['line']}: {p['field']}: {p['message']}"
+            out.append(f"{text} (expected {p['expected']})" if p.get("expected") else text)
+        return out

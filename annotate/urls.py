@@ -7,6 +7,11 @@ from . import views, views_grade, views_grade_pair, views_import
 urlpatterns = [
     path("", views.home, name="home"),
     path("studies/<slug:slug>/upload/", views_import.study_upload, name="annotate-upload"),
+    path(
+        "studies/<slug:slug>/upload/<int:job_id>/",
+        views_import.upload_job,
+        name="annotate-upload-job",
+    ),
     path("studies/<slug:slug>/annotate/", views_grade.study_home, name="annotate-study-home"),
     path("studies/<slug:slug>/grade/", views_grade.grade, name="annotate-grade"),
     path(

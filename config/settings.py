@@ -189,6 +189,17 @@ STORAGES = {
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10_485_760
 
+# Uploaded import files wait here (default storage) until the worker has imported them, then
+# are deleted. The web server and the worker must share it. Never served: there is no
+# MEDIA_URL route, and it lies outside STATIC_ROOT.
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "var" / "media"))
+# The largest file the upload page and the import API accept (bytes).
+IMPORT_MAX_UPLOAD_BYTES = env_int("IMPORT_MAX_UPLOAD_BYTES", 1 << 30)
+if IMPORT_MAX_UPLOAD_BYTES <= 0:
+    raise ImproperlyConfigured(
+        f"IMPORT_MAX_UPLOAD_BYTES={IMPORT_MAX_UPLOAD_BYTES}: expected a positive number of bytes"
+    )
+
 TASKS = {
     "default": {
         "BACKEND": os.environ.get("TASKS_BACKEND", "django_tasks_db.DatabaseBackend"),

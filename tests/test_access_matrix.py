@@ -111,7 +111,10 @@ RULES: dict[str, Rule] = {
     "annotate-setup-activate": ADMIN_ONLY,
     # Data in and out: admins import, leads and admins export the human labels.
     "annotate-upload": ADMIN_ONLY,
+    "annotate-upload-job": ADMIN_ONLY,  # part of the setup flow
     "annotate-api-import": _rule(API_ANON, 403, 404, 403, 405),
+    # Leads may watch an import (read-only); only admins start one.
+    "annotate-api-import-job": _rule(API_ANON, 403, 404, 200, 200),
     "annotate-api-labels": _rule(API_ANON, 403, 404, 200, 200),
     "annotate-api-labels-as": _rule(API_ANON, 403, 404, 200, 200),
     # Grading (annotators only: leads and admins see model names, their grades are not blind)
@@ -299,6 +302,12 @@ def _token(w: World) -> int:
     return issue_token(user=w.annotator, name="matrix").token.pk
 
 
+def _import_job(w: World) -> int:
+    from annotate.models import ImportJob
+
+    return ImportJob.objects.create(study=w.study, filename="matrix.jsonl").pk
+
+
 def _fit(w: World) -> int:
     from calibration.models import Fit
 
@@ -319,6 +328,7 @@ KWARGS: dict[str, Callable[[World], Any]] = {
     "pair_key": lambda w: w.once("pair", lambda: _pair(w)),
     "token_id": lambda w: w.once("token", lambda: _token(w)),
     "fit_id": lambda w: w.once("fit", lambda: _fit(w)),
+    "job_id": lambda w: w.once("import_job", lambda: _import_job(w)),
     "arm": lambda w: w.study.candidates().order_by("pk").first().key,
     "format": lambda w: "csv",
 }

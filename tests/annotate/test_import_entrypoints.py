@@ -137,24 +137,32 @@ def test_the_upload_page_shows_what_the_study_expects(client, study, admin_user)
     assert "<code>cand2</code>" in body and "<code>style</code>" in body
 
 
-def test_the_upload_page_shows_the_report(client, study, admin_user):
+def test_the_upload_page_imports_through_a_job_and_shows_the_report(
+    client, study, admin_user, django_capture_on_commit_callbacks
+):
     client.force_login(admin_user)
-    response = client.post(
-        reverse("annotate-upload", kwargs={"slug": study.slug}),
-        {"file": upload("a.jsonl", interaction(1), interaction(2)), "format": ""},
-    )
+    with django_capture_on_commit_callbacks(execute=True):  # the task runs on commit
+        response = client.post(
+            reverse("annotate-upload", kwargs={"slug": study.slug}),
+            {"file": upload("a.jsonl", interaction(1), interaction(2)), "format": ""},
+        )
+    response = client.get(response["Location"])
     assert response.status_code == 200
-    assert response.context["report"].responses.created == 6
-    assert 'id="import-report"' in response.content.decode()
+    assert response.context["job"].responses_created == 6
+    assert 'id="import-counts"' in response.content.decode()
 
 
-def test_the_upload_page_lists_the_problems_with_their_lines(client, study, admin_user):
+def test_the_upload_page_lists_the_problems_with_their_lines(
+    client, study, admin_user, django_capture_on_commit_callbacks
+):
     client.force_login(admin_user)
-    response = client.post(
-        reverse("annotate-upload", kwargs={"slug": study.slug}),
-        {"file": upload("a.jsonl", interaction(1), interaction(2, region="mars"))},
-    )
-    assert response.status_code == 400
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("annotate-upload", kwargs={"slug": study.slug}),
+            {"file": upload("a.jsonl", interaction(1), interaction(2, region="mars"))},
+        )
+    response = client.get(response["Location"])
+    assert response.status_code == 200
     body = response.content.decode()
     assert "a.jsonl:2" in body and "unknown region &#x27;mars&#x27;" in body
     assert not Prompt.objects.exists()
