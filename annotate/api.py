@@ -163,6 +163,13 @@ class LabelExportView(generics.GenericAPIView):
     renderer_classes = [CSVRenderer, JSONLinesRenderer]
     pagination_class = None
 
+    def handle_exception(self, exc: Exception) -> Response:
+        # Refusals (401/403/404) are JSON, and must say so: rendered by the CSV or JSON
+        # Lines renderer negotiated for the export, they would be labelled text/csv.
+        self.request.accepted_renderer = renderers.JSONRenderer()
+        self.request.accepted_media_type = renderers.JSONRenderer.media_type
+        return super().handle_exception(exc)
+
     @extend_schema(
         parameters=[
             OpenApiParameter(

@@ -56,3 +56,24 @@ def test_an_api_url_that_matches_no_pattern_answers_json(annotator, client):
     assert response.json() == {"detail": "Not found."}
     page = client.get("/no-such-page/")
     assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.django_db
+def test_a_refused_label_export_is_labelled_json(study, annotator, client):
+    client.force_login(annotator)
+    for url in (f"/api/studies/{study.slug}/labels.csv", f"/api/studies/{study.slug}/labels/"):
+        response = client.get(url)
+        assert response.status_code == 403
+        assert response["Content-Type"] == "application/json"
+        assert "detail" in response.json()
+
+
+@pytest.mark.django_db
+def test_an_import_form_error_matches_the_documented_400(schema, study, admin_user, client):
+    documented = operation(schema, "/api/studies/{slug}/imports/", "post")["responses"]["400"]
+    shapes = documented["content"]["application/json"]["schema"]["oneOf"]
+    assert {s["type"] for s in shapes} == {"array", "object"}  # problems, or form errors
+    client.force_login(admin_user)
+    response = client.post(f"/api/studies/{study.slug}/imports/", {})
+    assert response.status_code == 400
+    assert response.json() == {"file": ["No file was submitted."]}
