@@ -234,6 +234,7 @@ def setup_data(request: HttpRequest, slug: str) -> HttpResponse:
         "n_responses": study.responses.count(),
         "by_arm": by_arm,
         "by_region": by_region,
+        "jobs": study.import_jobs.all()[:5],
     }
     return render(request, "annotate/setup_data.html", ctx)
 

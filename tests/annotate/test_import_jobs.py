@@ -383,3 +383,14 @@ def test_progress_is_visible_outside_the_import_transaction_and_throttled(study,
         other.close()
     job.refresh_from_db()
     assert job.bytes_processed == 40 and writer.writes == 1  # survived the rollback
+
+
+def test_the_data_step_lists_the_uploads_with_their_status(client, study, admin_user):
+    done = queued_job(study, admin_user, interaction(1), name="first.jsonl")
+    run_import_job(job_id=done.pk)
+    waiting = queued_job(study, admin_user, interaction(2), name="second.jsonl")
+    client.force_login(admin_user)
+    body = client.get(reverse("annotate-setup-data", kwargs={"slug": study.slug})).content.decode()
+    assert f'<a href="{job_url(waiting)}">second.jsonl</a>' in body
+    assert f'<a href="{job_url(done)}">first.jsonl</a>' in body
+    assert "<td>Succeeded</td><td>3</td>" in body and "<td>Queued</td>" in body
