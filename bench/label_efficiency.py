@@ -10,9 +10,9 @@ in 0.80–0.92 per region, a binary judge with the same sensitivity/specificity 
 
     * **active**: the app's loop (:func:`calibration.replay.run_loop`: 100 uniform labels,
       then ``choose_cell`` with 15% exploration on the reweighted draws of the real
-      Fitter, refitting on a schedule that shrinks as the interval nears the target, and
-      early when the reweighted draws collapse); the model's 95% credible interval, read
-      at each fit; the label count of the first fit that meets the target;
+      Fitter, refitting on a schedule that shrinks as the interval nears the target; not
+      when the reweighted draws collapse, see ``REFIT_ON_COLLAPSE``); the model's 95%
+      credible interval, read at each fit; the label count of the first fit that meets the target;
     * **human-only**: uniform random labels, traffic-weighted Wald interval on the
       labelled pass rates (``ppi_mean_ci`` with ``lam=0``), checked every 10 labels;
     * **PPI++**: the same uniform labels, ``ppi_mean_ci`` (power-tuned λ, ``alpha=0.05``),
@@ -22,17 +22,30 @@ in 0.80–0.92 per region, a binary judge with the same sensitivity/specificity 
 
 ``verdict`` (se 0.90 / sp 0.85, margin 0.02, confidence 0.95)
     True Δ = +0.02 (go is right) or −0.06 (no-go is right), alternating. Labels until the
-    first settled verdict (refit every 50), active vs uniform labelling with the same model;
-    median labels, and how often the first settled verdict is wrong.
+    first settled verdict under the app's sequential rule (``calibration.bayes.decision``,
+    budget 2000, refit every 100), active vs uniform labelling with the same model; median
+    labels to a correct verdict and wrong verdicts. The one-look rule read at every fit
+    (``P(Δ > −δ) ≥ 0.95``, the rule before the sequential one) is read off the same runs.
 
 ``boundary``
-    True Δ = −0.02 = −margin exactly; active labelling until settled or 1500 labels. A
-    go there is a wrong verdict (non-inferiority claimed at the margin); the rate is
-    reported with its Wilson interval.
+    True Δ = −0.02 = −margin exactly; active labelling to the budget (1500, refit every 100)
+    without stopping, keeping every fit's ``P(Δ > −δ)`` and ``z``. At the margin a go is a
+    wrong verdict (non-inferiority claimed at the margin). Each rule of :data:`RULES` is read
+    off the same trajectories (a rule stops at its first settled verdict, which depends on
+    the fits before it only): the sequential rule, the one-look rule at every fit, a single
+    look at the budget, the one-look rule from 300 labels on, and the one-look rule held on
+    two consecutive fits. Rates with Wilson 95% intervals, and the spread of ``z`` across
+    studies at each look (``N(0, 1)`` if the posterior is calibrated at the margin).
+    ``brownian_check`` gives the large-sample rates of the same rules with refits every 20
+    (the app's default) and every 100 labels (``simulate.sequential_go_rate``).
 
-Run ``python bench/label_efficiency.py`` (``--quick`` for a small smoke run). Each part
-stops adding studies when its time allowance runs out, and the JSON records exactly how
-many studies each part ran.
+Each study runs in a worker process (``--workers``, one Fitter each) and is appended to
+``--rows`` (JSON lines) as soon as it ends; a rerun skips the studies already there, so a
+run can be stopped and resumed, and ``--until HH:MM`` (UTC) stops starting new studies.
+``--out`` is rebuilt from all rows after each study (``--summarise-only``: just that).
+The JSON records the load average and the CPU seconds of every study.
+
+    nice -n 10 python bench/label_efficiency.py [--workers 2] [--until 13:45] [--quick]
 """
 
 from __future__ import annotations
@@ -343,6 +356,22 @@ def summarise_boundary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "undecided_at_budget": n - go - nogo,
             "labels_at_go": go_at,
         }
+    # Calibration at the margin: if the posterior is right, z at a fixed look is N(0, 1)
+    # across studies (sd > 1 means over-confident intervals, which inflate every rule).
+    by_look: dict[int, list[float]] = {}
+    for r in rows:
+        for step in r["active"]:
+            if step["z"] is not None:
+                by_look.setdefault(step["labels"], []).append(step["z"])
+    out["z_across_studies"] = {
+        str(n): {
+            "studies": len(v),
+            "mean": round(float(np.mean(v)), 3),
+            "sd": round(float(np.std(v, ddof=1)), 3) if len(v) > 1 else None,
+            "share_above_1.645": round(float(np.mean(np.array(v) >= 1.6449)), 4),
+        }
+        for n, v in sorted(by_look.items())
+    }
     return out
 
 
