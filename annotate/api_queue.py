@@ -63,7 +63,10 @@ def _invalid(error: ValidationError) -> DRFValidationError:
 
 
 def _annotation_payload(annotation: Annotation) -> dict[str, Any]:
-    labels = dict(annotation.labels.values_list("dimension__key", "value"))
+    # A fresh grade carries the labels it was stored with; a replay reads them back.
+    labels = getattr(annotation, "label_values", None)
+    if labels is None:
+        labels = dict(annotation.labels.values_list("dimension__key", "value"))
     return {
         "id": annotation.pk,
         "status": annotation.status,

@@ -830,6 +830,8 @@ def submit_annotation(
         assignment.save(update_fields=["completed_at"])
         _notify_new_labels(study=study)
     annotation.replayed = False  # type: ignore[attr-defined]
+    # Validated above: exactly one grade per dimension key, as stored.
+    annotation.label_values = dict(labels)  # type: ignore[attr-defined]
     return annotation
 
 
