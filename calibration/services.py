@@ -42,8 +42,8 @@ from calibration.models import Fit
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
-    # PyMC is imported on first use, so web processes that never fit start fast.
-    from calibration.bayes.fit import DimensionFit, Fitter
+    from calibration.bayes.fit import Fitter
+    from calibration.bayes.posterior import DimensionFit
 
 __all__ = [
     "DRAWS_STORED",
@@ -268,7 +268,7 @@ def _finish(fit: Fit, **fields: Any) -> None:
 
 def _compute(fit: Fit) -> dict[str, Any]:
     """The expensive part, outside any transaction: counts, sampling, summaries."""
-    from calibration.bayes.model import MODEL_VERSION
+    from calibration.bayes.posterior import MODEL_VERSION
 
     study = fit.study
     data = study_counts(study=study)
@@ -338,7 +338,8 @@ def dump_draws(fits: dict[str, DimensionFit]) -> bytes:
 
 def parse_draws(blob: bytes) -> dict[str, DimensionFit]:
     """Inverse of :func:`dump_draws`."""
-    from calibration.bayes.fit import DimensionFit
+    # The light module: a web process that serves draws never imports PyMC.
+    from calibration.bayes.posterior import DimensionFit
 
     with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
         meta = json.loads(npz["meta"].tobytes().decode())

@@ -71,16 +71,23 @@ density only piecewise smooth where two regions swap rank; no divergences were s
 
 Binned judge (J > 2)
 --------------------
-Ordered logit: ``P(j ≤ k | y, m) = sigmoid(κ_{mk} - η_{my})`` with ``η_{m0} = 0`` and
-``η_{m1} = δ_m > 0`` (the pass row is shifted towards higher bins: the judge is better than
-chance and rows are stochastically ordered). Cut points ``κ_m ~ N(κ_0, s_κ²)`` (ordered)
-around dimension-level cut points, ``log δ_m ~ N(d_0, s_d²)``; prevalence non-centred.
-This is *not* reparameterised and, with many judge-only responses, the judge-only bin
-profile alone starts to identify θ through the ordered-logit functional form, which is a
-misspecification risk. Measured (``bench/bayes_ordinal.py --quick``, 3 arms × 6 regions,
-10k responses, J = 4): 31–204 divergences per fit, R-hat up to 1.035, bulk ESS 50–285, so
-**J > 2 fits are not trustworthy yet**; the same data collapsed to J = 2 fitted cleanly
-(0 divergences, R-hat ≤ 1.004). Collapse scores to J = 2 with the dimension's cut.
+Ordered logit: ``P(j ≤ k | y, m) = sigmoid(κ_{mk} - y·δ_m)`` with ``δ_m > 0``: the pass row
+is the fail row shifted towards higher bins (monotone likelihood ratio), so the judge is
+better than chance and the rows are stochastically ordered, with ``J`` parameters per arm.
+Cut points ``κ_m ~ N(κ_0, s²)`` (ordered) around ordered dimension-level cut points
+``κ_0 ~ N(0, 2²)``; ``log δ_m ~ N(d_0, s²)``, ``d_0 ~ N(0.5, 1)``; ``s = ARM_POOLING_SD``,
+fixed as in the binary model (the earlier learnt half-normal scales made funnels: 31–204
+divergences per fit). Prevalence is centred, ``logit θ_{mr} ~ N(μ_m, σ²)``: every cell is
+informed by its judge-only counts, where the non-centred form mixed badly.
+
+Identification, and what it means at large counts: with ``R`` regions the judge-only bin
+profiles of an arm pin ``2(J-2) + R`` numbers (the line in the simplex on which the cells'
+profiles lie, and each cell's place on it). The ordered logit has ``J + R`` parameters per
+arm, so for ``J = 3`` one direction is left to the labels and the prior (a thin ridge at
+millions of responses, like the binary model's), and for ``J ≥ 4`` the functional form
+identifies θ from judge-only data alone. Sampling uses nutpie's low-rank mass-matrix
+adaptation (:func:`calibration.bayes.fit.adaptation_for`). Measured results, including
+where this still falls short, are in ``bench/bayes_ordinal.py`` and its JSON.
 """
 
 from __future__ import annotations
@@ -91,13 +98,13 @@ import pytensor.tensor as pt
 
 from calibration.bayes.data import CellCounts
 
+# The version string lives in the light module (reading draws needs no PyMC); bump it there.
+from calibration.bayes.posterior import MODEL_VERSION
+
 __all__ = ["MODEL_VERSION", "create_calibration_model"]
 
 #: Prior sd (logit scale) of each arm's judge parameters around the dimension-level mean.
 ARM_POOLING_SD = 0.5
-
-#: Bump whenever the model (priors, parameterisation, likelihood) changes.
-MODEL_VERSION = "baton-calib-2026.11-2"
 
 
 def _coords(counts: CellCounts) -> dict[str, list[str] | list[int]]:
@@ -232,14 +239,19 @@ def _ordinal_model(counts: CellCounts) -> pm.Model:
         judge_only = pm.Data("judge_only", counts.judge_only, dims=("arm", "region", "bin"))
         labelled = pm.Data("labelled", counts.labelled, dims=("arm", "region", "y", "bin"))
 
-        mu = pm.Normal("mu", 0.0, 1.5, dims="arm")
-        sigma = pm.HalfNormal("sigma", 1.0)
-        z = pm.Normal("z", 0.0, 1.0, dims=("arm", "region"))
-        theta = pm.Deterministic(
-            "theta", pm.math.sigmoid(mu[:, None] + sigma * z), dims=("arm", "region")
-        )
+        if r > 1:
+            mu = pm.Normal("mu", 0.0, 1.5, dims="arm")
+            sigma = pm.HalfNormal("sigma", 1.0)
+            # Centred: every cell is informed by its judge-only counts (module docstring).
+            logit_theta = pm.Normal("theta_logit", mu[:, None], sigma, dims=("arm", "region"))
+        else:
+            # One region: as in the binary model, no hierarchy over a single member.
+            logit_theta = pm.Normal("theta_logit", 0.0, 1.5, dims=("arm", "region"))
+        theta = pm.Deterministic("theta", pm.math.sigmoid(logit_theta), dims=("arm", "region"))
 
-        init_cuts = np.linspace(-1.5, 1.5, j - 1)
+        # Cut points: ordered per arm, around ordered dimension-level cut points, with the
+        # same fixed pooling scale as the binary judge (a learnt scale made a funnel).
+        init_cuts = np.linspace(-1.0, 1.0, j - 1)
         kappa0 = pm.Normal(
             "cut_mean",
             0.0,
@@ -248,19 +260,18 @@ def _ordinal_model(counts: CellCounts) -> pm.Model:
             transform=pm.distributions.transforms.ordered,
             initval=init_cuts,
         )
-        s_k = pm.HalfNormal("cut_sd", 0.5)
         kappa = pm.Normal(
             "cuts",
             kappa0,
-            s_k,
+            ARM_POOLING_SD,
             dims=("arm", "cut"),
             transform=pm.distributions.transforms.ordered,
             initval=np.tile(init_cuts, (m, 1)),
         )
+        # Location shift of the pass row, > 0: the judge is better than chance.
         d0 = pm.Normal("shift_log_mean", 0.5, 1.0)
-        s_d = pm.HalfNormal("shift_log_sd", 0.5)
-        d_z = pm.Normal("shift_z", 0.0, 1.0, dims="arm")
-        shift = pm.Deterministic("shift", pt.exp(d0 + s_d * d_z), dims="arm")
+        log_shift = pm.Normal("shift_log", d0, ARM_POOLING_SD, dims="arm")
+        shift = pm.Deterministic("shift", pt.exp(log_shift), dims="arm")
 
         eta = pt.stack([pt.zeros_like(shift), shift], axis=1)  # (M, 2)
         cdf = pm.math.sigmoid(kappa[:, None, :] - eta[:, :, None])  # (M, 2, J-1)
