@@ -116,14 +116,21 @@ def test_imports_and_exports_are_recorded(client, study, admin_user, lead, tmp_p
     assert event.details["via"] == "manage.py exportlabels"
 
 
-def test_uploads_through_the_page_are_recorded(client, study, admin_user):
+def test_uploads_through_the_page_are_recorded(
+    client, study, admin_user, settings, tmp_path, django_capture_on_commit_callbacks
+):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from tests.annotate.import_helpers import interaction, jsonl
 
+    settings.MEDIA_ROOT = tmp_path
     client.force_login(admin_user)
     upload = SimpleUploadedFile("page.jsonl", jsonl(interaction(7)).read())
-    r = client.post(reverse("annotate-upload", kwargs={"slug": study.slug}), {"file": upload})
-    assert r.status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):  # the import task runs on commit
+        r = client.post(reverse("annotate-upload", kwargs={"slug": study.slug}), {"file": upload})
+    assert r.status_code == 302
+    uploaded = AuditEvent.objects.get(action="data.upload")
+    assert uploaded.details["via"] == "upload" and uploaded.details["file"] == "page.jsonl"
     event = AuditEvent.objects.get(action="data.import")
-    assert event.details["via"] == "upload" and event.details["lines"] == 1
+    assert event.actor == admin_user and event.details["lines"] == 1
+    assert event.details["job"] == uploaded.details["job"]
