@@ -102,3 +102,26 @@ def test_real_fit_recovers_simulated_truth_and_reuses_the_compiled_model() -> No
     assert again.counts_digest != fit.counts_digest
     same = fitter.fit(counts2, seed=6)
     np.testing.assert_array_equal(same.theta, again.theta)
+
+
+@pytest.mark.parametrize(("draws", "phi"), [(2000, 0.0), (1001, 0.9), (500, 0.97), (800, -0.3)])
+def test_vectorised_diagnostics_agree_with_arviz(draws: int, phi: float) -> None:
+    import arviz as az
+
+    from calibration.bayes.posterior import _rhat_ess
+
+    rng = np.random.default_rng(draws)
+    noise = rng.normal(size=(2, draws, 4, 3))
+    x = np.empty_like(noise)
+    x[:, 0] = noise[:, 0]
+    for t in range(1, draws):  # AR(1) chains: autocorrelated like MCMC output
+        x[:, t] = phi * x[:, t - 1] + noise[:, t]
+    x[1, :, 0] += 0.3  # one entry whose chains disagree
+    x[:, :, 1, 1] = 7.0  # a constant entry is ignored
+    flat = x.reshape(2, draws, -1)[:, :, np.r_[0:4, 5:12]]
+    expected = (
+        float(np.nanmax(az.rhat(flat, chain_axis=0, draw_axis=1))),
+        float(np.nanmin(az.ess(flat, chain_axis=0, draw_axis=1, method="bulk"))),
+        float(np.nanmin(az.ess(flat, chain_axis=0, draw_axis=1, method="tail", prob=(0.05, 0.95)))),
+    )
+    np.testing.assert_allclose(_rhat_ess(x), expected, rtol=1e-9)
