@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Case, Subquery, Value, When
 from django.utils import timezone
 
 from . import queue
@@ -164,9 +165,12 @@ def _pair_up(
     )
     key = uuid.uuid4()
     first_side = int(rng.integers(2))
-    for assignment, side in ((first, first_side), (partner, 1 - first_side)):
-        assignment.pair_key, assignment.side = key, side
-        assignment.save(update_fields=["pair_key", "side"])
+    first.pair_key, first.side = key, first_side
+    partner.pair_key, partner.side = key, 1 - first_side
+    Assignment.objects.filter(pk__in=[first.pk, partner.pk]).update(
+        pair_key=key,
+        side=Case(When(pk=first.pk, then=Value(first_side)), default=Value(1 - first_side)),
+    )
     left, right = (first, partner) if first_side == LEFT else (partner, first)
     return Pair(key=key, left=left, right=right)
 
@@ -187,15 +191,14 @@ def _draw_partner(
         usable = queue._is_overlap_candidate
     else:
         usable = queue._is_available
-    prompt_id, role = Response.objects.filter(pk=first.response_id).values_list(
-        "prompt_id", "arm__role"
-    )[0]
-    siblings = list(
-        Response.objects.filter(prompt_id=prompt_id)
-        .exclude(pk=first.response_id)
+    same_prompt = Response.objects.filter(pk=first.response_id).values("prompt_id")[:1]
+    responses = list(
+        Response.objects.filter(prompt_id=Subquery(same_prompt))
         .order_by("pk")
         .values_list("pk", "arm__role")
     )
+    role = next(r for pk, r in responses if pk == first.response_id)
+    siblings = [(pk, r) for pk, r in responses if pk != first.response_id]
     incumbent = [pk for pk, r in siblings if r == Arm.Role.INCUMBENT]
     candidates = [pk for pk, r in siblings if r == Arm.Role.CANDIDATE]
     groups = [candidates] if role == Arm.Role.INCUMBENT else [incumbent, candidates]

@@ -421,7 +421,7 @@ def test_the_study_home_says_responses_come_in_pairs(sbs, study, annotator):
 
 
 def test_submitting_the_page_stores_both_and_shows_the_next_pair(sbs, annotator):
-    add_prompts(sbs, 3)
+    add_prompts(sbs, 3, arms=list(sbs.arms.order_by("position")[:2]))  # pairs only
     client = _client_for(annotator)
     html = client.get(reverse("annotate-grade", args=[sbs.slug])).content.decode()
     pair_key, client_key = _page_pair(html)
