@@ -313,36 +313,54 @@ def labels_since(
     since = connection.ops.adapt_datetimefield_value(fit.started_at or fit.created_at)
     annotation, label = Annotation._meta.db_table, Label._meta.db_table
     graded = Annotation.Status.GRADED
-    # Plain SQL: it runs on every pick, and the ORM's compilation of it cost more CPU than
-    # its execution.
+    dims = list(dimensions or study.dimensions.all())
+    if not dims:
+        return []
+    # A label passes when value >= threshold: 1 for binary grades (0/1), else the
+    # dimension's pass threshold (Dimension.passes). Votes are tallied in SQL, so Python
+    # sees one row per graded response and dimension. Plain SQL: this runs on every pick.
+    thresholds: list[Any] = []
+    for d in dims:
+        thresholds += [d.pk, 1 if d.is_binary else d.pass_threshold]
+    whens = " ".join("WHEN %s THEN %s" for _ in dims)
+    marks = ", ".join("%s" for _ in dims)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""SELECT a.response_id, r.arm_id, r.region_id, r.cell, l.dimension_id, l.value
+            f"""SELECT a.response_id, r.arm_id, r.region_id, r.cell, l.dimension_id,
+                       SUM(CASE WHEN l.value >= (CASE l.dimension_id {whens} END)
+                           THEN 1 ELSE 0 END),
+                       COUNT(*)
                 FROM {label} l
                 JOIN {annotation} a ON a.id = l.annotation_id
                 JOIN {Response._meta.db_table} r ON r.id = a.response_id
                 WHERE a.study_id = %s AND a.status = %s AND a.undone_at IS NULL
-                  AND a.created_at >= %s
+                  AND a.created_at >= %s AND l.dimension_id IN ({marks})
                   AND NOT EXISTS (
                       SELECT 1 FROM {annotation} b
                       WHERE b.study_id = %s AND b.response_id = a.response_id
-                        AND b.status = %s AND b.undone_at IS NULL AND b.created_at < %s)""",
-            [study.pk, graded, since, study.pk, graded, since],
+                        AND b.status = %s AND b.undone_at IS NULL AND b.created_at < %s)
+                GROUP BY a.response_id, r.arm_id, r.region_id, r.cell, l.dimension_id
+                ORDER BY a.response_id""",
+            [
+                *thresholds,
+                study.pk,
+                graded,
+                since,
+                *[d.pk for d in dims],
+                study.pk,
+                graded,
+                since,
+            ],
         )
         rows = cursor.fetchall()
-    dims = {d.pk: d for d in (dimensions or study.dimensions.all())}
-    votes: dict[int, dict[int, list[int]]] = {}
-    where: dict[int, tuple[int, int, str]] = {}
-    for resp, arm, region, cell, dim, value in rows:
-        if dim not in dims:
-            continue
-        where[resp] = (arm, region, cell)
-        tally = votes.setdefault(resp, {}).setdefault(dim, [0, 0])
-        tally[int(dims[dim].passes(value))] += 1
-    out = []
-    for resp in sorted(votes):
-        ys = {d: int(t[1] > t[0]) for d, t in votes[resp].items() if t[0] != t[1]}
-        out.append((*where[resp], ys))
+    out: list[tuple[int, int, str, dict[int, int]]] = []
+    last = None
+    for resp, arm, region, cell, dim, passed, total in rows:
+        if resp != last:
+            out.append((arm, region, cell, {}))
+            last = resp
+        if 2 * passed != total:  # a tie gives no y
+            out[-1][3][dim] = int(2 * passed > total)
     return out
 
 

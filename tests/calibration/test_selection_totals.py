@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from annotate.models import Annotation, Response
 from calibration.models import CellTotal
@@ -129,3 +131,31 @@ def _user():
     from django.contrib.auth import get_user_model
 
     return get_user_model().objects.get_or_create(username="grader")[0]
+
+
+def test_labels_since_a_fit_take_the_majority_per_dimension(study):
+    from datetime import timedelta
+
+    from annotate.models import Label
+    from calibration.models import Fit
+    from calibration.selection import labels_since
+
+    (response,) = _add(study, "cand1", "1.0.3", 1)
+    dims = {d.key: d for d in study.dimensions.all()}
+    fit = Fit.objects.create(
+        study=study, status=Fit.Status.SUCCEEDED, started_at=timezone.now() - timedelta(minutes=1)
+    )
+    grades = [
+        {"correctness": 1, "refusal": 0, "style": 5},
+        {"correctness": 1, "refusal": 1, "style": 2},
+        {"correctness": 0, "style": 3},
+    ]
+    for i, values in enumerate(grades):
+        user = get_user_model().objects.create(username=f"g{i}")
+        ann = Annotation.objects.create(response=response, annotator=user, study=study)
+        for key, value in values.items():
+            Label.objects.create(annotation=ann, dimension=dims[key], value=value)
+    ((arm, region, cell, ys),) = labels_since(study=study, fit=fit)
+    assert (arm, region, cell) == (response.arm_id, response.region_id, "1.0.3")
+    # correctness 2 of 3 pass; refusal 1–1 is a tie (no y); style passes at 4: 1 of 3.
+    assert ys == {dims["correctness"].pk: 1, dims["style"].pk: 0}
