@@ -171,13 +171,19 @@ def child(path: Path) -> dict[str, object]:
     report = import_file(path, study=study)
     seconds = time.perf_counter() - started
     client1, server1 = _cpu_seconds(connection)
+    load_after = os.getloadavg()
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # A second import of the same file: the idempotent path (everything compared, unchanged).
+    client2, server2 = _cpu_seconds(connection)
     started = time.perf_counter()
     again = import_file(path, study=study)
     seconds_again = time.perf_counter() - started
+    client3, server3 = _cpu_seconds(connection)
     rss_peak_again = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert again.responses.unchanged == report.responses.created, again
+    per_100k = 100_000 / report.responses.created
+    client_cpu = client1 - client0
+    server_cpu = None if server0 is None or server1 is None else server1 - server0
     return {
         "vendor": connection.vendor,
         "server_version": getattr(connection, "pg_version", None)
@@ -192,14 +198,29 @@ def child(path: Path) -> dict[str, object]:
         "cuts_fixed": report.cuts_fixed,
         # On a shared machine wall time depends on the neighbours; CPU time much less.
         "load_average_1_5_15_before": [round(x, 2) for x in load_before],
-        "client_cpu_seconds": round(client1 - client0, 2),
-        "server_cpu_seconds": None if server0 is None else round(server1 - server0, 2),
+        "load_average_1_5_15_after": [round(x, 2) for x in load_after],
+        # Client: this process, both threads (parse and write). Server: its backend.
+        "client_cpu_seconds": round(client_cpu, 2),
+        "server_cpu_seconds": None if server_cpu is None else round(server_cpu, 2),
+        "client_cpu_seconds_per_100k_responses": round(client_cpu * per_100k, 2),
+        "server_cpu_seconds_per_100k_responses": None
+        if server_cpu is None
+        else round(server_cpu * per_100k, 2),
         "responses_per_cpu_second": round(
-            report.responses.created / ((client1 - client0) + ((server1 or 0) - (server0 or 0)))
+            report.responses.created / (client_cpu + (server_cpu or 0))
         ),
+        # What each side alone would allow with a core to itself (the two run in parallel).
+        "responses_per_client_cpu_second": round(report.responses.created / client_cpu),
+        "responses_per_server_cpu_second": None
+        if not server_cpu
+        else round(report.responses.created / server_cpu),
         "peak_rss_mib_before_import": round(rss_before / 1024, 1),
         "peak_rss_mib_after_import": round(rss_peak / 1024, 1),
         "reimport_seconds": round(seconds_again, 2),
+        "reimport_client_cpu_seconds": round(client3 - client2, 2),
+        "reimport_server_cpu_seconds": None
+        if server2 is None or server3 is None
+        else round(server3 - server2, 2),
         "reimport_responses_per_second": round(report.responses.created / seconds_again),
         "peak_rss_mib_after_reimport": round(rss_peak_again / 1024, 1),
     }

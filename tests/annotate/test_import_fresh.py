@@ -158,3 +158,18 @@ def test_a_parse_failure_in_the_reading_thread_reaches_the_caller(study):
     with pytest.raises(TypeError, match="binary mode"):
         import_file(text_mode, study=study, filename="a.jsonl")  # type: ignore[arg-type]
     assert not Prompt.objects.exists()
+
+
+def test_ids_are_drawn_as_one_range_or_else_as_a_list(study):
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only: the fresh path draws ids from the sequences")
+    with connection.cursor() as cursor:
+        writer = importing._FreshWriter(cursor, study, importing._Schema(study), [[0.5]] * 3)
+        ids = writer._ids(writer.response_seq, 5)
+        assert isinstance(ids, range) and len(ids) == 5
+        # Values that are not consecutive (as when another session draws meanwhile): the
+        # writer must use exactly the values it drew, not a range over them.
+        cursor.execute(f"ALTER SEQUENCE {writer.response_seq} INCREMENT BY 2")
+        spread = writer._ids(writer.response_seq, 4)
+        assert list(spread) == list(range(spread[0], spread[0] + 8, 2))
+        assert spread[0] > ids[-1]
