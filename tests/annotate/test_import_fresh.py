@@ -17,7 +17,7 @@ from django.db import connection
 from annotate import importing
 from annotate.importing import ImportFailed, import_file
 from annotate.models import Dimension, JudgeScore, Prompt, Response, Study
-from tests.annotate.import_helpers import interaction, jsonl, snapshot
+from tests.annotate.import_helpers import csv_rows, interaction, jsonl, snapshot
 from tests.factories import make_study
 
 pytestmark = pytest.mark.django_db
@@ -115,6 +115,21 @@ def test_a_fresh_import_stores_what_the_staged_import_stores(monkeypatch):
     assert stored(fresh) == stored(staged)
     texts = Response.objects.filter(study=fresh).values_list("text", flat=True)
     assert all(t.endswith('"quotes", a tab\there, a backslash \\ and\na new line') for t in texts)
+
+
+def test_a_fresh_csv_import_stores_what_the_staged_import_stores(monkeypatch):
+    monkeypatch.setattr(importing, "RESERVOIR_SIZE", 5)
+    # csv_rows scores correctness n % 2: as a continuous judge, that needs quantile cuts.
+    data = csv_rows(*range(12)).encode()
+    fresh, staged = continuous_study("fresh-csv"), continuous_study("staged-csv")
+    by_copy = import_file(io.BytesIO(data), study=fresh, filename="a.csv", batch_size=5)
+    by_staging = import_file(OneWayStream(data), study=staged, filename="a.csv", batch_size=5)
+    if connection.vendor == "postgresql":
+        assert "sample_scores" in by_copy.phases
+    assert by_copy.cuts_fixed == by_staging.cuts_fixed
+    assert by_copy.cuts_fixed["correctness"] == [0.5]
+    assert stored(fresh) == stored(staged)
+    assert by_copy.scores.created == 12 * 3 * 3
 
 
 def test_a_fresh_import_then_the_same_file_again_changes_nothing():
