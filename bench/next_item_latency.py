@@ -31,6 +31,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -295,9 +296,9 @@ def main() -> None:
     try:
         for think in args.think:
             reset_grading(study)
-            refits = Refits(study, args.refit_seconds if args.fit == "synthetic" else 0)
+            refits = Refits(study, args.refit_seconds) if args.fit == "synthetic" else None
             connections.close_all()
-            with refits:
+            with refits or contextlib.nullcontext():
                 load = run_load(
                     f"http://127.0.0.1:{port}",
                     tokens,
@@ -308,7 +309,7 @@ def main() -> None:
                     think=think,
                 )
             scenarios[f"think_{think:g}s"] = scenario_result(study, load, args, think)
-            scenarios[f"think_{think:g}s"]["synthetic_refits"] = refits.count
+            scenarios[f"think_{think:g}s"]["synthetic_refits"] = refits.count if refits else None
             connections.close_all()
     finally:
         stop_server(server)
