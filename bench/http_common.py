@@ -220,8 +220,11 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """How gunicorn runs. Defaults chosen for 2 cores shared with PostgreSQL and the load
-    generator (see next_item_latency.json for the comparison that chose them).
+    """How gunicorn runs. Defaults reasoned for 2 cores shared with PostgreSQL and the load
+    generator, not tuned by measurement (the machine was too loaded to tell configurations
+    apart): one process per core, since each runs Python under one GIL and more only add
+    context switches when the cores are busy; 8 threads each, to overlap database waits;
+    a deep listen backlog so a burst of connections queues instead of being refused.
 
     ``keep_alive`` must outlast an annotator's pause: gunicorn's default (2 s) closes an
     idle connection just as a client that paused 2 s sends its next request on it, and
