@@ -54,8 +54,8 @@ PROGRESS_INTERVAL = 0.5
 STALE_AFTER = timedelta(hours=1)
 
 LOST_MESSAGE = (
-    f"The worker stopped answering (no progress for {STALE_AFTER}): it was probably stopped "
-    "or killed. Nothing was imported; upload the file again."
+    f"The worker stopped answering (no progress for {STALE_AFTER.total_seconds() / 60:.0f} "
+    "minutes): it was probably stopped or killed. Nothing was imported; upload the file again."
 )
 
 
