@@ -903,8 +903,20 @@ def import_file(
             _apply(cursor, stager, study, schema, report, sink)
             # On failure the rollback removes the staging tables with everything else.
             stager.drop()
+            # A re-import may move responses between cells in place; selection's stored
+            # per-cell totals must follow in the same transaction. (New responses alone,
+            # as in the fresh path, are caught by the totals' own watermark.)
+            _refresh_cell_totals(study)
             report.phases["write"] = round(_lap(started) - report.phases["read_and_stage"], 3)
     return _finished(report, started)
+
+
+def _refresh_cell_totals(study: Study) -> None:
+    try:
+        from calibration.selection import refresh_cell_totals
+    except ImportError:
+        return
+    refresh_cell_totals(study=study)
 
 
 def _finished(report: ImportReport, started: float) -> ImportReport:

@@ -159,3 +159,37 @@ def test_labels_since_a_fit_take_the_majority_per_dimension(study):
     assert (arm, region, cell) == (response.arm_id, response.region_id, "1.0.3")
     # correctness 2 of 3 pass; refusal 1–1 is a tie (no y); style passes at 4: 1 of 3.
     assert ys == {dims["correctness"].pk: 1, dims["style"].pk: 0}
+
+
+def test_a_re_import_that_moves_responses_between_cells_updates_the_totals(db):
+    from annotate.importing import import_file
+    from tests.annotate.import_helpers import interaction, jsonl
+
+    study = make_study(slug="reimport", candidates=2)
+    first = {"correctness": 0, "refusal": 0, "style": 1}
+    import_file(
+        jsonl(interaction(1, scores=first), interaction(2, scores=first)),
+        study=study,
+        filename="a.jsonl",
+    )
+    assert sum(n for *_, n in available_counts(study=study)) == 6
+    # Same ids, same texts, other judge scores: no new response, cells change in place.
+    moved = {"correctness": 1, "refusal": 1, "style": 5}
+    import_file(
+        jsonl(interaction(1, scores=moved), interaction(2, scores=first)),
+        study=study,
+        filename="b.jsonl",
+    )
+    cells = dict(Response.objects.filter(study=study).values_list("pk", "cell"))
+    want: dict[str, int] = {}
+    for cell in cells.values():
+        want[cell] = want.get(cell, 0) + 1
+    assert len(want) == 2, "the re-import should have moved three responses"
+    assert {c: n for _, _, c, n in _grouped(available_counts(study=study))} == want
+
+
+def _grouped(rows):
+    totals: dict[str, int] = {}
+    for _, _, c, n in rows:
+        totals[c] = totals.get(c, 0) + n
+    return [(None, None, c, n) for c, n in totals.items()]
