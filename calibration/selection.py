@@ -23,8 +23,9 @@ on the pick's path reads the responses table at large. ``available = total − b
 cell, where
 
 * *total* is stored (:class:`~calibration.models.CellTotal`): counted by
-  :func:`refresh_cell_totals` inside every import, and again after re-binning (which
-  drops the rows); reading it is one indexed query of a few hundred rows;
+  :func:`refresh_cell_totals` inside a staged (re-)import, and by the first pick that
+  finds the rows missing (re-binning drops them) or a response newer than their
+  watermark (a fresh import); reading it is one indexed query of a few hundred rows;
 * *busy* are the responses graded (live) or leased (unexpired): their ids come from the
   annotation and assignment tables (bounded by the label budget and the number of
   annotators), and each id's cell from a per-process cache valid for one refresh of the
