@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -170,6 +171,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result["worker"].items() if k != "timeline"}, indent=2))
     drop_studies("bench-progress-")
+    shutil.rmtree(work, ignore_errors=True)
     if worker.returncode:
         print(worker.stderr.read() if worker.stderr else "", file=sys.stderr)
 
