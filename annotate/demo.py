@@ -713,7 +713,9 @@ def _create_study_shell(*, slug: str, name: str, seed: int) -> Study:
         "judge_score_type": Dimension.JudgeScoreType.LIKERT,
         "judge_min": 1,
         "judge_max": 5,
-        "judge_bins": 2,  # J>2 judge models do not mix yet: bench/bayes_ordinal.py
+        # One bin per Likert value (J = 5, ordered-logit judge). Cut at 4.5 into 2 bins the
+        # judge is weak (sensitivity ~0.5) and the binary fit mixed badly (bulk ESS 140-220).
+        "judge_bins": 5,
     }
     Dimension.objects.bulk_create(
         Dimension(

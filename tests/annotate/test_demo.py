@@ -204,8 +204,8 @@ def test_makedemo_creates_the_study_its_responses_and_truth():
         assert response.region_id == response.prompt.region_id
         # The import binned the judge scores: one bin per dimension in the cell.
         assert len(response.cell.split(".")) == 3
-    # Style: a Likert judge cut into 2 bins at its median (J>2 models do not mix yet).
-    assert [d.judge_cuts for d in dims] == [[0.5], [0.5], [4.5]]
+    # Style: a 1-5 Likert judge, one bin per value (the ordered-logit judge model).
+    assert [d.judge_cuts for d in dims] == [[0.5], [0.5], [1.5, 2.5, 3.5, 4.5]]
 
 
 @pytest.mark.django_db
