@@ -11,8 +11,11 @@ Life of a fit::
 * The task is enqueued on commit, so a worker never looks for a fit that is not there yet.
   Claiming a fit is a conditional UPDATE (``queued → running``), so a second worker (or a
   duplicate task) finds nothing to do.
-* A fit left ``running`` by a killed worker is declared lost after
-  :data:`STALE_RUNNING_AFTER` at the next request, and a new fit is queued.
+* A fit left ``running`` by a killed worker is declared lost (failed) and a new fit is
+  queued at the next :func:`request_fit`, :func:`note_new_labels` (every grade) or claim
+  by a worker. On PostgreSQL the worker holds an advisory lock on the fit while it runs
+  it, and the lock ends with the worker's database session, so a lost fit is seen at once;
+  elsewhere a fit counts as lost after :data:`STALE_RUNNING_AFTER`.
 * The newest *succeeded* fit is what everything reads (:func:`latest_fit`); queued, running
   and failed fits never hide it. An untrustworthy fit (diagnostics failed) is still served,
   flagged, so the UI can say so.
@@ -28,11 +31,13 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from annotate.models import Study
@@ -60,8 +65,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: A fit "running" for longer than this is taken to have lost its worker.
+#: A fit "running" for longer than this is taken to have lost its worker (without PostgreSQL).
 STALE_RUNNING_AFTER = timedelta(minutes=15)
+#: First key of the PostgreSQL advisory lock "a worker runs this fit" (second: the fit id).
+RUNNING_LOCK_CLASS = 0x0BA7
 #: Draws per dimension kept in Fit.draws (selection needs a few hundred to a thousand).
 DRAWS_STORED = 1000
 #: NUTS settings per dimension (draws per chain; chains run as threads in nutpie).
@@ -100,19 +107,79 @@ def _enqueue(fit_id: int) -> None:
     transaction.on_commit(lambda: fit_study.enqueue(fit_id))
 
 
-def _expire_stale_running(*, study: Study, now) -> int:
+_running_here: set[int] = set()  # fits this process is running now
+_running_here_lock = threading.Lock()
+
+
+@contextmanager
+def _running_lock(fit_id: int) -> Iterator[None]:
+    """Hold, on PostgreSQL, the advisory lock that says this process is running the fit.
+
+    Taken before the fit is claimed and released after its outcome is stored. It is a
+    session lock: if the worker dies, its connection closes and the lock goes with it.
+    """
+    with _running_here_lock:
+        _running_here.add(fit_id)
+    try:
+        if connection.vendor != "postgresql":
+            yield
+            return
+        key = [RUNNING_LOCK_CLASS, fit_id & 0x7FFFFFFF]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", key)
+        try:
+            yield
+        finally:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+            except DatabaseError:
+                logger.warning("fit %s: connection lost; its running lock went with it", fit_id)
+    finally:
+        with _running_here_lock:
+            _running_here.discard(fit_id)
+
+
+def _lost_running(*, study_id: int, now) -> list[int]:
+    """Ids of the study's running fits whose worker is gone."""
+    with _running_here_lock:
+        # Alive by definition; and advisory locks are re-entrant, so a probe from the
+        # session that holds one would wrongly find it free.
+        here = list(_running_here)
+    running = Fit.objects.filter(study_id=study_id, status=Fit.Status.RUNNING).exclude(pk__in=here)
+    if connection.vendor != "postgresql":
+        return list(
+            running.filter(started_at__lt=now - STALE_RUNNING_AFTER).values_list("pk", flat=True)
+        )
+    lost = []
+    with connection.cursor() as cursor:
+        for fit_id in running.values_list("pk", flat=True):
+            # Free means no live session holds it. A transaction-level probe: released at
+            # once in autocommit, or when the caller's transaction ends.
+            cursor.execute(
+                "SELECT pg_try_advisory_xact_lock(%s, %s)",
+                [RUNNING_LOCK_CLASS, fit_id & 0x7FFFFFFF],
+            )
+            if cursor.fetchone()[0]:
+                lost.append(fit_id)
+    return lost
+
+
+def _expire_stale_running(*, study_id: int, now) -> int:
     """Mark fits whose worker was lost as failed; returns how many."""
-    return Fit.objects.filter(
-        study=study,
-        status=Fit.Status.RUNNING,
-        started_at__lt=now - STALE_RUNNING_AFTER,
-    ).update(
+    lost = _lost_running(study_id=study_id, now=now)
+    if not lost:
+        return 0
+    reason = (
+        "its worker's database session ended while it ran (the worker was killed or lost "
+        "its connection)"
+        if connection.vendor == "postgresql"
+        else f"still running after {STALE_RUNNING_AFTER}"
+    )
+    return Fit.objects.filter(pk__in=lost, status=Fit.Status.RUNNING).update(
         status=Fit.Status.FAILED,
         finished_at=now,
-        error=(
-            f"worker lost: still running after {STALE_RUNNING_AFTER}, "
-            "marked failed when a new fit was requested"
-        ),
+        error=f"worker lost: {reason}; marked failed and a new fit queued",
     )
 
 
@@ -125,7 +192,7 @@ def request_fit(*, study: Study, trigger: str, requested_by: User | None = None)
     """
     now = timezone.now()
     with transaction.atomic():
-        lost = _expire_stale_running(study=study, now=now)
+        lost = _expire_stale_running(study_id=study.pk, now=now)
         queued = Fit.objects.filter(study=study, status=Fit.Status.QUEUED).first()
         if queued is not None:
             if lost:
@@ -153,7 +220,10 @@ def note_new_labels(*, study: Study) -> Fit | None:
 
     Labels are counted since the newest fit that started (its ``n_labels`` is what it saw).
     Returns the fit that will include the new labels, or None when it is not time yet.
+    A running fit whose worker is gone is retried at once (it would block every later fit).
     """
+    if _lost_running(study_id=study.pk, now=timezone.now()):
+        return request_fit(study=study, trigger=Fit.Trigger.LABELS)
     queued = Fit.objects.filter(study=study, status=Fit.Status.QUEUED).first()
     if queued is not None:
         return queued  # it has not counted yet, so it will see these labels
@@ -179,7 +249,7 @@ def fit_seed(fit_id: int) -> int:
     return int.from_bytes(digest[:4], "big") >> 1
 
 
-def _claim(fit_id: int) -> bool:
+def _claim(fit_id: int, *, retry: bool = True) -> bool:
     """``queued → running``, atomically; False if another worker has it or one is running."""
     try:
         with transaction.atomic():
@@ -189,8 +259,14 @@ def _claim(fit_id: int) -> bool:
                 )
             )
     except IntegrityError:
-        # Another fit of the study is running; the one finishing hands over to us.
-        return False
+        # Another fit of the study is running; the one finishing hands over to us, unless
+        # its worker is gone: then it is marked failed and this one takes its place.
+        study_id = Fit.objects.filter(pk=fit_id).values_list("study_id", flat=True).first()
+        if not retry or study_id is None:
+            return False
+        if not _expire_stale_running(study_id=study_id, now=timezone.now()):
+            return False
+        return _claim(fit_id, retry=False)
 
 
 def run_fit(*, fit_id: int) -> Fit | None:
@@ -200,21 +276,22 @@ def run_fit(*, fit_id: int) -> Fit | None:
     fit of the study is running: that one re-enqueues this one when it finishes).
     On an exception the fit is marked failed with the error; earlier fits keep serving.
     """
-    if not _claim(fit_id):
-        logger.info("fit %s not claimed (taken, finished, or study busy)", fit_id)
-        return None
-    fit = Fit.objects.select_related("study").get(pk=fit_id)
-    try:
-        result = _compute(fit)
-    except Exception as exc:  # noqa: BLE001 — any failure is recorded on the fit
-        logger.exception("fit %s failed", fit_id)
-        _finish(
-            fit,
-            status=Fit.Status.FAILED,
-            error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}",
-        )
-    else:
-        _finish(fit, status=Fit.Status.SUCCEEDED, **result)
+    with _running_lock(fit_id):
+        if not _claim(fit_id):
+            logger.info("fit %s not claimed (taken, finished, or study busy)", fit_id)
+            return None
+        fit = Fit.objects.select_related("study").get(pk=fit_id)
+        try:
+            result = _compute(fit)
+        except Exception as exc:  # noqa: BLE001 — any failure is recorded on the fit
+            logger.exception("fit %s failed", fit_id)
+            _finish(
+                fit,
+                status=Fit.Status.FAILED,
+                error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}",
+            )
+        else:
+            _finish(fit, status=Fit.Status.SUCCEEDED, **result)
     fit.refresh_from_db()
     return fit
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+from django.db import connection, connections
 from django.utils import timezone
 
 from annotate.models import (
@@ -16,6 +19,7 @@ from annotate.models import (
     Response,
     Study,
 )
+from calibration import services
 from calibration.bayes.data import CellCounts
 from calibration.bayes.fit import DimensionFit
 from calibration.counts import n_bins_of
@@ -143,3 +147,19 @@ class FakeFitter:
             seed=seed,
             counts_digest=counts.digest(),
         )
+
+
+@contextmanager
+def worker_alive(fit_id: int) -> Iterator[None]:
+    """What a live worker holds while it runs a fit: on PostgreSQL, the fit's advisory lock,
+    from a database session of its own (without it, a "running" fit counts as lost)."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    worker = connections.create_connection("default")
+    with worker.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [services.RUNNING_LOCK_CLASS, fit_id])
+    try:
+        yield
+    finally:
+        worker.close()  # the session ends, as when the worker process dies

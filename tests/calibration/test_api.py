@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from calibration import services
 from calibration.models import Fit
-from tests.calibration.helpers import populate
+from tests.calibration.helpers import populate, worker_alive
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -163,8 +163,8 @@ def test_runfits_fits_in_process(study, fake_fitter, capsys):
 def test_runfits_refuses_while_another_fit_runs(study, fake_fitter):
     from django.utils import timezone
 
-    Fit.objects.create(study=study, status="running", started_at=timezone.now())
-    with pytest.raises(CommandError, match="another fit"):
+    running = Fit.objects.create(study=study, status="running", started_at=timezone.now())
+    with worker_alive(running.pk), pytest.raises(CommandError, match="another fit"):
         call_command("runfits", "--study", study.slug)
     with pytest.raises(CommandError, match="no study"):
         call_command("runfits", "--study", "nope")

@@ -12,7 +12,7 @@ from django.utils import timezone
 from calibration import services
 from calibration.bayes.model import MODEL_VERSION
 from calibration.models import Fit
-from tests.calibration.helpers import populate
+from tests.calibration.helpers import populate, worker_alive
 
 pytestmark = pytest.mark.django_db
 
@@ -185,9 +185,11 @@ def test_a_stale_running_fit_is_marked_lost_and_a_new_one_queued(
     assert lost.status == Fit.Status.FAILED and "worker lost" in lost.error
     assert fit != lost and fit.status == Fit.Status.SUCCEEDED
 
-    # A fit running for a minute is left alone: the request queues behind it.
+    # A fit running for a minute (its worker alive) is left alone: the request queues
+    # behind it.
     busy = Fit.objects.create(study=graded_study, status="running", started_at=recent)
-    queued = services.request_fit(study=graded_study, trigger="manual")
+    with worker_alive(busy.pk):
+        queued = services.request_fit(study=graded_study, trigger="manual")
     busy.refresh_from_db()
     assert busy.status == Fit.Status.RUNNING and queued.status == Fit.Status.QUEUED
 
