@@ -163,3 +163,13 @@ def test_single_region_binary_model_has_no_region_hierarchy() -> None:
     model = create_calibration_model(_counts(m=2, r=1))
     assert "sigma" not in model.named_vars
     assert "theta" in model.named_vars
+
+
+def test_ordinal_model_pools_arms_with_fixed_scales_and_centred_prevalence() -> None:
+    model = create_calibration_model(_counts(m=3, r=4, j=3))
+    free = {v.name for v in model.free_RVs}
+    # Learnt pooling scales made funnels: none may come back.
+    assert not {"cut_sd", "shift_log_sd", "z"} & free
+    assert {"theta_logit", "cuts", "shift_log", "mu", "sigma"} <= free
+    single = create_calibration_model(_counts(m=3, r=1, j=3))
+    assert "sigma" not in single.named_vars and "mu" not in single.named_vars
