@@ -259,3 +259,24 @@ def test_healthz_reports_an_unreachable_database():
         connection.cursor.side_effect = DatabaseError("connection refused")
         response = Client().get("/healthz")
     assert response.status_code == 503
+
+
+def test_gunicorn_conf_sets_known_settings_and_a_keep_alive_longer_than_a_pause():
+    """gunicorn.conf.py is read from /app (the image's working directory) by both commands."""
+    import runpy
+
+    from gunicorn.config import Config
+
+    assert ("WORKDIR", "/app") in _dockerfile_instructions()
+    values = {
+        name: value
+        for name, value in runpy.run_path(str(ROOT / "gunicorn.conf.py")).items()
+        if not name.startswith("_") and name not in {"os", "annotations"}
+    }
+    config = Config()
+    for name, value in values.items():
+        assert name in config.settings, f"gunicorn.conf.py: {name} is not a gunicorn setting"
+        config.set(name, value)  # validates the value's type
+    # A 2 s keep-alive reset annotators' connections after a short reading pause.
+    assert config.keepalive >= 60
+    assert config.worker_class_str == "gthread" and config.threads > 1
