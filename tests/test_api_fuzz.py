@@ -11,7 +11,8 @@ another persona (outsider, anonymous, a wrong role), so the refusals are checked
 Each response must not be a server error and must match the schema: a documented status,
 the documented content type, a body valid against the documented schema, the documented
 headers. Cases are counted per operation and the total must reach ``MIN_CASES``; a summary
-goes to ``bench/results/api_fuzz.json``.
+goes to ``test-output/api_fuzz.json`` (a test run never rewrites a tracked file). To refresh
+the committed record: ``BATON_FUZZ_OUT=bench/results/api_fuzz.json pytest tests/test_api_fuzz.py``.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from tests.factories import MembershipFactory, UserFactory, make_study
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "api_fuzz.json"
+RESULTS = ROOT / "test-output" / "api_fuzz.json"
 SCHEMA_URL = "/api/schema/"
 MIN_CASES = 1000
 #: Generated cases per operation and generation mode (at most; a small input space gives fewer).
@@ -334,6 +335,7 @@ def _fuzz_all(schema: Any, world: dict[str, Any], tally: Tally) -> None:
         },
     }
     out = Path(os.environ.get("BATON_FUZZ_OUT", RESULTS))
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     assert not tally.failures, json.dumps(tally.failures[:5], indent=2)
     assert tally.total >= MIN_CASES, summary["cases_per_operation"]
