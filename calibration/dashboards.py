@@ -29,8 +29,10 @@ For an undecided cell with posterior draws ``Δ_s`` (mean ``μ₀``, variance ``
    from judge-only counts.
 3. *Preposterior simulation*: for each draw ``s`` take ``Δ_s`` as the truth, simulate what
    ``k`` labels would say, ``e ~ N(Δ_s, 1/(λk))``, and update:
-   ``μ_k = v_k (μ₀/v₀ + λk·e)``. The verdict is reached when
-   ``Φ((μ_k + δ)/√v_k) ≥ γ`` (go) or ``≤ 1 − γ`` (no-go).
+   ``μ_k = v_k (μ₀/v₀ + λk·e)``. The verdict is reached by the rule the verdicts follow
+   (:func:`calibration.bayes.decision.required_z`): ``z_k = (μ_k + δ)/√v_k ≥ b`` (go) or
+   ``≤ −b`` (no-go), where ``b`` is the sequential boundary at ``n + k`` labels of the
+   budget (without a budget, the one-look ``b = Φ⁻¹(γ)``).
 
 We report the smallest ``k`` (on a geometric grid) at which at least half of the
 simulations reach a verdict, and the ``k`` for 80%. Labels are counted study-wide (one
@@ -51,6 +53,7 @@ from numpy.typing import ArrayLike
 
 from annotate.models import Annotation, Arm, Assignment, Dimension, Label, Study
 from calibration import agreement
+from calibration.bayes.decision import required_z
 from calibration.models import Fit
 
 __all__ = [
@@ -473,6 +476,7 @@ def forecast_labels(
     margin: float,
     confidence: float,
     n_labels: int,
+    budget: int | None = None,
     history_n: ArrayLike = (),
     history_sd: ArrayLike = (),
     max_labels: int = 20_000,
@@ -486,7 +490,7 @@ def forecast_labels(
     probability along it (for a chart or a table), and ``lean``: the share of reached
     verdicts that are go at the ``p80`` point (or at the end of the grid).
     """
-    from scipy.special import ndtr
+    from scipy.special import ndtri
 
     d = np.asarray(draws, dtype=np.float64).ravel()
     mu0, v0 = float(d.mean()), float(d.var())
@@ -514,9 +518,13 @@ def forecast_labels(
         vk = 1.0 / (1.0 / v0 + lam * k)
         est = truth + z / math.sqrt(lam * k)
         mu_k = vk * (mu0 / v0 + lam * k * est)
-        p_ok = ndtr((mu_k + margin) / math.sqrt(vk))
-        go_ = p_ok >= confidence
-        nogo = (1 - p_ok) >= confidence
+        z_k = (mu_k + margin) / math.sqrt(vk)
+        if budget is None:
+            bound = float(ndtri(confidence))
+        else:
+            bound = required_z(int(n_labels) + int(k), budget, confidence)
+        go_ = z_k >= bound
+        nogo = z_k <= -bound
         reached = go_ | nogo
         reach.append(float(reached.mean()))
         lean.append(float(go_.sum() / reached.sum()) if reached.any() else None)
@@ -601,6 +609,7 @@ def pair_data(study: Study, fit: Fit, cand: str) -> dict[str, Any] | None:
                 margin=ds["margin"],
                 confidence=s["confidence"],
                 n_labels=fit.n_labels,
+                budget=progress_budget,
                 history_n=h["n"],
                 history_sd=hist_sd,
                 max_labels=max(20 * progress_budget, 5000),

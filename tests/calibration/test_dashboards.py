@@ -271,6 +271,23 @@ def test_forecast_is_quick_far_from_the_margin_and_slow_on_it():
     assert far["lean"] > 0.9  # it would be a go
 
 
+def test_forecast_follows_the_sequential_boundary_of_the_verdicts():
+    """Early in the budget the boundary is higher, so a verdict needs more labels."""
+    rng = np.random.default_rng(0)
+    draws = rng.normal(0.01, 0.02, 2000)
+    one_look = dashboards.forecast_labels(draws, margin=0.02, confidence=0.95, n_labels=100)
+    early = dashboards.forecast_labels(
+        draws, margin=0.02, confidence=0.95, n_labels=100, budget=10_000
+    )
+    assert one_look["median"] is not None and early["median"] is not None
+    assert early["median"] > one_look["median"]
+    # Past the budget the boundary is z_{1-(1-γ)/2}, a little above the one-look Φ⁻¹(γ).
+    spent = dashboards.forecast_labels(
+        draws, margin=0.02, confidence=0.95, n_labels=100, budget=100
+    )
+    assert one_look["median"] <= spent["median"] < early["median"]
+
+
 def test_forecast_uses_the_measured_information_per_label_when_history_allows():
     rng = np.random.default_rng(0)
     n = np.array([50, 100, 200])
