@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -280,17 +281,21 @@ def start_server(url: str, port: int, settings: ServerSettings) -> subprocess.Po
         "warning",
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc
-        except OSError:
-            time.sleep(0.3)
-    stop_server(proc)
-    raise RuntimeError("gunicorn did not start within 120 s")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return proc
+            except OSError:
+                time.sleep(0.3)
+        stop_server(proc)
+        raise RuntimeError("gunicorn did not start within 120 s")
+    finally:
+        # gunicorn has read its config file once it listens (or it failed): remove it.
+        shutil.rmtree(config.parent, ignore_errors=True)
 
 
 def server_command(settings: ServerSettings, port: int) -> str:
