@@ -9,11 +9,15 @@ Rules (issue 4):
 - *Available* means: no live graded annotation by anyone (undone ones do not count), no
   live annotation (grade or skip) by this annotator, no unexpired open lease by anyone.
   A response is never leased to two annotators at once, except for overlap picks.
-- Every write on a response happens while its row is locked: ``next_item`` locks candidates
-  with ``SELECT … FOR NO KEY UPDATE SKIP LOCKED`` and re-checks availability *after* the
-  lock (a new statement, so on PostgreSQL's READ COMMITTED it sees whatever the previous
-  lock holder committed); ``submit``/``skip``/``undo`` lock the response row and wait.
-  On SQLite the settings open every transaction IMMEDIATE, so writers are serialised.
+- Every write on a response happens while the response is locked: ``next_item`` try-locks
+  candidates (skipping busy ones) and re-checks availability *after* the lock (a new
+  statement, so on PostgreSQL's READ COMMITTED it sees whatever the previous lock holder
+  committed); ``submit``/``skip``/``undo`` lock the response and wait. On PostgreSQL the
+  lock is a transaction-level advisory lock keyed by (the response table's oid, the id),
+  not a row lock: a row lock writes the tuple (WAL, a dirtied page) and clears its page's
+  all-visible bit, which turned the index-only scans below into heap fetches for every
+  page a pick had touched. On SQLite the settings open every transaction IMMEDIATE, so
+  writers are serialised.
 - Drawing inside a cell is an indexed query: count the cell (index-only scan of
   ``response_cell_idx``), take a uniform offset (index-only scan of ``response_pick_idx``,
   which carries the id), reject if the row is unavailable or locked, redraw. Rejection keeps
@@ -374,17 +378,29 @@ def _available_qs(
     )
 
 
+def _advisory_lock(table: str, row_id: int, *, skip_locked: bool) -> bool:
+    """PostgreSQL: lock ``(table, row_id)`` until the transaction ends; False if busy.
+
+    Keys are (the table's oid, the id folded to 31 bits), the namespace convention of
+    :mod:`calibration.selection`. Two ids that fold alike share a lock: that can only make
+    a pick skip a free response or a submit wait briefly, never let two holders in.
+    """
+    function = "pg_try_advisory_xact_lock" if skip_locked else "pg_advisory_xact_lock"
+    rows = _sql(f"SELECT {function}(%s::regclass::oid::int, %s)", [table, row_id & 0x7FFFFFFF])
+    return not skip_locked or bool(rows[0][0])
+
+
 def _lock_response(response_id: int, *, skip_locked: bool) -> bool:
-    """Lock one response row (FOR NO KEY UPDATE); False if skip_locked and it is busy.
+    """Lock one response for this transaction; False if skip_locked and it is busy.
 
     Every queue write on a response holds this lock, so checks made after it see the
-    previous holder's committed rows. SQLite has no row locks: its transactions are
-    ``BEGIN IMMEDIATE`` (settings), so only one writer runs at a time anyway.
+    previous holder's committed rows (the lock is released only after the holder's commit
+    is visible). SQLite has no locks to take: its transactions are ``BEGIN IMMEDIATE``
+    (settings), so only one writer runs at a time anyway; it checks the row exists.
     """
-    lock = ""
-    if connection.features.has_select_for_update:
-        lock = " FOR NO KEY UPDATE SKIP LOCKED" if skip_locked else " FOR NO KEY UPDATE"
-    return bool(_sql(f"SELECT id FROM {_T.response} WHERE id = %s{lock}", [response_id]))
+    if connection.vendor == "postgresql":
+        return _advisory_lock(_T.response, response_id, skip_locked=skip_locked)
+    return bool(_sql(f"SELECT id FROM {_T.response} WHERE id = %s", [response_id]))
 
 
 def _is_available(response_id: int, *, annotator: Any, now: datetime) -> bool:
@@ -537,8 +553,8 @@ def _study_state(*, study_id: int, annotator: Any, now: datetime) -> Study:
 
 def _lock_annotator(annotator: Any) -> None:
     """Serialise one annotator's own queue calls (a double click must not lease twice)."""
-    lock = " FOR NO KEY UPDATE" if connection.features.has_select_for_update else ""
-    _sql(f"SELECT id FROM {_T.user} WHERE id = %s{lock}", [annotator.pk])
+    if connection.vendor == "postgresql":
+        _advisory_lock(_T.user, annotator.pk, skip_locked=False)
 
 
 def _current_assignment(*, study: Study, annotator: Any, now: datetime) -> Assignment | None:
@@ -566,7 +582,7 @@ def _lease(
     fit_id: int | None = None,
     clock: bool = False,
 ) -> Assignment:
-    # With the real clock, stamp the lease when it is written (after the row lock), so
+    # With the real clock, stamp the lease when it is written (after the lock), so
     # that stored times order leases of one response exactly as the locks did.
     stamp = timezone.now() if clock else now
     return Assignment.objects.create(

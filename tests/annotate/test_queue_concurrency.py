@@ -35,8 +35,9 @@ RESPONSES = 60
 def postgres_only(settings, monkeypatch):
     if connection.vendor != "postgresql":
         pytest.skip(
-            "row locks (SELECT … FOR UPDATE SKIP LOCKED) only exist on PostgreSQL; SQLite "
-            "serialises writers with BEGIN IMMEDIATE instead. Set DATABASE_URL to run this."
+            "the queue's locks (advisory try-locks that skip busy responses) only exist on "
+            "PostgreSQL; SQLite serialises writers with BEGIN IMMEDIATE instead. Set "
+            "DATABASE_URL to run this."
         )
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # A fit per 20 grades would run PyMC inside the threads (immediate task backend).
