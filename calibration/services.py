@@ -40,7 +40,7 @@ import numpy as np
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from annotate.models import Study
+from annotate.models import Annotation, Study
 from calibration.counts import StudyCounts, count_labels, study_counts
 from calibration.models import Fit
 
@@ -218,25 +218,76 @@ def request_fit(*, study: Study, trigger: str, requested_by: User | None = None)
 def note_new_labels(*, study: Study) -> Fit | None:
     """Called after each grade: request a fit once ``study.refit_every`` labels came in.
 
-    Labels are counted since the newest fit that started (its ``n_labels`` is what it saw).
-    Returns the fit that will include the new labels, or None when it is not time yet.
-    A running fit whose worker is gone is retried at once (it would block every later fit).
+    Labels are counted since the newest fit that started: responses whose first live grade
+    came after its start. (A response first graded between the start and the moment the
+    fit counted is in the fit and counted here too, so a refit can come a few labels early,
+    never late.) Returns the fit that will include the new labels, or None when it is not
+    time yet. A running fit whose worker is gone is retried at once (it would block every
+    later fit).
+
+    This runs after every grade, so it costs one statement when nothing is due: the fit
+    state and the count since the last fit together, bounded by the labels since that fit
+    rather than by all of the study's labels. The lost-worker probe runs only while a fit
+    of the study is running.
     """
-    if _lost_running(study_id=study.pk, now=timezone.now()):
+    queued_id, running, since, seen = _refit_state(study_id=study.pk)
+    if running and _lost_running(study_id=study.pk, now=timezone.now()):
         return request_fit(study=study, trigger=Fit.Trigger.LABELS)
-    queued = Fit.objects.filter(study=study, status=Fit.Status.QUEUED).first()
-    if queued is not None:
-        return queued  # it has not counted yet, so it will see these labels
-    last = (
-        Fit.objects.filter(study=study, started_at__isnull=False)
-        .exclude(status=Fit.Status.QUEUED)
-        .order_by("-started_at", "-id")
-        .values_list("n_labels", flat=True)
-        .first()
-    )
-    if count_labels(study=study) - (last or 0) < study.refit_every:
+    if queued_id is not None:
+        # It has not counted yet, so it will see these labels.
+        return Fit.objects.filter(pk=queued_id).first() or request_fit(
+            study=study, trigger=Fit.Trigger.LABELS
+        )
+    if seen is None:
+        if count_labels(study=study) < study.refit_every:
+            return None
+    elif seen < study.refit_every:
         return None
     return request_fit(study=study, trigger=Fit.Trigger.LABELS)
+
+
+def _refit_state(*, study_id: int) -> tuple[int | None, int, Any, int | None]:
+    """(queued fit id, running fits, newest started fit's start, responses first graded since).
+
+    The last two are None when no fit has started. One statement, plain SQL (it runs after
+    every grade).
+    """
+    fit, annotation = Fit._meta.db_table, Annotation._meta.db_table
+    graded = Annotation.Status.GRADED
+    sql = f"""
+        SELECT
+            (SELECT id FROM {fit} WHERE study_id = %s AND status = %s LIMIT 1),
+            (SELECT COUNT(*) FROM {fit} WHERE study_id = %s AND status = %s),
+            last.started_at,
+            (SELECT COUNT(DISTINCT a.response_id) FROM {annotation} a
+             WHERE a.study_id = %s AND a.status = %s AND a.undone_at IS NULL
+               AND a.created_at >= last.started_at
+               AND NOT EXISTS (
+                   SELECT 1 FROM {annotation} b
+                   WHERE b.response_id = a.response_id AND b.status = %s
+                     AND b.undone_at IS NULL AND b.created_at < last.started_at))
+        FROM (SELECT 1 AS one) AS here LEFT JOIN (
+            SELECT started_at FROM {fit}
+            WHERE study_id = %s AND started_at IS NOT NULL AND status <> %s
+            ORDER BY started_at DESC, id DESC LIMIT 1
+        ) AS last ON 1 = 1"""
+    params = [
+        study_id,
+        Fit.Status.QUEUED,
+        study_id,
+        Fit.Status.RUNNING,
+        study_id,
+        graded,
+        graded,
+        study_id,
+        Fit.Status.QUEUED,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        queued_id, running, started_at, since = cursor.fetchone()
+    if started_at is None:
+        return queued_id, int(running), None, None
+    return queued_id, int(running), started_at, int(since or 0)
 
 
 # ---------------------------------------------------------------------------------------
