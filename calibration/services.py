@@ -271,7 +271,7 @@ def _refit_state(*, study_id: int) -> tuple[int | None, int, Any, int | None]:
             WHERE study_id = %s AND started_at IS NOT NULL AND status <> %s
             ORDER BY started_at DESC, id DESC LIMIT 1
         ) AS last ON 1 = 1"""
-    params = [
+    params: list[Any] = [
         study_id,
         Fit.Status.QUEUED,
         study_id,
