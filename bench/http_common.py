@@ -133,7 +133,8 @@ def build_study(n_responses: int, annotators: int, rebuild: bool) -> tuple[Any, 
             ]
             n_prompts = -(-n_responses // len(arms))
             with connection.cursor() as cur:
-                cur.execute("SET LOCAL synchronous_commit = off")
+                # Committed synchronously: VACUUM below cannot mark pages all-visible
+                # while the inserting commit is not yet flushed (relallvisible stayed 0).
                 cur.execute(
                     """
                     INSERT INTO annotate_prompt (study_id, region_id, external_id, text, metadata)
@@ -197,7 +198,22 @@ def reset_grading(study) -> None:
         cur.execute("DELETE FROM annotate_assignment WHERE study_id = %s", [study.pk])
         cur.execute("VACUUM ANALYZE annotate_annotation")
         cur.execute("VACUUM ANALYZE annotate_assignment")
+        # Autovacuum's job in a deployment: the previous run's writes may have cleared
+        # pages' all-visible bits, which index-only scans of the pick rely on.
+        cur.execute("VACUUM annotate_response")
     Fit.objects.filter(study=study).delete()
+
+
+def all_visible_share(table: str = "annotate_response") -> float:
+    """Share of the table's pages marked all-visible (index-only scans skip their heap)."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT relallvisible::float / GREATEST(relpages, 1) FROM pg_class WHERE relname = %s",
+            [table],
+        )
+        return round(float(cur.fetchone()[0]), 3)
 
 
 def issue_tokens(users) -> list[str]:

@@ -39,6 +39,11 @@ def main() -> None:
     p.add_argument("--fit", choices=("synthetic", "none"), default="none")
     p.add_argument("--annotator", default="bench-annotator-7")
     p.add_argument("--output", type=Path, default=RESULTS)
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="also write a cProfile of the measured cycles here (pstats format; no record)",
+    )
     args = p.parse_args()
 
     root = args.code_root.resolve()
@@ -98,6 +103,15 @@ def main() -> None:
     def backend_seconds() -> float:
         fields = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.runcall(lambda: [cycle() for _ in range(args.cycles)])
+        profiler.dump_stats(args.profile)
+        print(f"profile of {args.cycles} cycles: {args.profile}")
+        return
 
     load_before = os.getloadavg()
     cpu0, db0, wall0 = time.process_time(), backend_seconds(), time.perf_counter()

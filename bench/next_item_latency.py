@@ -49,6 +49,7 @@ from http_common import (  # noqa: E402
     CpuMeter,
     ServerSettings,
     Tally,
+    all_visible_share,
     annotate_loop,
     bench_url,
     build_study,
@@ -296,6 +297,7 @@ def main() -> None:
     try:
         for think in args.think:
             reset_grading(study)
+            visible_before = all_visible_share()
             refits = Refits(study, args.refit_seconds) if args.fit == "synthetic" else None
             connections.close_all()
             with refits or contextlib.nullcontext():
@@ -310,6 +312,10 @@ def main() -> None:
                 )
             scenarios[f"think_{think:g}s"] = scenario_result(study, load, args, think)
             scenarios[f"think_{think:g}s"]["synthetic_refits"] = refits.count if refits else None
+            scenarios[f"think_{think:g}s"]["response_pages_all_visible"] = {
+                "before": visible_before,
+                "after": all_visible_share(),
+            }
             connections.close_all()
     finally:
         stop_server(server)
