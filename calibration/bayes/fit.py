@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from calibration.bayes.data import CellCounts
 
@@ -25,8 +26,12 @@ from calibration.bayes.posterior import (
     ESS_MIN,
     MODEL_VERSION,
     RHAT_MAX,
+    TOP_UP_ESS_MARGIN,
+    TOP_UP_MAX_FACTOR,
+    TOP_UP_RHAT_MAX,
     DimensionFit,
     diagnose,
+    ess_top_up_chains,
 )
 
 __all__ = [
@@ -34,11 +39,18 @@ __all__ = [
     "ESS_MIN",
     "MODEL_VERSION",
     "RHAT_MAX",
+    "TOP_UP_ESS_MARGIN",
+    "TOP_UP_MAX_FACTOR",
+    "TOP_UP_RHAT_MAX",
     "DimensionFit",
     "Fitter",
     "adaptation_for",
     "diagnose",
+    "ess_top_up_chains",
+    "top_up_seed",
 ]
+
+_Posterior = dict[str, NDArray[np.float64]]
 
 
 def adaptation_for(counts: CellCounts) -> Literal["diag", "low_rank"]:
@@ -54,6 +66,14 @@ def adaptation_for(counts: CellCounts) -> Literal["diag", "low_rank"]:
     J = 3 ridge, see :mod:`calibration.bayes.model`).
     """
     return "low_rank" if counts.n_bins > 2 else "diag"
+
+
+def top_up_seed(seed: int, top_up: int) -> int:
+    """Sampler seed of the ``top_up``-th extra run (1, 2, …) of a fit seeded ``seed``:
+    derived, so a fit stays reproducible from its one stored seed, and its extra chains
+    are not copies of the first run's."""
+    state = np.random.SeedSequence([int(seed), 0x70B, int(top_up)]).generate_state(1)
+    return int(state[0] >> 1)
 
 
 @dataclass
@@ -119,47 +139,37 @@ class Fitter:
         """Compile (or reuse) the model for ``counts.shape``; returns seconds spent."""
         return self._compiled(counts)[1]
 
-    def fit(
+    def _swap(self, entry: _Compiled, counts: CellCounts) -> Any:
+        """The model with ``counts`` swapped in: nutpie's compiled model, or the pm.Model."""
+        if self.backend == "nutpie":
+            assert entry.nutpie_model is not None
+            return entry.nutpie_model.with_data(
+                judge_only=counts.judge_only, labelled=counts.labelled
+            )
+        import pymc as pm
+
+        with entry.model:
+            pm.set_data({"judge_only": counts.judge_only, "labelled": counts.labelled})
+        return entry.model
+
+    def _sample(
         self,
+        model: Any,
         counts: CellCounts,
         *,
         seed: int,
-        draws: int = 2000,
-        tune: int = 1000,
-        chains: int = 2,
-        target_accept: float = 0.95,
-    ) -> DimensionFit:
-        """Sample the posterior of one dimension.
-
-        Parameters
-        ----------
-        counts
-            The dimension's counts; a model of the same shape is reused if cached.
-        seed
-            Sampler seed (stored with the fit).
-        draws, tune, chains, target_accept
-            NUTS settings; draws are per chain. 2000 rather than 1000 draws per chain
-            keeps the folded R-hat below 1.01 (see :func:`diagnose`) for ~0.3 s more.
-
-        Returns
-        -------
-        DimensionFit
-            ``theta`` and ``confusion`` with chains concatenated (``S = chains·draws``).
-        """
-        entry, compile_s = self._compiled(counts)
-        names = ("theta", "confusion")
+        draws: int,
+        tune: int,
+        chains: int,
+        target_accept: float,
+    ) -> tuple[_Posterior, NDArray[np.bool_]]:
+        """One sampling run: every posterior variable ``(chain, draw, ...)`` and the
+        ``(chain, draw)`` divergence flags."""
         if self.backend == "nutpie":
             import nutpie
 
-            assert entry.nutpie_model is not None
-            t0 = time.perf_counter()
-            compiled = entry.nutpie_model.with_data(
-                judge_only=counts.judge_only, labelled=counts.labelled
-            )
-            swap_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
             trace = nutpie.sample(
-                compiled,
+                model,
                 draws=draws,
                 tune=tune,
                 chains=chains,
@@ -170,18 +180,10 @@ class Fitter:
                 save_warmup=False,
                 adaptation=adaptation_for(counts),
             )
-            sample_s = time.perf_counter() - t0
-            post_ds = trace["posterior"]
-            diverging = np.asarray(trace["sample_stats"]["diverging"])
         else:
             import pymc as pm
 
-            t0 = time.perf_counter()
-            with entry.model:
-                pm.set_data({"judge_only": counts.judge_only, "labelled": counts.labelled})
-            swap_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            with entry.model:
+            with model:
                 trace = pm.sample(
                     draws=draws,
                     tune=tune,
@@ -193,18 +195,117 @@ class Fitter:
                     progressbar=False,
                     compute_convergence_checks=False,
                 )
-            sample_s = time.perf_counter() - t0
-            post_ds = trace["posterior"]
-            diverging = np.asarray(trace["sample_stats"]["diverging"])
-
+        post_ds = trace["posterior"]
         posterior = {
             str(k): np.asarray(post_ds[k].values, dtype=np.float64) for k in post_ds.data_vars
         }
+        diverging = np.asarray(trace["sample_stats"]["diverging"], dtype=bool)
+        return posterior, diverging
+
+    def fit(
+        self,
+        counts: CellCounts,
+        *,
+        seed: int,
+        draws: int = 2000,
+        tune: int = 1000,
+        chains: int = 2,
+        target_accept: float = 0.95,
+        ess_top_ups: int = 2,
+    ) -> DimensionFit:
+        """Sample the posterior of one dimension.
+
+        Parameters
+        ----------
+        counts
+            The dimension's counts; a model of the same shape is reused if cached.
+        seed
+            Sampler seed (stored with the fit; top-up runs use :func:`top_up_seed`).
+        draws, tune, chains, target_accept
+            NUTS settings; draws are per chain. 2000 rather than 1000 draws per chain
+            keeps the folded R-hat below 1.01 (see :func:`diagnose`) for ~0.3 s more.
+        ess_top_ups
+            At most this many ESS top-ups (0: never, the behaviour before they existed).
+
+        ESS top-up
+        ----------
+        When the first run fails the diagnostics on bulk ESS alone — R-hat not far off and
+        no more than a handful of divergences, the rule of
+        :func:`~calibration.bayes.posterior.ess_top_up_chains` — the compiled model is
+        sampled again with more chains (same ``draws`` and ``tune``, a seed derived from
+        ``seed``), sized from the ESS shortfall so that the expected min bulk ESS is
+        ``TOP_UP_ESS_MARGIN · ESS_MIN``. They are appended as extra chains and the
+        diagnostics, and ``ok``, are computed again over all chains together. At most
+        ``ess_top_ups`` runs, and never beyond ``TOP_UP_MAX_FACTOR`` times the requested
+        chains, so a fit's sampling time stays within about that multiple. A fit that
+        fails on R-hat or divergences is not topped up: more draws would only dilute the
+        evidence of a real problem. This is aimed at the ordered-logit model at millions
+        of responses (``bench/bayes_ordinal.py``), whose chains mix slowly along the
+        ``J = 3`` ridge but agree.
+
+        Returns
+        -------
+        DimensionFit
+            ``theta`` and ``confusion`` with chains concatenated. After a top-up the draws
+            are thinned evenly (over all chains) back to ``S = chains·draws`` as
+            requested, so whatever reads a fit — summaries, selection, the stored blob
+            (itself thinned to ``services.DRAWS_STORED``) — sees the usual size and memory
+            stays bounded. Little is lost: a fit is topped up only when its integrated
+            autocorrelation time is above ``chains·draws / ESS_MIN`` draws (10 at the
+            defaults), and thinning such chains by a factor of at most
+            ``TOP_UP_MAX_FACTOR`` (3) keeps nearly all of their effective draws.
+            The diagnostics describe all the draws sampled (``diagnostics["chains"]`` is
+            the total); ``top_ups``, ``top_up_seconds`` and ``min_ess_bulk_first`` say
+            what the top-up did (see :class:`DimensionFit`).
+        """
+        if ess_top_ups < 0:
+            raise ValueError("ess_top_ups must be >= 0")
+        entry, compile_s = self._compiled(counts)
+        names = ("theta", "confusion")
+        ta = target_accept
+        t0 = time.perf_counter()
+        model = self._swap(entry, counts)
+        swap_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        posterior, diverging = self._sample(
+            model, counts, seed=seed, draws=draws, tune=tune, chains=chains, target_accept=ta
+        )
+        sample_s = time.perf_counter() - t0
         diag = diagnose(posterior, diverging)
+        first_ess = diag["min_ess_bulk"]
+
+        total_chains, top_ups, top_up_s = chains, 0, 0.0
+        while top_ups < ess_top_ups:
+            extra = ess_top_up_chains(
+                diag, chains=total_chains, max_chains=TOP_UP_MAX_FACTOR * chains
+            )
+            if extra == 0:
+                break
+            top_ups += 1
+            t0 = time.perf_counter()
+            more, more_div = self._sample(
+                model,
+                counts,
+                seed=top_up_seed(seed, top_ups),
+                draws=draws,
+                tune=tune,
+                chains=extra,
+                target_accept=ta,
+            )
+            top_up_s += time.perf_counter() - t0
+            posterior = {k: np.concatenate([v, more[k]], axis=0) for k, v in posterior.items()}
+            diverging = np.concatenate([diverging, more_div], axis=0)
+            total_chains += extra
+            diag = diagnose(posterior, diverging)
+        sample_s += top_up_s
+
         diag.update(
-            chains=float(chains),
+            chains=float(total_chains),
             draws=float(draws),
             tune=float(tune),
+            top_ups=float(top_ups),
+            top_up_seconds=top_up_s,
+            min_ess_bulk_first=first_ess,
             compile_seconds=compile_s,
             swap_seconds=swap_s,
             sample_seconds=sample_s,
@@ -216,7 +317,7 @@ class Fitter:
         }
         m, r, j = counts.shape
         theta, confusion = (posterior[n] for n in names)
-        return DimensionFit(
+        fit = DimensionFit(
             arms=counts.arms,
             regions=counts.regions,
             n_bins=counts.n_bins,
@@ -227,3 +328,4 @@ class Fitter:
             seed=int(seed),
             counts_digest=counts.digest(),
         )
+        return fit.thinned(chains * draws)

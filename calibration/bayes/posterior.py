@@ -20,8 +20,12 @@ __all__ = [
     "ESS_MIN",
     "MODEL_VERSION",
     "RHAT_MAX",
+    "TOP_UP_ESS_MARGIN",
+    "TOP_UP_MAX_FACTOR",
+    "TOP_UP_RHAT_MAX",
     "DimensionFit",
     "diagnose",
+    "ess_top_up_chains",
 ]
 
 #: Bump whenever the model (priors, parameterisation, likelihood) changes. It lives here,
@@ -38,6 +42,21 @@ RHAT_MAX = 1.01
 ESS_MIN = 400.0
 #: ... and at most this many divergent transitions after warm-up (a "handful").
 DIVERGENCES_MAX = 5
+
+# The ESS top-up (:func:`ess_top_up_chains`, used by ``Fitter.fit``).
+#: A fit short of ESS is topped up only while its max R-hat is at most this. ESS-limited
+#: fits of the ordered-logit model (min bulk ESS 275–420 with 2 × 2000 draws) showed a max
+#: R-hat of 1.003–1.017 (bench/results/bayes_ordinal.json, 5M responses): the folded R-hat
+#: is noisy at that ESS. A real failure to converge is far above this (a chain stuck
+#: elsewhere: 2.2 with 437 divergences in the same bench). Between 1.01 and this value the
+#: extra chains must bring R-hat, computed over all chains, down to RHAT_MAX to pass.
+TOP_UP_RHAT_MAX = 1.05
+#: Extra chains are sized so that the expected min bulk ESS (proportional to the number
+#: of chains) is this multiple of ESS_MIN: the min over ~100 scalars is itself noisy.
+TOP_UP_ESS_MARGIN = 1.25
+#: All top-ups together never take a fit beyond this multiple of its requested chains
+#: (so of its draws, and about of its sampling CPU time: each extra chain also tunes).
+TOP_UP_MAX_FACTOR = 3
 
 
 def _z_scale(x: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -175,6 +194,44 @@ def diagnose(
     return out
 
 
+def ess_top_up_chains(diagnostics: dict[str, float], *, chains: int, max_chains: int) -> int:
+    """How many chains to add to a fit that fails on ESS alone (0: do not top up).
+
+    A top-up is worth it only when the chains agree and the sampler had no trouble, so
+    that more draws of the same kind will raise the ESS and nothing is hidden:
+
+    * the fit fails (``DimensionFit.is_ok`` is false) *and* its min bulk ESS is below
+      ``ESS_MIN`` — a fit with enough ESS that fails on R-hat is not topped up;
+    * max R-hat ≤ ``TOP_UP_RHAT_MAX`` (1.05): not far off, see that constant;
+    * divergences ≤ ``DIVERGENCES_MAX``: divergences point at a geometry the sampler cannot
+      explore, which more draws would only dilute;
+    * ``chains < max_chains``, and the ESS expected at ``max_chains`` reaches ``ESS_MIN``
+      (``min_ess_bulk · max_chains / chains ≥ ESS_MIN``): a fit further off than that
+      would still fail at the cap, and sampling it more would only cost time.
+
+    The size: ESS grows about in proportion to the number of chains of equal length, so
+    the chains needed for ``TOP_UP_ESS_MARGIN · ESS_MIN`` are
+    ``ceil(chains · (TOP_UP_ESS_MARGIN · ESS_MIN / min_ess_bulk − 1))``, at least 1 and at
+    most ``max_chains − chains``. Pure: ``diagnostics`` as :func:`diagnose` returns them.
+    """
+    rhat = float(diagnostics["max_rhat"])
+    ess = float(diagnostics["min_ess_bulk"])
+    divergences = float(diagnostics["divergences"])
+    room = max_chains - chains
+    if room <= 0 or chains <= 0 or DimensionFit.is_ok(diagnostics):
+        return 0
+    if not (np.isfinite(rhat) and rhat <= TOP_UP_RHAT_MAX):
+        return 0
+    if not divergences <= DIVERGENCES_MAX:
+        return 0
+    if not (np.isfinite(ess) and 0.0 < ess < ESS_MIN):
+        return 0
+    if ess * max_chains / chains < ESS_MIN:
+        return 0
+    need = int(np.ceil(chains * (TOP_UP_ESS_MARGIN * ESS_MIN / ess - 1.0)))
+    return int(min(max(need, 1), room))
+
+
 @dataclass(frozen=True, eq=False)
 class DimensionFit:
     """Posterior draws and diagnostics of one dimension's fit.
@@ -184,16 +241,24 @@ class DimensionFit:
     arms, regions, n_bins
         As in the :class:`~calibration.bayes.data.CellCounts` that was fitted.
     theta
-        ``(S, M, R)`` draws of ``P(pass)`` per arm and region.
+        ``(S, M, R)`` draws of ``P(pass)`` per arm and region. From ``Fitter.fit``
+        ``S = chains · draws`` as requested, also after an ESS top-up (the draws of all
+        chains are then thinned evenly back to that size).
     confusion
         ``(S, M, 2, J)`` draws of ``P(judge bin | true class)`` per arm.
     diagnostics
         ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``, ``max_rhat_theta``, ``min_ess_theta``,
         ``divergences``, ``chains``, ``draws``, ``tune``, ``sample_seconds``,
-        ``swap_seconds``, ``compile_seconds`` (0 when the compiled model was reused).
+        ``swap_seconds``, ``compile_seconds`` (0 when the compiled model was reused), and
+        from ``Fitter.fit`` the ESS top-up: ``top_ups`` (how many extra sampling runs),
+        ``top_up_seconds`` (their time, included in ``sample_seconds``) and
+        ``min_ess_bulk_first`` (min bulk ESS of the first run alone). ``chains`` counts
+        every chain sampled, top-ups included, and ``draws`` is per chain: the
+        diagnostics are computed over all ``chains · draws`` draws. Older fits lack the
+        top-up keys (none ran).
     ok
         ``max_rhat ≤ RHAT_MAX`` and ``min_ess_bulk ≥ ESS_MIN`` and
-        ``divergences ≤ DIVERGENCES_MAX``.
+        ``divergences ≤ DIVERGENCES_MAX``, over all chains (top-ups included).
     seed, counts_digest, model_version
         What is needed to reproduce the fit.
     """

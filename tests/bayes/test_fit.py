@@ -104,21 +104,25 @@ def test_real_fit_recovers_simulated_truth_and_reuses_the_compiled_model() -> No
     np.testing.assert_array_equal(same.theta, again.theta)
 
 
-@pytest.mark.parametrize(("draws", "phi"), [(2000, 0.0), (1001, 0.9), (500, 0.97), (800, -0.3)])
-def test_vectorised_diagnostics_agree_with_arviz(draws: int, phi: float) -> None:
+@pytest.mark.parametrize(
+    ("draws", "phi", "chains"),
+    # 3 and 5 chains: what an ESS top-up of Fitter.fit diagnoses.
+    [(2000, 0.0, 2), (1001, 0.9, 2), (500, 0.97, 2), (800, -0.3, 2), (700, 0.8, 3), (400, 0.9, 5)],
+)
+def test_vectorised_diagnostics_agree_with_arviz(draws: int, phi: float, chains: int) -> None:
     import arviz as az
 
     from calibration.bayes.posterior import _rhat_ess
 
     rng = np.random.default_rng(draws)
-    noise = rng.normal(size=(2, draws, 4, 3))
+    noise = rng.normal(size=(chains, draws, 4, 3))
     x = np.empty_like(noise)
     x[:, 0] = noise[:, 0]
     for t in range(1, draws):  # AR(1) chains: autocorrelated like MCMC output
         x[:, t] = phi * x[:, t - 1] + noise[:, t]
     x[1, :, 0] += 0.3  # one entry whose chains disagree
     x[:, :, 1, 1] = 7.0  # a constant entry is ignored
-    flat = x.reshape(2, draws, -1)[:, :, np.r_[0:4, 5:12]]
+    flat = x.reshape(chains, draws, -1)[:, :, np.r_[0:4, 5:12]]
     expected = (
         float(np.nanmax(az.rhat(flat, chain_axis=0, draw_axis=1))),
         float(np.nanmin(az.ess(flat, chain_axis=0, draw_axis=1, method="bulk"))),
