@@ -123,6 +123,6 @@ def test_cell_counts_are_read_only_and_shape_checked() -> None:
             arms=("a",),
             regions=("r",),
             n_bins=2,
-            judge_only=np.zeros((1, 1, 3)),
-            labelled=np.zeros((1, 1, 2, 2)),
+            judge_only=np.zeros((1, 1, 3), dtype=np.int64),
+            labelled=np.zeros((1, 1, 2, 2), dtype=np.int64),
         )
