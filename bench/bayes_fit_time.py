@@ -97,6 +97,10 @@ def fit_all(fitter: Fitter, counts: dict[str, CellCounts], seed: int) -> dict[st
                 "compile_seconds",
                 "swap_seconds",
                 "sample_seconds",
+                "top_ups",
+                "chains",
+                "min_ess_bulk_first",
+                "top_up_seconds",
             )
         }
         per_dim[name]["ok"] = fit.ok
@@ -223,6 +227,7 @@ def main() -> None:
             "min_ess_bulk": min(d["min_ess_bulk"] for d in all_diag),
             "divergences_max_per_fit": max(d["divergences"] for d in all_diag),
             "fits_ok": sum(d["ok"] for d in all_diag),
+            "fits_topped_up": sum(d["top_ups"] > 0 for d in all_diag),
             "fits": len(all_diag),
         }
     path = write_result(
@@ -236,7 +241,13 @@ def main() -> None:
                 "labels_per_arm": LABELS_PER_ARM,
                 "sizes_total_responses": args.sizes,
                 "repeats": repeats,
-                "fit": {"draws": 2000, "tune": 1000, "chains": 2, "target_accept": 0.95},
+                "fit": {
+                    "draws": 2000,
+                    "tune": 1000,
+                    "chains": 2,
+                    "target_accept": 0.95,
+                    "ess_top_ups": 2,
+                },
                 "sampler": "nutpie (numba backend), chains as threads",
             },
             "machine": info,

@@ -9,10 +9,15 @@ labelled and the judge-only responses), so 5M responses cost no more to simulate
 
 For each size (judge-only responses in total) and each ``J`` the script fits ``--studies``
 studies with the app's :class:`~calibration.bayes.fit.Fitter` and FIT_SETTINGS
-(2 chains × 2000 draws, 1000 tuning steps) and reports R-hat, bulk ESS, divergences,
-sampling time, the share of fits that pass the app's diagnostics, and the coverage and
-width of the 95% interval of Δ (both candidates). The JSON is rewritten after every
-(size, J) block, so a run stopped early keeps what it finished.
+(2 chains × 2000 draws, 1000 tuning steps, ESS top-ups as ``Fitter.fit`` does by default)
+and reports R-hat, bulk ESS, divergences, sampling time, the share of fits that pass the
+app's diagnostics, and the coverage and width of the 95% interval of Δ (both candidates).
+Per run it also reports the ESS top-ups (``top_ups``, total ``chains``,
+``top_up_seconds``, included in ``sample_seconds``) and ``min_ess_bulk_first``, the ESS of
+the first run alone: the first run does not depend on the top-up, so ``ok`` with
+``top_ups == 0`` is what the fit was without top-ups (``ok_fraction_without_top_up``).
+``--ess-top-ups 0`` runs without them. The JSON is rewritten after every (size, J) block,
+so a run stopped early keeps what it finished.
 
 Run (nice: it is CPU-heavy)::
 
@@ -43,7 +48,7 @@ from calibration.bayes.fit import Fitter, adaptation_for  # noqa: E402
 WEIGHTS = np.array([0.30, 0.20, 0.15, 0.15, 0.10, 0.10])
 LABELS = 300
 SEPARATION = 1.6
-FIT = {"draws": 2000, "tune": 1000, "chains": 2, "target_accept": 0.95}
+FIT: dict[str, Any] = {"draws": 2000, "tune": 1000, "chains": 2, "target_accept": 0.95}
 
 
 def simulate(total: int, n_bins: int, seed: int) -> tuple[CellCounts, np.ndarray]:
@@ -107,6 +112,10 @@ def fit_one(fitter: Fitter, counts: CellCounts, delta: np.ndarray, seed: int) ->
         "min_ess_tail": d["min_ess_tail"],
         "divergences": d["divergences"],
         "ok": fit.ok,
+        "top_ups": d["top_ups"],
+        "chains": d["chains"],
+        "min_ess_bulk_first": d["min_ess_bulk_first"],
+        "top_up_seconds": d["top_up_seconds"],
         "covered": cover,
         "width": width,
     }
@@ -124,7 +133,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 5_000_000])
     ap.add_argument("--bins", type=int, nargs="*", default=[3, 5])
     ap.add_argument("--out", default="bayes_ordinal")
+    ap.add_argument("--ess-top-ups", type=int, default=2, help="Fitter.fit's ess_top_ups (0: none)")
     args = ap.parse_args()
+    FIT["ess_top_ups"] = args.ess_top_ups
     n_studies = 3 if args.quick else args.studies
     info = machine_info()
     fitter = Fitter()
@@ -136,7 +147,8 @@ def main() -> None:
             for i in range(n_studies):
                 counts, delta = simulate(total, n_bins, seed=500 + i)
                 runs.append(fit_one(fitter, counts, delta, seed=i))
-                print(total, n_bins, {k: runs[-1][k] for k in list(runs[-1])[:9]}, flush=True)
+                keys = [*list(runs[-1])[:9], "top_ups", "chains", "min_ess_bulk_first"]
+                print(total, n_bins, {k: runs[-1][k] for k in keys}, flush=True)
             cov = [c for r in runs for c in r["covered"]]
             warm = [r["sample_seconds"] for r in runs if r["compile_seconds"] == 0.0]
             out[f"{total}_J{n_bins}"] = {
@@ -153,7 +165,28 @@ def main() -> None:
                 "divergences_total": float(sum(r["divergences"] for r in runs)),
                 "divergences_max": float(max(r["divergences"] for r in runs)),
                 "ok_fraction": float(np.mean([r["ok"] for r in runs])),
+                "ok_fraction_without_top_up": float(
+                    np.mean([r["ok"] and r["top_ups"] == 0 for r in runs])
+                ),
+                "topped_up": int(sum(r["top_ups"] > 0 for r in runs)),
+                "top_ups_total": int(sum(r["top_ups"] for r in runs)),
+                "chains_max": int(max(r["chains"] for r in runs)),
+                "min_ess_bulk_first_median": float(
+                    np.median([r["min_ess_bulk_first"] for r in runs])
+                ),
                 "sample_seconds_median": float(np.median(warm)) if warm else None,
+                "sample_seconds_max": float(max(warm)) if warm else None,
+                "first_run_seconds_median": float(
+                    np.median(
+                        [
+                            r["sample_seconds"] - r["top_up_seconds"]
+                            for r in runs
+                            if r["compile_seconds"] == 0.0
+                        ]
+                    )
+                )
+                if warm
+                else None,
                 "cpu_seconds": _cpu() - cpu0,
                 "wall_seconds": time.perf_counter() - wall0,
                 "loadavg_1min_at_end": round(__import__("os").getloadavg()[0], 2),
