@@ -13,7 +13,9 @@ What it does
 3. Runs a bounded load generator: ``--annotators`` threads, each an annotator with an API
    token, doing ``POST /api/studies/{slug}/next/`` → ``POST /api/assignments/{id}/submit/``
    cycles for ``--duration`` seconds (after ``--warmup`` seconds not measured), at most
-   ``--max-cycles`` per annotator, loopback only; one scenario per ``--think`` pause.
+   ``--max-cycles`` per annotator, loopback only; one scenario per ``--think`` pause (the
+   mean: each pause is uniform in ``think·(1 ± --think-spread)``, default ±50%, as real
+   annotators read for different times; ``--think-spread 0`` keeps them in lockstep).
 4. Stops the server and checks the database: leases of one response held by two annotators
    at once (overlap picks excepted), responses with more live grades than overlap picks
    explain, acknowledged grades missing or stored twice.
@@ -90,7 +92,13 @@ def parse_args() -> argparse.Namespace:
         type=float,
         nargs="+",
         default=[0.0, 2.0],
-        help="pause after each submit, seconds; one scenario per value",
+        help="mean pause after each submit, seconds; one scenario per value",
+    )
+    p.add_argument(
+        "--think-spread",
+        type=float,
+        default=0.5,
+        help="each pause is uniform in think·(1 ± spread); 0: every annotator in lockstep",
     )
     p.add_argument(
         "--fit",
@@ -139,12 +147,28 @@ def run_load(
     duration: float,
     max_cycles: int,
     think: float,
+    spread: float,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """``len(tokens)`` annotator threads for ``warmup + duration`` seconds; the last
-    ``duration`` are measured (latencies and CPU)."""
+    ``duration`` are measured (latencies and CPU).
+
+    Each pause is uniform in ``think·(1 ± spread)``, drawn per annotator from its own
+    seeded generator. With ``spread`` 0 every annotator pauses exactly ``think``: all of
+    them then stay in step, and every ~``think`` seconds the whole crowd asks at the same
+    instant (measured: 19 of 20 next requests inside one second), which real annotators,
+    who read for different times, do not do.
+    """
+    import random
+
     t_measure = time.monotonic() + warmup
     t_end = t_measure + duration
     tally = Tally()
+
+    def pauses(i: int) -> Any:
+        rng = random.Random(seed * 1000 + i)
+        return lambda: rng.uniform(think * (1 - spread), think * (1 + spread))
+
     threads = [
         threading.Thread(
             target=annotate_loop,
@@ -153,10 +177,10 @@ def run_load(
                 "grades": max_cycles,
                 "until": t_end,
                 "measure_from": t_measure,
-                "think": lambda: think,
+                "think": pauses(i),
             },
         )
-        for token in tokens
+        for i, token in enumerate(tokens)
     ]
     for t in threads:
         t.start()
@@ -309,6 +333,7 @@ def main() -> None:
                     duration=args.duration,
                     max_cycles=args.max_cycles,
                     think=think,
+                    spread=args.think_spread,
                 )
             scenarios[f"think_{think:g}s"] = scenario_result(study, load, args, think)
             scenarios[f"think_{think:g}s"]["synthetic_refits"] = refits.count if refits else None
@@ -342,7 +367,7 @@ def main() -> None:
         "load_generator": {
             "how": "Python threads with requests.Session, one per annotator, same host; "
             "each cycle POST next then POST submit (resent with the same client key after a "
-            "network error), then `think` seconds of pause",
+            "network error), then a pause uniform in think·(1 ± spread) seconds",
             "warmup_seconds": args.warmup,
             "measured_seconds": args.duration,
             "max_cycles_per_annotator": args.max_cycles,
@@ -479,6 +504,9 @@ def scenario_result(study, load: dict[str, Any], args: argparse.Namespace, think
     cycles = max(1, len(submits))
     return {
         "think_seconds": think,
+        "think_spread": args.think_spread,
+        "pause_seconds": f"uniform {think * (1 - args.think_spread):g}–"
+        f"{think * (1 + args.think_spread):g}",
         "statuses": dict(tally.statuses),
         "server_errors": tally.server_errors,
         "network_errors": len(tally.errors),
