@@ -57,7 +57,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
@@ -549,6 +549,8 @@ def main() -> None:
         hh, mm = (int(x) for x in args.until.split(":"))
         now = datetime.now(UTC)
         deadline = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+        if deadline <= now:  # a time already past today means tomorrow's
+            deadline += timedelta(days=1)
 
     started = time.perf_counter()
     load_before = os.getloadavg()
