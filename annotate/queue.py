@@ -760,6 +760,23 @@ def _check_answerable(*, assignment: Assignment, annotator: Any) -> None:
         raise AssignmentDone("you already answered this response")
 
 
+def _open_answer(
+    *, assignment_id: int, annotator: Any, client_key: uuid.UUID, now: datetime, clock: bool
+) -> tuple[Assignment, datetime, Annotation | None]:
+    """The start of a submit or a skip, inside its transaction.
+
+    Returns the annotator's assignment with its response locked, the time to stamp (taken
+    after the lock with the real clock, so stored times follow lock order), and the earlier
+    annotation with this client key if the request is a replay.
+    """
+    assignment = _get_assignment(assignment_id=assignment_id, annotator=annotator)
+    _lock_response(assignment.response_id, skip_locked=False)
+    if clock:
+        now = timezone.now()
+    replay = _replay(annotator=annotator, client_key=client_key, response_id=assignment.response_id)
+    return assignment, now, replay
+
+
 def submit_annotation(
     *,
     assignment_id: int,
@@ -791,16 +808,16 @@ def submit_annotation(
     if not flagged:
         flag_reason = ""
     with transaction.atomic():
-        assignment = _get_assignment(assignment_id=assignment_id, annotator=annotator)
-        study = assignment.study
-        _lock_response(assignment.response_id, skip_locked=False)
-        if clock:
-            now = timezone.now()  # stamped after the lock: stored times follow lock order
-        replay = _replay(
-            annotator=annotator, client_key=client_key, response_id=assignment.response_id
+        assignment, now, replay = _open_answer(
+            assignment_id=assignment_id,
+            annotator=annotator,
+            client_key=client_key,
+            now=now,
+            clock=clock,
         )
         if replay is not None:
             return replay
+        study = assignment.study
         values = _validate_labels(study=study, labels=labels)
         _check_answerable(assignment=assignment, annotator=annotator)
         if assignment.expires_at <= now:
@@ -870,16 +887,16 @@ def skip_item(
     if not reason:
         raise ValidationError({"reason": "say why you skip this item"})
     with transaction.atomic():
-        assignment = _get_assignment(assignment_id=assignment_id, annotator=annotator)
-        study = assignment.study
-        _lock_response(assignment.response_id, skip_locked=False)
-        if clock:
-            now = timezone.now()  # stamped after the lock: stored times follow lock order
-        replay = _replay(
-            annotator=annotator, client_key=client_key, response_id=assignment.response_id
+        assignment, now, replay = _open_answer(
+            assignment_id=assignment_id,
+            annotator=annotator,
+            client_key=client_key,
+            now=now,
+            clock=clock,
         )
         if replay is not None:
             return replay
+        study = assignment.study
         _check_answerable(assignment=assignment, annotator=annotator)
         annotation = Annotation.objects.create(
             response_id=assignment.response_id,
