@@ -99,7 +99,9 @@ def fit_all(fitter: Fitter, counts: dict[str, CellCounts], seed: int) -> dict[st
                 "sample_seconds",
                 "top_ups",
                 "chains",
+                "max_rhat_first",
                 "min_ess_bulk_first",
+                "divergences_first",
                 "top_up_seconds",
             )
         }
@@ -229,6 +231,15 @@ def main() -> None:
             "fits_ok": sum(d["ok"] for d in all_diag),
             "fits_topped_up": sum(d["top_ups"] > 0 for d in all_diag),
             "fits": len(all_diag),
+            # The cold runs fit other counts (seed 0) than the warm ones (seed 7).
+            "cold_fits_ok": {
+                k: sum(d["ok"] for d in v.get("dimensions", {}).values())
+                for k, v in out["cold"].items()
+            },
+            "cold_fits_topped_up": {
+                k: sum(d["top_ups"] > 0 for d in v.get("dimensions", {}).values())
+                for k, v in out["cold"].items()
+            },
         }
     path = write_result(
         "bayes_fit_time",

@@ -13,8 +13,9 @@ studies with the app's :class:`~calibration.bayes.fit.Fitter` and FIT_SETTINGS
 and reports R-hat, bulk ESS, divergences, sampling time, the share of fits that pass the
 app's diagnostics, and the coverage and width of the 95% interval of Δ (both candidates).
 Per run it also reports the ESS top-ups (``top_ups``, total ``chains``,
-``top_up_seconds``, included in ``sample_seconds``) and ``min_ess_bulk_first``, the ESS of
-the first run alone: the first run does not depend on the top-up, so ``ok`` with
+``top_up_seconds``, included in ``sample_seconds``) and ``max_rhat_first``,
+``min_ess_bulk_first``, ``divergences_first``, the diagnostics of the first run alone:
+the first run does not depend on the top-up, so ``ok`` with
 ``top_ups == 0`` is what the fit was without top-ups (``ok_fraction_without_top_up``).
 ``--ess-top-ups 0`` runs without them. The JSON is rewritten after every (size, J) block,
 so a run stopped early keeps what it finished.
@@ -114,7 +115,9 @@ def fit_one(fitter: Fitter, counts: CellCounts, delta: np.ndarray, seed: int) ->
         "ok": fit.ok,
         "top_ups": d["top_ups"],
         "chains": d["chains"],
+        "max_rhat_first": d["max_rhat_first"],
         "min_ess_bulk_first": d["min_ess_bulk_first"],
+        "divergences_first": d["divergences_first"],
         "top_up_seconds": d["top_up_seconds"],
         "covered": cover,
         "width": width,
@@ -147,7 +150,8 @@ def main() -> None:
             for i in range(n_studies):
                 counts, delta = simulate(total, n_bins, seed=500 + i)
                 runs.append(fit_one(fitter, counts, delta, seed=i))
-                keys = [*list(runs[-1])[:9], "top_ups", "chains", "min_ess_bulk_first"]
+                keys = [*list(runs[-1])[:9], "top_ups", "chains", "max_rhat_first"]
+                keys += ["min_ess_bulk_first"]
                 print(total, n_bins, {k: runs[-1][k] for k in keys}, flush=True)
             cov = [c for r in runs for c in r["covered"]]
             warm = [r["sample_seconds"] for r in runs if r["compile_seconds"] == 0.0]
@@ -171,6 +175,7 @@ def main() -> None:
                 "topped_up": int(sum(r["top_ups"] > 0 for r in runs)),
                 "top_ups_total": int(sum(r["top_ups"] for r in runs)),
                 "chains_max": int(max(r["chains"] for r in runs)),
+                "max_rhat_first_max": float(max(r["max_rhat_first"] for r in runs)),
                 "min_ess_bulk_first_median": float(
                     np.median([r["min_ess_bulk_first"] for r in runs])
                 ),

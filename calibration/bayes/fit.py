@@ -255,8 +255,9 @@ class Fitter:
             defaults), and thinning such chains by a factor of at most
             ``TOP_UP_MAX_FACTOR`` (3) keeps nearly all of their effective draws.
             The diagnostics describe all the draws sampled (``diagnostics["chains"]`` is
-            the total); ``top_ups``, ``top_up_seconds`` and ``min_ess_bulk_first`` say
-            what the top-up did (see :class:`DimensionFit`).
+            the total); ``top_ups``, ``top_up_seconds`` and the first run's own
+            ``max_rhat_first``, ``min_ess_bulk_first`` and ``divergences_first`` say what
+            the top-up did (see :class:`DimensionFit`).
         """
         if ess_top_ups < 0:
             raise ValueError("ess_top_ups must be >= 0")
@@ -272,7 +273,7 @@ class Fitter:
         )
         sample_s = time.perf_counter() - t0
         diag = diagnose(posterior, diverging)
-        first_ess = diag["min_ess_bulk"]
+        first = {f"{k}_first": diag[k] for k in ("max_rhat", "min_ess_bulk", "divergences")}
 
         total_chains, top_ups, top_up_s = chains, 0, 0.0
         while top_ups < ess_top_ups:
@@ -305,7 +306,7 @@ class Fitter:
             tune=float(tune),
             top_ups=float(top_ups),
             top_up_seconds=top_up_s,
-            min_ess_bulk_first=first_ess,
+            **first,
             compile_seconds=compile_s,
             swap_seconds=swap_s,
             sample_seconds=sample_s,

@@ -44,12 +44,16 @@ ESS_MIN = 400.0
 DIVERGENCES_MAX = 5
 
 # The ESS top-up (:func:`ess_top_up_chains`, used by ``Fitter.fit``).
-#: A fit short of ESS is topped up only while its max R-hat is at most this. ESS-limited
-#: fits of the ordered-logit model (min bulk ESS 275–420 with 2 × 2000 draws) showed a max
-#: R-hat of 1.003–1.017 (bench/results/bayes_ordinal.json, 5M responses): the folded R-hat
-#: is noisy at that ESS. A real failure to converge is far above this (a chain stuck
-#: elsewhere: 2.2 with 437 divergences in the same bench). Between 1.01 and this value the
-#: extra chains must bring R-hat, computed over all chains, down to RHAT_MAX to pass.
+#: A fit short of ESS is topped up only while its max R-hat is at most this. Ordered-logit
+#: fits at 5M responses short of ESS (min bulk ESS 219–390 with 2 × 2000 draws, 34 of 60
+#: in ``bench/bayes_ordinal.py --studies 30 --sizes 5000000``) had a max R-hat of
+#: 1.002–1.022 and at most 1 divergence: the folded R-hat is noisy at that ESS. A real
+#: failure to converge is far above this (a chain stuck elsewhere: 2.2 with 437
+#: divergences, 10k responses, J = 3, in the same bench on another CPU). Between 1.01 and
+#: this value the extra chains must bring R-hat, computed over all chains, down to
+#: RHAT_MAX to pass. They do not always: more chains of the same length lower the noise
+#: of R-hat but not its level, which is set by the ESS per chain (6 of 23 J = 3 top-ups
+#: in that bench ended at R-hat 1.010–1.015 with a min bulk ESS above 500).
 TOP_UP_RHAT_MAX = 1.05
 #: Extra chains are sized so that the expected min bulk ESS (proportional to the number
 #: of chains) is this multiple of ESS_MIN: the min over ~100 scalars is itself noisy.
@@ -252,7 +256,8 @@ class DimensionFit:
         ``swap_seconds``, ``compile_seconds`` (0 when the compiled model was reused), and
         from ``Fitter.fit`` the ESS top-up: ``top_ups`` (how many extra sampling runs),
         ``top_up_seconds`` (their time, included in ``sample_seconds``) and
-        ``min_ess_bulk_first`` (min bulk ESS of the first run alone). ``chains`` counts
+        ``max_rhat_first``, ``min_ess_bulk_first``, ``divergences_first`` (the first run
+        alone, what decided the top-up; equal to the others when none ran). ``chains`` counts
         every chain sampled, top-ups included, and ``draws`` is per chain: the
         diagnostics are computed over all ``chains · draws`` draws. Older fits lack the
         top-up keys (none ran).

@@ -172,7 +172,8 @@ def test_fit_does_not_top_up_other_failures(
     d = fit.diagnostics
     assert len(sampler.calls) == 1, why
     assert (d["top_ups"], d["chains"], d["top_up_seconds"]) == (0.0, 2.0, 0.0)
-    assert d["min_ess_bulk"] == d["min_ess_bulk_first"]
+    for k in ("max_rhat", "min_ess_bulk", "divergences"):
+        assert d[k] == d[f"{k}_first"]
     if why == "passes on the first run":
         assert fit.ok
     else:
@@ -241,7 +242,8 @@ def test_real_fit_with_few_draws_is_topped_up() -> None:
     fit = fitter.fit(counts, seed=5, **settings)
     d = fit.diagnostics
     # The first run is the same as the plain fit's (same seed); then chains are added.
-    assert d["min_ess_bulk_first"] == pytest.approx(plain.diagnostics["min_ess_bulk"])
+    for k in ("max_rhat", "min_ess_bulk", "divergences"):
+        assert d[f"{k}_first"] == pytest.approx(plain.diagnostics[k])
     assert d["top_ups"] >= 1
     assert 2 < d["chains"] <= TOP_UP_MAX_FACTOR * 2
     assert d["min_ess_bulk"] > d["min_ess_bulk_first"]
