@@ -193,6 +193,12 @@ def fit_health(fit: Fit, dimension_titles: dict[str, str]) -> list[dict[str, Any
             )
         if div is not None and div > DIVERGENCES_MAX:
             problems.append(f"{div:.0f} divergent transitions (more than {DIVERGENCES_MAX})")
+        topped_up = ""
+        if d.get("top_ups"):
+            first = d.get("min_ess_bulk_first")
+            topped_up = f"{d.get('chains', 0):.0f} chains in all" + (
+                f"; the first run's ESS was {first:.0f}" if first is not None else ""
+            )
         rows.append(
             {
                 "key": key,
@@ -203,6 +209,7 @@ def fit_health(fit: Fit, dimension_titles: dict[str, str]) -> list[dict[str, Any
                 "seconds": d.get("seconds"),
                 "ok": bool(d.get("ok", not problems)),
                 "problems": problems,
+                "topped_up": topped_up,
             }
         )
     return rows

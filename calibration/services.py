@@ -441,7 +441,19 @@ def _dimension_diagnostics(dim_fit: DimensionFit, seconds: float) -> dict[str, f
         "seconds": round(seconds, 3),
         "ok": bool(dim_fit.ok),
     }
-    for extra in ("compile_seconds", "sample_seconds", "chains", "draws", "tune"):
+    for extra in (
+        "compile_seconds",
+        "sample_seconds",
+        "chains",
+        "draws",
+        "tune",
+        # ESS top-ups (Fitter.fit): how many, and the first run alone.
+        "top_ups",
+        "top_up_seconds",
+        "max_rhat_first",
+        "min_ess_bulk_first",
+        "divergences_first",
+    ):
         if extra in d:
             out[extra] = float(d[extra])
     return out

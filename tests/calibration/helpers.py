@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from django.db import connection, connections
@@ -112,6 +112,7 @@ class FakeFitter:
     fail: bool = False  # raise instead of fitting
     draws: int = 200
     calls: int = 0
+    extra_diagnostics: dict[str, float] = field(default_factory=dict)
 
     def fit(self, counts: CellCounts, *, seed: int, **_: object) -> DimensionFit:
         self.calls += 1
@@ -135,6 +136,7 @@ class FakeFitter:
             "max_rhat": 1.0 if self.ok else 1.2,
             "min_ess_bulk": 900.0,
             "divergences": 0.0,
+            **self.extra_diagnostics,
         }
         return DimensionFit(
             arms=counts.arms,

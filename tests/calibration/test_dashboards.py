@@ -137,6 +137,21 @@ def test_untrustworthy_fit_says_so_with_what_failed(client, study, lead, fake_fi
     assert "the chains disagree" in html
 
 
+def test_a_topped_up_dimension_says_how_many_chains_and_the_first_runs_ess(client, study, lead,
+                                                                         fitted):  # fmt: skip
+    key = next(iter(fitted.diagnostics))
+    diagnostics = {k: dict(v) for k, v in fitted.diagnostics.items()}
+    diagnostics[key].update(top_ups=1.0, chains=5.0, min_ess_bulk_first=312.0)
+    Fit.objects.filter(pk=fitted.pk).update(diagnostics=diagnostics)
+    fitted.refresh_from_db()
+    rows = {r["key"]: r for r in dashboards.fit_health(fitted, {})}
+    assert rows[key]["topped_up"] == "5 chains in all; the first run's ESS was 312"
+    assert all(not r["topped_up"] for k, r in rows.items() if k != key)
+    client.force_login(lead)
+    html = client.get(page(study)).content.decode()
+    assert "5 chains in all; the first run&#x27;s ESS was 312" in html
+
+
 def test_overview_counts_labels_per_arm_and_region_and_active_annotators(client, study, lead,
                                                                         annotator):  # fmt: skip
     region = study.regions.order_by("position").first()

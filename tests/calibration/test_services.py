@@ -213,3 +213,20 @@ def test_the_fit_task_runs_the_fit(graded_study, fake_fitter):
     result = fit_study.enqueue(fit.pk)  # immediate backend in tests
     assert result.return_value == "succeeded"
     assert fit_study.enqueue(fit.pk).return_value == "skipped"
+
+
+def test_a_fits_stored_diagnostics_keep_its_ess_top_ups(study, fake_fitter):
+    fake_fitter.extra_diagnostics = {
+        "top_ups": 1.0,
+        "chains": 4.0,
+        "min_ess_bulk_first": 312.0,
+        "max_rhat_first": 1.004,
+        "divergences_first": 0.0,
+        "top_up_seconds": 1.5,
+    }
+    populate(study, prompts_per_region=5, graded_share=0.5)
+    fit = services.run_fit(fit_id=services.request_fit(study=study, trigger="manual").pk)
+    assert fit is not None and fit.diagnostics
+    for stored in fit.diagnostics.values():
+        assert stored["top_ups"] == 1.0 and stored["chains"] == 4.0
+        assert stored["min_ess_bulk_first"] == 312.0 and stored["top_up_seconds"] == 1.5
