@@ -84,7 +84,8 @@ class _Compiled:
 
 
 class Fitter:
-    """Fits :class:`CellCounts` with compiled models cached by shape ``(M, R, J)``.
+    """Fits :class:`CellCounts` with compiled models cached by shape ``(M, R, J)`` and
+    sampling coordinates (:func:`calibration.bayes.model.model_key`).
 
     Parameters
     ----------
@@ -109,19 +110,25 @@ class Fitter:
             raise ValueError("backend must be 'nutpie' or 'pymc'")
         self.backend = backend
         self.cores = cores
-        self._cache: dict[tuple[int, int, int], _Compiled] = {}
+        self._cache: dict[tuple[int, int, int, str], _Compiled] = {}
         self.last_timings: dict[str, float] = {}
 
     @property
     def cached_shapes(self) -> list[tuple[int, int, int]]:
+        return [key[:3] for key in self._cache]
+
+    @property
+    def cached_models(self) -> list[tuple[int, int, int, str]]:
+        """Keys of the compiled models: shape and coordinates (``model.model_key``)."""
         return list(self._cache)
 
     def _compiled(self, counts: CellCounts) -> tuple[_Compiled, float]:
-        key = counts.shape
+        from calibration.bayes.model import create_calibration_model, model_key
+
+        key = model_key(counts)
         hit = self._cache.get(key)
         if hit is not None:
             return hit, 0.0
-        from calibration.bayes.model import create_calibration_model
 
         t0 = time.perf_counter()
         model = create_calibration_model(counts)

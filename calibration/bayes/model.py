@@ -69,6 +69,23 @@ arm cannot inform ``σ`` and the centred form is then a funnel. ``min``/``max`` 
 density only piecewise smooth where two regions swap rank; no divergences were seen with
 6 regions (``bench/bayes_coverage.py``, ``bench/bayes_fit_time.py``).
 
+Which coordinates, by the size of the cells
+-------------------------------------------
+The coordinates above suit cells that hold many judge-only responses, where each cell's
+judge-positive rate is pinned and the region effects are well informed (the centred form).
+With few responses per cell the region effects are weakly informed against their scale σ,
+and the centred form couples σ with each arm's sensitivity (lowering ``t`` spreads the
+``θ`` of the arm's regions): the sampler then mixed badly. Measured on one simulated
+refusal dimension (pass rate ≈ 0.88, 3 arms × 6 regions, 10k responses, so ~550 per cell,
+300 labels per arm): 20 of 20 seeds failed the diagnostics (bulk ESS 36–180, σ's the
+lowest, 15–65 s of sampling). So below :data:`NONCENTRED_BELOW` judge-only responses in
+the median cell the binary model samples in the plain non-centred coordinates of its prior,
+``z``, ``A``, ``G`` (``logit θ = μ + σz``): the same model, other coordinates. On the same
+dimension: min bulk ESS 1004–1177 in 1.4–1.6 s at 10k (3 seeds); the two were alike at 30k
+(non-centred 1118–1354, judge-rate 1429–1854); at 100k the judge-rate coordinates were
+faster (1.3 s against 2.2 s). The judge-rate coordinates are what makes millions of
+responses mix (DESIGN.md: ESS 8 at 12M in the plain ones).
+
 Binned judge (J > 2)
 --------------------
 Ordered logit: ``P(j ≤ k | y, m) = sigmoid(κ_{mk} - y·δ_m)`` with ``δ_m > 0``: the pass row
@@ -110,10 +127,32 @@ from calibration.bayes.data import CellCounts
 # The version string lives in the light module (reading draws needs no PyMC); bump it there.
 from calibration.bayes.posterior import MODEL_VERSION
 
-__all__ = ["MODEL_VERSION", "create_calibration_model"]
+__all__ = [
+    "MODEL_VERSION",
+    "NONCENTRED_BELOW",
+    "binary_coordinates",
+    "create_calibration_model",
+    "model_key",
+]
 
 #: Prior sd (logit scale) of each arm's judge parameters around the dimension-level mean.
 ARM_POOLING_SD = 0.5
+
+#: Below this many judge-only responses in the median (arm, region) cell, the binary model
+#: samples in non-centred coordinates (module docstring, "Which coordinates").
+NONCENTRED_BELOW = 2000
+
+
+def binary_coordinates(counts: CellCounts) -> str:
+    """``"noncentred"`` or ``"judge_rate"``: the sampling coordinates of a binary model."""
+    per_cell = np.asarray(counts.judge_only).sum(axis=-1)
+    return "noncentred" if float(np.median(per_cell)) < NONCENTRED_BELOW else "judge_rate"
+
+
+def model_key(counts: CellCounts) -> tuple[int, int, int, str]:
+    """What a compiled model depends on: the shape ``(M, R, J)`` and the coordinates."""
+    m, r, j = counts.shape
+    return m, r, j, binary_coordinates(counts) if j == 2 else "ordinal"
 
 
 def _coords(counts: CellCounts) -> dict[str, list[str] | list[int]]:
@@ -242,6 +281,44 @@ def _binary_model(counts: CellCounts) -> pm.Model:
     return model
 
 
+def _binary_model_noncentred(counts: CellCounts) -> pm.Model:
+    """The binary model in the non-centred coordinates of its prior (few responses per cell)."""
+    m, r, j = counts.shape
+    with pm.Model(coords=_coords(counts)) as model:
+        judge_only = pm.Data("judge_only", counts.judge_only, dims=("arm", "region", "bin"))
+        labelled = pm.Data("labelled", counts.labelled, dims=("arm", "region", "y", "bin"))
+        if r > 1:
+            mu = pm.Normal("mu", 0.0, 1.5, dims="arm")
+            sigma = pm.HalfNormal("sigma", 1.0)
+            z = pm.Normal("z", 0.0, 1.0, dims=("arm", "region"))
+            logit_theta = mu[:, None] + sigma * z
+        else:
+            # One region: no hierarchy, as in the judge-rate coordinates.
+            logit_theta = pm.Normal("theta_logit", 0.0, 1.5, dims=("arm", "region"))
+        theta = pm.Deterministic("theta", pm.math.sigmoid(logit_theta), dims=("arm", "region"))
+        a0 = pm.Normal("fpr_logit_mean", -1.5, 1.5)
+        g0 = pm.Normal("gap_logit_mean", 1.5, 1.5)
+        fpr_logit = pm.Normal("fpr_logit", a0, ARM_POOLING_SD, dims="arm")
+        gap_logit = pm.Normal("gap_logit", g0, ARM_POOLING_SD, dims="arm")
+        fpr = pm.math.sigmoid(fpr_logit)
+        tpr = fpr + (1.0 - fpr) * pm.math.sigmoid(gap_logit)
+        pm.Deterministic("sensitivity", tpr, dims="arm")
+        pm.Deterministic("specificity", 1.0 - fpr, dims="arm")
+        confusion = pm.Deterministic(
+            "confusion",
+            pt.stack(
+                [pt.stack([1.0 - fpr, fpr], axis=-1), pt.stack([1.0 - tpr, tpr], axis=-1)],
+                axis=1,
+            ),
+            dims=("arm", "y", "bin"),
+        )
+        pm.Deterministic(
+            "judge_pos_rate", fpr[:, None] + theta * (tpr - fpr)[:, None], dims=("arm", "region")
+        )
+        _likelihood(theta, confusion, judge_only, labelled, m=m, r=r, j=j)
+    return model
+
+
 def _ordinal_model(counts: CellCounts) -> pm.Model:
     m, r, j = counts.shape
     with pm.Model(coords={**_coords(counts), "cut": list(range(j - 1))}) as model:
@@ -300,8 +377,10 @@ def create_calibration_model(counts: CellCounts) -> pm.Model:
     Parameters
     ----------
     counts
-        Per-cell counts; ``counts.n_bins`` selects the binary (``J = 2``, reparameterised)
-        or the ordered-logit (``J > 2``) judge model. See the module docstring for the maths.
+        Per-cell counts; ``counts.n_bins`` selects the binary (``J = 2``) or the
+        ordered-logit (``J > 2``) judge model, and for a binary judge the median cell's
+        judge-only count selects its sampling coordinates (:func:`binary_coordinates`;
+        :func:`model_key` names the compiled model). See the module docstring.
 
     Returns
     -------
@@ -314,5 +393,7 @@ def create_calibration_model(counts: CellCounts) -> pm.Model:
     if counts.n_bins < 2:
         raise ValueError("the judge must have at least two bins")
     if counts.n_bins == 2:
+        if binary_coordinates(counts) == "noncentred":
+            return _binary_model_noncentred(counts)
         return _binary_model(counts)
     return _ordinal_model(counts)

@@ -31,7 +31,7 @@ __all__ = [
 #: Bump whenever the model (priors, parameterisation, likelihood) changes. It lives here,
 #: not in :mod:`calibration.bayes.model`, so that reading stored draws needs no PyMC;
 #: ``model.MODEL_VERSION`` is the same object.
-MODEL_VERSION = "baton-calib-2026.11-3"
+MODEL_VERSION = "baton-calib-2026.12-4"
 
 _FORMAT = "baton-dimension-fit-1"
 
