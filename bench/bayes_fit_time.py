@@ -176,9 +176,12 @@ def main() -> None:
 
     fitter = Fitter()
     counts_by_n = {n: study_counts(n, seed=7) for n in args.sizes}
-    first = next(iter(counts_by_n.values()))[0]
     c0 = _cpu()
-    compile_s = fitter.compile(next(iter(first.values())))
+    # Every model the warm runs need: small and large cells sample in other coordinates
+    # (calibration.bayes.model.model_key), so each size may bring its own compiled model.
+    compile_s = sum(
+        fitter.compile(c) for counts, _ in counts_by_n.values() for c in counts.values()
+    )
     out["warm_compile_seconds"] = compile_s
     out["warm_compile_cpu_seconds"] = _cpu() - c0
     for n, (counts, agg) in counts_by_n.items():
