@@ -168,6 +168,26 @@ def _log_sigmoid(x: pt.TensorVariable) -> pt.TensorVariable:
     return -pt.softplus(-x)
 
 
+def _count_data(counts: CellCounts) -> tuple[pt.TensorVariable, pt.TensorVariable]:
+    """The two count tables as swappable ``pm.Data`` (inside the model's context)."""
+    judge_only = pm.Data("judge_only", counts.judge_only, dims=("arm", "region", "bin"))
+    labelled = pm.Data("labelled", counts.labelled, dims=("arm", "region", "y", "bin"))
+    return judge_only, labelled
+
+
+def _binary_judge(fpr: pt.TensorVariable, tpr: pt.TensorVariable) -> pt.TensorVariable:
+    """Sensitivity, specificity and the ``(arm, y, bin)`` confusion of a binary judge."""
+    pm.Deterministic("sensitivity", tpr, dims="arm")
+    pm.Deterministic("specificity", 1.0 - fpr, dims="arm")
+    return pm.Deterministic(
+        "confusion",
+        pt.stack(
+            [pt.stack([1.0 - fpr, fpr], axis=-1), pt.stack([1.0 - tpr, tpr], axis=-1)], axis=1
+        ),
+        dims=("arm", "y", "bin"),
+    )
+
+
 def _likelihood(
     theta: pt.TensorVariable,
     confusion: pt.TensorVariable,
@@ -202,8 +222,7 @@ def _likelihood(
 def _binary_model(counts: CellCounts) -> pm.Model:
     m, r, j = counts.shape
     with pm.Model(coords=_coords(counts)) as model:
-        judge_only = pm.Data("judge_only", counts.judge_only, dims=("arm", "region", "bin"))
-        labelled = pm.Data("labelled", counts.labelled, dims=("arm", "region", "y", "bin"))
+        judge_only, labelled = _count_data(counts)
 
         # Hyper-priors (ordinary random variables).
         if r > 1:
@@ -244,17 +263,8 @@ def _binary_model(counts: CellCounts) -> pm.Model:
         log_gap = pt.log(span) - log1m_fpr
         log1m_gap = pt.log(1.0 - tpr) - log1m_fpr
 
-        pm.Deterministic("sensitivity", tpr, dims="arm")
-        pm.Deterministic("specificity", 1.0 - fpr, dims="arm")
         pm.Deterministic("judge_pos_rate", q, dims=("arm", "region"))
-        confusion = pm.Deterministic(
-            "confusion",
-            pt.stack(
-                [pt.stack([1.0 - fpr, fpr], axis=-1), pt.stack([1.0 - tpr, tpr], axis=-1)],
-                axis=1,
-            ),
-            dims=("arm", "y", "bin"),
-        )
+        confusion = _binary_judge(fpr, tpr)
 
         # Prior of the model in its natural coordinates (L, A, G) ...
         logit_theta = log_theta - log1m_theta
@@ -285,8 +295,7 @@ def _binary_model_noncentred(counts: CellCounts) -> pm.Model:
     """The binary model in the non-centred coordinates of its prior (few responses per cell)."""
     m, r, j = counts.shape
     with pm.Model(coords=_coords(counts)) as model:
-        judge_only = pm.Data("judge_only", counts.judge_only, dims=("arm", "region", "bin"))
-        labelled = pm.Data("labelled", counts.labelled, dims=("arm", "region", "y", "bin"))
+        judge_only, labelled = _count_data(counts)
         if r > 1:
             mu = pm.Normal("mu", 0.0, 1.5, dims="arm")
             sigma = pm.HalfNormal("sigma", 1.0)
@@ -302,16 +311,7 @@ def _binary_model_noncentred(counts: CellCounts) -> pm.Model:
         gap_logit = pm.Normal("gap_logit", g0, ARM_POOLING_SD, dims="arm")
         fpr = pm.math.sigmoid(fpr_logit)
         tpr = fpr + (1.0 - fpr) * pm.math.sigmoid(gap_logit)
-        pm.Deterministic("sensitivity", tpr, dims="arm")
-        pm.Deterministic("specificity", 1.0 - fpr, dims="arm")
-        confusion = pm.Deterministic(
-            "confusion",
-            pt.stack(
-                [pt.stack([1.0 - fpr, fpr], axis=-1), pt.stack([1.0 - tpr, tpr], axis=-1)],
-                axis=1,
-            ),
-            dims=("arm", "y", "bin"),
-        )
+        confusion = _binary_judge(fpr, tpr)
         pm.Deterministic(
             "judge_pos_rate", fpr[:, None] + theta * (tpr - fpr)[:, None], dims=("arm", "region")
         )
@@ -322,8 +322,7 @@ def _binary_model_noncentred(counts: CellCounts) -> pm.Model:
 def _ordinal_model(counts: CellCounts) -> pm.Model:
     m, r, j = counts.shape
     with pm.Model(coords={**_coords(counts), "cut": list(range(j - 1))}) as model:
-        judge_only = pm.Data("judge_only", counts.judge_only, dims=("arm", "region", "bin"))
-        labelled = pm.Data("labelled", counts.labelled, dims=("arm", "region", "y", "bin"))
+        judge_only, labelled = _count_data(counts)
 
         if r > 1:
             mu = pm.Normal("mu", 0.0, 1.5, dims="arm")
