@@ -305,6 +305,9 @@ def _study_extent(study: Study) -> tuple[int, int, int]:
 
 
 _CELL_WHERE = "study_id = %s AND arm_id = %s AND region_id = %s AND cell = %s"
+#: The order of ``response_pick_idx`` after its leading ``study_id``: a total order (ids are
+#: unique) that an index scan yields without sorting.
+_PICK_ORDER = "arm_id, region_id, cell, id"
 
 
 def _cell_params(study: Study, pick: _Pick) -> list[Any]:
@@ -328,8 +331,12 @@ def _response_count(*, study: Study, pick: _Pick | None) -> int:
 def _offset_candidate(*, study: Study, pick: _Pick | None, total: int, rng: np.random.Generator):
     """One response id drawn uniformly from the cell or study (available or not), or None.
 
-    A cell, or a small study: a uniform offset over the index (no ORDER BY: the scan order is
-    arbitrary but fixed, which is all uniformity needs). A large study, whose offset scan
+    A cell, or a small study: a uniform offset in the order of ``response_pick_idx`` (an
+    explicit ORDER BY that the index already provides, so no sort). Without one the order
+    is whatever the plan gives, and PostgreSQL may plan two offsets differently (or switch
+    to a generic plan once the statement is prepared): then the offsets no longer map
+    one-to-one to rows, and a row can be drawn twice as often or never (seen once in CI:
+    one response of four never drawn in 240 draws). A large study, whose offset scan
     would be long: a uniform id in the study's id range, kept if it belongs to the study —
     uniform too, and O(1) while the study's ids are dense (one import after another).
     """
@@ -342,12 +349,13 @@ def _offset_candidate(*, study: Study, pick: _Pick | None, total: int, rng: np.r
     offset = int(rng.integers(total))
     if pick is None:
         rows = _sql(
-            f"SELECT id FROM {_T.response} WHERE study_id = %s LIMIT 1 OFFSET %s",
+            f"SELECT id FROM {_T.response} WHERE study_id = %s "
+            f"ORDER BY {_PICK_ORDER} LIMIT 1 OFFSET %s",
             [study.pk, offset],
         )
     else:
         rows = _sql(
-            f"SELECT id FROM {_T.response} WHERE {_CELL_WHERE} LIMIT 1 OFFSET %s",
+            f"SELECT id FROM {_T.response} WHERE {_CELL_WHERE} ORDER BY id LIMIT 1 OFFSET %s",
             [*_cell_params(study, pick), offset],
         )
     return int(rows[0][0]) if rows else None
@@ -460,7 +468,8 @@ def _draw(
         if n_exact == 0:
             return None
         offset = int(rng.integers(n_exact))
-        ids = list(available.values_list("pk", flat=True)[offset : offset + 1])
+        ordered = available.order_by("arm_id", "region_id", "cell", "id")  # as _PICK_ORDER
+        ids = list(ordered.values_list("pk", flat=True)[offset : offset + 1])
         if (
             ids
             and _lock_response(ids[0], skip_locked=True)
