@@ -230,7 +230,7 @@ def note_new_labels(*, study: Study) -> Fit | None:
     rather than by all of the study's labels. The lost-worker probe runs only while a fit
     of the study is running.
     """
-    queued_id, running, since, seen = _refit_state(study_id=study.pk)
+    queued_id, running, seen = _refit_state(study_id=study.pk)
     if running and _lost_running(study_id=study.pk, now=timezone.now()):
         return request_fit(study=study, trigger=Fit.Trigger.LABELS)
     if queued_id is not None:
@@ -246,10 +246,10 @@ def note_new_labels(*, study: Study) -> Fit | None:
     return request_fit(study=study, trigger=Fit.Trigger.LABELS)
 
 
-def _refit_state(*, study_id: int) -> tuple[int | None, int, Any, int | None]:
-    """(queued fit id, running fits, newest started fit's start, responses first graded since).
+def _refit_state(*, study_id: int) -> tuple[int | None, int, int | None]:
+    """(queued fit id, running fits, responses first graded since the newest started fit).
 
-    The last two are None when no fit has started. One statement, plain SQL (it runs after
+    The last is None when no fit has started. One statement, plain SQL (it runs after
     every grade).
     """
     fit, annotation = Fit._meta.db_table, Annotation._meta.db_table
@@ -284,10 +284,8 @@ def _refit_state(*, study_id: int) -> tuple[int | None, int, Any, int | None]:
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        queued_id, running, started_at, since = cursor.fetchone()
-    if started_at is None:
-        return queued_id, int(running), None, None
-    return queued_id, int(running), started_at, int(since or 0)
+        queued_id, running, started_at, seen = cursor.fetchone()
+    return queued_id, int(running), None if started_at is None else int(seen or 0)
 
 
 # ---------------------------------------------------------------------------------------
