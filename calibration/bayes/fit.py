@@ -143,7 +143,7 @@ class Fitter:
         return entry, elapsed
 
     def compile(self, counts: CellCounts) -> float:
-        """Compile (or reuse) the model for ``counts.shape``; returns seconds spent."""
+        """Compile (or reuse) the model for ``counts`` (its ``model_key``); returns seconds."""
         return self._compiled(counts)[1]
 
     def _swap(self, entry: _Compiled, counts: CellCounts) -> Any:
@@ -249,9 +249,11 @@ class Fitter:
         evidence of a real problem. This is aimed at the ordered-logit model at millions
         of responses (``bench/bayes_ordinal.py``), whose chains mix slowly along the
         ``J = 3`` ridge but agree. A top-up can also fail and then costs time for
-        nothing: in ``bench/bayes_fit_time.py`` one binary fit at 10k (min bulk ESS 171,
-        R-hat 1.008, 1 divergence) was taken to 6 chains in 23 s more and still failed
-        (ESS 336, R-hat 1.023, 2 divergences): the new chains showed the disagreement.
+        nothing: in ``bench/bayes_fit_time.py``, before the binary model sampled small
+        cells in non-centred coordinates (:mod:`calibration.bayes.model`), one binary fit
+        at 10k (min bulk ESS 171, R-hat 1.008, 1 divergence) was taken to 6 chains in 23 s
+        more and still failed (ESS 336, R-hat 1.023, 2 divergences): the new chains
+        showed the disagreement.
 
         Returns
         -------
