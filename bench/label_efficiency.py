@@ -1,6 +1,6 @@
 """Label efficiency of active selection on simulated studies with a known truth.
 
-Four parts, each on its own simulated studies (``calibration.bayes.simulate``: two arms,
+Five parts, on simulated studies (``calibration.bayes.simulate``: two arms,
 three regions with traffic 0.5/0.3/0.2, 6000 responses per arm, incumbent pass rates drawn
 in 0.80–0.92 per region, a binary judge with the same sensitivity/specificity on both arms):
 
@@ -19,6 +19,12 @@ in 0.80–0.92 per region, a binary judge with the same sensitivity/specificity 
       the judge output as prediction, every response as the unlabelled set.
 
     Coverage: whether the interval at the stopping point covers the true Δ.
+
+``weak_expected``
+    The ``weak`` part's studies again, each method replicated (``ACTIVE_REPLICATES`` runs of
+    the active loop with other seeds, ``UNIFORM_ORDERS`` label orders for human-only and
+    PPI++): per study the expected labels of each method, their ratio with its standard
+    error, and how far single runs scatter around it (:func:`summarise_expected`).
 
 ``verdict`` (se 0.90 / sp 0.85, margin 0.02, confidence 0.95)
     True Δ = +0.02 (go is right) or −0.06 (no-go is right), alternating. Labels until the
@@ -113,32 +119,41 @@ def half_width(row: dict[str, float]) -> float:
     return (row["upper"] - row["lower"]) / 2.0
 
 
+def uniform_labels_to_width(
+    pop: Population, truth: float, fn: Any, order: np.ndarray
+) -> dict[str, Any]:
+    """Labels ``fn`` (human-only or PPI++) needs on labels taken in ``order``, and coverage."""
+    n_hit, row_hit = None, None
+    # Coarse then fine: the half-width shrinks like 1/sqrt(n).
+    n = 50
+    while n <= MAX_LABELS:
+        row = fn(pop, 1, 0, order[:n], np.full(n, 1.0 / pop.size))
+        if row is not None and half_width(row) <= TARGET_HALF_WIDTH:
+            break
+        n += 100
+    lo = max(n - 100, 40)
+    for m in range(lo, min(n, MAX_LABELS) + 1, 10):
+        row = fn(pop, 1, 0, order[:m], np.full(m, 1.0 / pop.size))
+        if row is not None and half_width(row) <= TARGET_HALF_WIDTH:
+            n_hit, row_hit = m, row
+            break
+    return {
+        "labels": n_hit,
+        "covers": None if row_hit is None else bool(row_hit["lower"] <= truth <= row_hit["upper"]),
+    }
+
+
+def uniform_order(pop: Population, seed: int) -> np.ndarray:
+    return np.random.default_rng(20_000 + seed).permutation(pop.size)
+
+
 def uniform_methods(pop: Population, truth: float, seed: int) -> dict[str, Any]:
     """Labels needed by human-only and PPI++ under uniform labelling (same label order)."""
-    order = np.random.default_rng(20_000 + seed).permutation(pop.size)
-    out: dict[str, Any] = {}
-    for name, fn in (("human_only", human_only_delta), ("ppi", ppi_delta)):
-        n_hit, row_hit = None, None
-        # Coarse then fine: the half-width shrinks like 1/sqrt(n).
-        n = 50
-        while n <= MAX_LABELS:
-            row = fn(pop, 1, 0, order[:n], np.full(n, 1.0 / pop.size))
-            if row is not None and half_width(row) <= TARGET_HALF_WIDTH:
-                break
-            n += 100
-        lo = max(n - 100, 40)
-        for m in range(lo, min(n, MAX_LABELS) + 1, 10):
-            row = fn(pop, 1, 0, order[:m], np.full(m, 1.0 / pop.size))
-            if row is not None and half_width(row) <= TARGET_HALF_WIDTH:
-                n_hit, row_hit = m, row
-                break
-        out[name] = {
-            "labels": n_hit,
-            "covers": None
-            if row_hit is None
-            else bool(row_hit["lower"] <= truth <= row_hit["upper"]),
-        }
-    return out
+    order = uniform_order(pop, seed)
+    return {
+        name: uniform_labels_to_width(pop, truth, fn, order)
+        for name, fn in (("human_only", human_only_delta), ("ppi", ppi_delta))
+    }
 
 
 def active_labels_to_width(
@@ -375,13 +390,102 @@ def summarise_boundary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def summarise_expected(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per study, the *expected* labels of each method (mean over its replicates).
+
+    One run's label count is a random stopping time: human-only's varies with the label
+    order (about ±3% here), the model's interval also with what the labels say about the
+    judge (about ±9% with a weak judge, under uniform and active picks alike). A per-study
+    claim about a method ("never more than 5% worse") is a claim about expectations, so it
+    is checked on replicate means; ``noise_floor`` shows why single runs cannot carry it:
+    human-only against itself on a second label order.
+    """
+    out: dict[str, Any] = {"studies": len(rows)}
+    if not rows:
+        return out
+    means = {
+        m: np.array([np.mean(r[m]["labels"]) for r in rows])
+        for m in ("active", "human_only", "ppi")
+    }
+    ratio = means["active"] / means["human_only"]
+    # Standard error of each per-study ratio (delta method on the two replicate means).
+    se = []
+    for r, q in zip(rows, ratio, strict=True):
+        a, h = np.array(r["active"]["labels"], float), np.array(r["human_only"]["labels"], float)
+        rel = a.var(ddof=1) / a.size / a.mean() ** 2 + h.var(ddof=1) / h.size / h.mean() ** 2
+        se.append(float(q * np.sqrt(rel)))
+    worst = np.argsort(-ratio)[:5]
+    cov = [c for r in rows for c in r["active"]["covers"]]
+    h_single = np.array([r["human_only"]["labels"][0] for r in rows], float)
+    h_other = np.array([r["human_only"]["labels"][1] for r in rows], float)
+    a_single = np.array([r["active"]["labels"][0] for r in rows], float)
+    out.update(
+        active_replicates=int(np.median([len(r["active"]["labels"]) for r in rows])),
+        human_orders=int(np.median([len(r["human_only"]["labels"]) for r in rows])),
+        ratio_active_to_human_only=round(
+            float(means["active"].sum() / means["human_only"].sum()), 4
+        ),
+        ratio_active_to_ppi=round(float(means["active"].sum() / means["ppi"].sum()), 4),
+        per_study_ratio={
+            "max": round(float(ratio.max()), 4),
+            "quantiles_50_90_99": [
+                round(float(x), 4) for x in np.quantile(ratio, [0.5, 0.9, 0.99])
+            ],
+            "above_1": int((ratio > 1.0).sum()),
+            "above_1.05": int((ratio > 1.05).sum()),
+            "worst_five": [
+                {
+                    "seed": rows[i]["seed"],
+                    "ratio": round(float(ratio[i]), 4),
+                    "se": round(se[i], 4),
+                    "active_mean": round(float(means["active"][i]), 1),
+                    "human_only_mean": round(float(means["human_only"][i]), 1),
+                }
+                for i in worst
+            ],
+        },
+        relative_sd_of_one_run={
+            m: round(
+                float(
+                    np.median(
+                        [np.std(r[m]["labels"], ddof=1) / np.mean(r[m]["labels"]) for r in rows]
+                    )
+                ),
+                4,
+            )
+            for m in ("active", "human_only")
+        },
+        coverage_active_all_replicates=round(float(np.mean(cov)), 4),
+        coverage_active_wilson95=wilson(int(np.sum(cov)), len(cov)),
+        noise_floor={
+            "human_only_order_1_over_order_2_above_1.05": int((h_single / h_other > 1.05).sum()),
+            "active_run_1_over_human_only_order_1_above_1.05": int(
+                (a_single / h_single > 1.05).sum()
+            ),
+        },
+    )
+    return out
+
+
 SUMMARIES = {
     "efficiency": summarise_widths,
     "weak": summarise_widths,
+    "weak_expected": summarise_expected,
     "verdict": summarise_verdicts,
     "boundary": summarise_boundary,
 }
-SEED_BASE = {"efficiency": 0, "weak": 100_000, "verdict": 200_000, "boundary": 300_000}
+SEED_BASE = {
+    "efficiency": 0,
+    "weak": 100_000,
+    # The weak part's studies again (same populations), with replicates of every method.
+    "weak_expected": 100_000,
+    "verdict": 200_000,
+    "boundary": 300_000,
+}
+#: ``weak_expected``: runs of the active loop, and label orders of the uniform methods, per
+#: study. Replicate 0 is the ``weak`` part's run (its loop seed and label order).
+ACTIVE_REPLICATES, UNIFORM_ORDERS = 4, 24
+REPLICATE_STRIDE = 1_000_003
 VERDICT_BUDGET, BOUNDARY_BUDGET, REFIT_EVERY = 2000, 1500, 100
 
 
@@ -417,6 +521,25 @@ def run_study(task: tuple[str, int, int]) -> dict[str, Any]:
         row["true_delta"] = truth
         row.update(uniform_methods(pop, truth, seed))
         row["active"] = active_labels_to_width(pop, truth, seed, _fitter, draws)
+    elif part == "weak_expected":
+        pop, truth = make_population(seed, se=0.70, sp=0.65, delta=None)
+        row["true_delta"] = truth
+        for name, fn in (("human_only", human_only_delta), ("ppi", ppi_delta)):
+            got = [
+                uniform_labels_to_width(
+                    pop, truth, fn, uniform_order(pop, seed + REPLICATE_STRIDE * k)
+                )
+                for k in range(UNIFORM_ORDERS)
+            ]
+            row[name] = {
+                "labels": [g["labels"] for g in got],
+                "covers": [g["covers"] for g in got],
+            }
+        runs = [
+            active_labels_to_width(pop, truth, seed + REPLICATE_STRIDE * k, _fitter, draws)
+            for k in range(ACTIVE_REPLICATES)
+        ]
+        row["active"] = {key: [r[key] for r in runs] for key in ("labels", "covers", "fits")}
     elif part == "verdict":
         delta = 0.02 if i % 2 == 0 else -0.06
         pop, truth = make_population(seed, se=0.90, sp=0.85, delta=delta)
@@ -474,7 +597,7 @@ def build_results(rows: list[dict[str, Any]], wanted: dict[str, int]) -> dict[st
         if not got:
             continue
         entry: dict[str, Any] = {"studies_wanted": wanted.get(part, 0), "studies": len(got)}
-        if part == "weak":
+        if part in ("weak", "weak_expected"):
             entry["judge"] = {"sensitivity": 0.7, "specificity": 0.65}
         else:
             entry["judge"] = {"sensitivity": 0.9, "specificity": 0.85}
@@ -494,10 +617,16 @@ def main() -> None:
     )
     parser.add_argument("--studies", type=int, default=200, help="efficiency part")
     parser.add_argument("--weak-studies", type=int, default=100)
+    parser.add_argument(
+        "--weak-expected-studies",
+        type=int,
+        default=200,
+        help="weak-judge studies with replicates (ACTIVE_REPLICATES, UNIFORM_ORDERS)",
+    )
     parser.add_argument("--verdict-studies", type=int, default=40)
     parser.add_argument("--boundary-studies", type=int, default=200)
     parser.add_argument("--draws", type=int, default=300, help="draws (and tune) per chain")
-    parser.add_argument("--parts", default="efficiency,weak,verdict,boundary")
+    parser.add_argument("--parts", default="efficiency,weak,weak_expected,verdict,boundary")
     parser.add_argument("--workers", type=int, default=2, help="processes (one Fitter each)")
     parser.add_argument(
         "--until",
@@ -518,10 +647,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.studies = args.weak_studies = args.verdict_studies = args.boundary_studies = 2
+        args.weak_expected_studies = 2
     parts = args.parts.split(",")
     wanted = {
         "efficiency": args.studies,
         "weak": args.weak_studies,
+        "weak_expected": args.weak_expected_studies,
         "verdict": args.verdict_studies,
         "boundary": args.boundary_studies,
     }
@@ -535,7 +666,7 @@ def main() -> None:
         p: [i for i in range(wanted[p]) if (p, SEED_BASE[p] + i) not in done] for p in SEED_BASE
     }
     tasks: list[tuple[str, int, int]] = []
-    for group in (("efficiency", "boundary"), ("weak", "verdict")):
+    for group in (("efficiency", "boundary"), ("weak", "verdict"), ("weak_expected",)):
         left = {p: len(queues[p]) for p in group if p in parts and queues[p]}
         total = sum(left.values())
         for _ in range(total):
@@ -572,6 +703,9 @@ def main() -> None:
         "quick": args.quick,
     }
 
+    # The note on how the rows were produced (written by hand, across invocations) stays.
+    note = json.loads(out.read_text()).get("note") if out.exists() else None
+
     def write() -> None:
         rows = load_rows(rows_path)
         doc = {
@@ -588,6 +722,8 @@ def main() -> None:
             "brownian_check": brownian,
             **build_results(rows, wanted),
         }
+        if note:
+            doc["note"] = note
         out.write_text(json.dumps(doc, indent=1))
 
     brownian = brownian_check()
