@@ -394,8 +394,9 @@ def summarise_expected(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per study, the *expected* labels of each method (mean over its replicates).
 
     One run's label count is a random stopping time: human-only's varies with the label
-    order (about ±3% here), the model's interval also with what the labels say about the
-    judge (about ±9% with a weak judge, under uniform and active picks alike). A per-study
+    order (about ±4% here), the model's more (about ±9% with a weak judge: its interval's
+    width depends on the labels drawn; on one study run 6 times with each, uniform picks
+    scattered as much as active ones, so it is not the selection). A per-study
     claim about a method ("never more than 5% worse") is a claim about expectations, so it
     is checked on replicate means; ``noise_floor`` shows why single runs cannot carry it:
     human-only against itself on a second label order.
