@@ -395,8 +395,8 @@ def summarise_expected(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     One run's label count is a random stopping time: human-only's varies with the label
     order (about ±4% here), the model's more (about ±9% with a weak judge: its interval's
-    width depends on the labels drawn; on one study run 6 times with each, uniform picks
-    scattered as much as active ones, so it is not the selection). A per-study
+    width depends on the labels drawn, and with every pick uniform it scatters as much,
+    ``bench/label_scatter.py``). A per-study
     claim about a method ("never more than 5% worse") is a claim about expectations, so it
     is checked on replicate means; ``noise_floor`` shows why single runs cannot carry it:
     human-only against itself on a second label order.
