@@ -157,8 +157,16 @@ def uniform_methods(pop: Population, truth: float, seed: int) -> dict[str, Any]:
 
 
 def active_labels_to_width(
-    pop: Population, truth: float, seed: int, fitter: Fitter, draws: int
+    pop: Population,
+    truth: float,
+    seed: int,
+    fitter: Fitter,
+    draws: int,
+    *,
+    exploration_share: float = 0.15,
 ) -> dict[str, Any]:
+    """Labels the model's loop needs (``exploration_share`` 1: every pick uniform)."""
+
     def next_fit(n: int, rec: BatchRecord | None) -> int:
         if rec is None:
             return 100
@@ -181,6 +189,7 @@ def active_labels_to_width(
         draws=draws,
         tune=draws,
         chains=2,
+        exploration_share=exploration_share,
         stop_when_settled=False,
         refit_on_collapse=REFIT_ON_COLLAPSE,
         with_ppi=False,

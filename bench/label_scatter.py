@@ -29,35 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import label_efficiency as le  # noqa: E402
 
-from calibration.replay import human_only_delta, run_loop  # noqa: E402
-
-
-def labels_to_width(pop: Any, seed: int, fitter: Any, draws: int, exploration: float) -> int | None:
-    def next_fit(n: int, rec: Any) -> int:
-        if rec is None:
-            return 100
-        want = n * (le.half_width(rec.deltas[0]) / le.TARGET_HALF_WIDTH) ** 2
-        return n + int(np.clip(0.8 * (want - n), 20, 250))
-
-    res = run_loop(
-        pop,
-        policy="active",
-        budget=le.MAX_LABELS,
-        batch=100,
-        seed=seed,
-        fitter=fitter,
-        draws=draws,
-        tune=draws,
-        chains=2,
-        exploration_share=exploration,
-        stop_when_settled=False,
-        refit_on_collapse=le.REFIT_ON_COLLAPSE,
-        with_ppi=False,
-        next_fit=next_fit,
-        stop=lambda rec: le.half_width(rec.deltas[0]) <= le.TARGET_HALF_WIDTH,
-    )
-    last = res.batches[-1]
-    return last.labels if le.half_width(last.deltas[0]) <= le.TARGET_HALF_WIDTH else None
+from calibration.replay import human_only_delta  # noqa: E402
 
 
 def spread(values: list[int | None]) -> dict[str, Any]:
@@ -86,6 +58,8 @@ def main() -> None:
         "--out", default=str(Path(__file__).parent / "results" / "label_scatter.json")
     )
     args = parser.parse_args()
+    if args.runs < 2 or args.orders < 2:
+        parser.error("--runs and --orders need at least 2 (a spread of one is undefined)")
     fitter = le._ShortChainFitter(cores=1)
     started, load_before = time.perf_counter(), os.getloadavg()
     studies = []
@@ -94,7 +68,14 @@ def main() -> None:
         study: dict[str, Any] = {"seed": seed, "true_delta": round(truth, 5)}
         for name, eps in (("active", 0.15), ("uniform_picks", 1.0)):
             runs = [
-                labels_to_width(pop, seed + le.REPLICATE_STRIDE * k, fitter, args.draws, eps)
+                le.active_labels_to_width(
+                    pop,
+                    truth,
+                    seed + le.REPLICATE_STRIDE * k,
+                    fitter,
+                    args.draws,
+                    exploration_share=eps,
+                )["labels"]
                 for k in range(args.runs)
             ]
             study[name] = spread(runs)
