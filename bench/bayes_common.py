@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,16 @@ def machine_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "note": "2 cores shared with other engineers' processes: timings are noisy upper bounds",
     }
+
+
+def git_head() -> str | None:
+    """The commit the working tree is at (None outside a git checkout)."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:

@@ -60,7 +60,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -71,6 +70,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bayes_common import git_head  # noqa: E402
 
 from calibration.bayes.decision import required_z  # noqa: E402
 from calibration.bayes.fit import Fitter  # noqa: E402
@@ -721,7 +722,7 @@ def main() -> None:
         doc = {
             "settings": settings,
             "command": " ".join(sys.argv),
-            "git_head": _git_head(),
+            "git_head": git_head(),
             "machine": {
                 "cpus": os.cpu_count(),
                 "loadavg_before": [round(x, 2) for x in load_before],
@@ -779,19 +780,6 @@ def main() -> None:
             indent=1,
         )
     )
-
-
-def _git_head() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).resolve().parents[1],
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 if __name__ == "__main__":

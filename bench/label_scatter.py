@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import label_efficiency as le  # noqa: E402
+from bayes_common import git_head  # noqa: E402
 
 from calibration.replay import human_only_delta  # noqa: E402
 
@@ -102,10 +102,7 @@ def main() -> None:
             "chains": 2,
         },
         "command": " ".join(sys.argv),
-        "git_head": subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-        or None,
+        "git_head": git_head(),
         "machine": {
             "cpus": os.cpu_count(),
             "loadavg_before": [round(x, 2) for x in load_before],

@@ -34,6 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bayes_common import git_head, machine_info  # noqa: E402
+
 from calibration.bayes.fit import Fitter  # noqa: E402
 from calibration.replay import (  # noqa: E402
     all_labels_delta,
@@ -108,6 +110,8 @@ def main() -> None:
             "judge_bins": 2,
         },
         "command": " ".join(sys.argv),
+        "git_head": git_head(),
+        "machine": machine_info(),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
