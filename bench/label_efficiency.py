@@ -696,6 +696,7 @@ def main() -> None:
 
     started = time.perf_counter()
     load_before = os.getloadavg()
+    head = git_head()  # the code the studies run, not whatever is checked out at the end
     settings = {
         "target_half_width": TARGET_HALF_WIDTH,
         "margin": MARGIN,
@@ -722,7 +723,7 @@ def main() -> None:
         doc = {
             "settings": settings,
             "command": " ".join(sys.argv),
-            "git_head": git_head(),
+            "git_head": head,
             "machine": {
                 "cpus": os.cpu_count(),
                 "loadavg_before": [round(x, 2) for x in load_before],

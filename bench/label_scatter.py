@@ -61,7 +61,7 @@ def main() -> None:
     if args.runs < 2 or args.orders < 2:
         parser.error("--runs and --orders need at least 2 (a spread of one is undefined)")
     fitter = le._ShortChainFitter(cores=1)
-    started, load_before = time.perf_counter(), os.getloadavg()
+    started, load_before, head = time.perf_counter(), os.getloadavg(), git_head()
     studies = []
     for seed in (int(s) for s in args.seeds.split(",")):
         pop, truth = le.make_population(seed, se=0.70, sp=0.65, delta=None)
@@ -102,7 +102,7 @@ def main() -> None:
             "chains": 2,
         },
         "command": " ".join(sys.argv),
-        "git_head": git_head(),
+        "git_head": head,
         "machine": {
             "cpus": os.cpu_count(),
             "loadavg_before": [round(x, 2) for x in load_before],
