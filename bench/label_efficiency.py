@@ -406,18 +406,22 @@ def summarise_expected(rows: list[dict[str, Any]]) -> dict[str, Any]:
     One run's label count is a random stopping time: human-only's varies with the label
     order (about ±4% here), the model's more (about ±9% with a weak judge: its interval's
     width depends on the labels drawn, and with every pick uniform it scatters as much,
-    ``bench/label_scatter.py``). A per-study
-    claim about a method ("never more than 5% worse") is a claim about expectations, so it
-    is checked on replicate means; ``noise_floor`` shows why single runs cannot carry it:
-    human-only against itself on a second label order.
+    ``bench/label_scatter.py``). A per-study claim about a method ("never more than 5%
+    worse") is a claim about expectations, so it is checked on replicate means;
+    ``noise_floor`` shows why single runs cannot carry it: human-only against itself on a
+    second label order. A run that never reached the target (``None``, within
+    ``MAX_LABELS``) is counted in ``runs_short_of_target`` and left out of the means.
     """
     out: dict[str, Any] = {"studies": len(rows)}
     if not rows:
         return out
-    means = {
-        m: np.array([np.mean(r[m]["labels"]) for r in rows])
-        for m in ("active", "human_only", "ppi")
-    }
+    methods = ("active", "human_only", "ppi")
+    short = {m: sum(v is None for r in rows for v in r[m]["labels"]) for m in methods}
+    if any(short.values()):
+        rows = [r for r in rows if all(v is not None for m in methods for v in r[m]["labels"])]
+    out["runs_short_of_target"] = short
+    out["studies_compared"] = len(rows)
+    means = {m: np.array([np.mean(r[m]["labels"]) for r in rows]) for m in methods}
     ratio = means["active"] / means["human_only"]
     # Standard error of each per-study ratio (delta method on the two replicate means).
     se = []
@@ -715,8 +719,11 @@ def main() -> None:
         "quick": args.quick,
     }
 
-    # The note on how the rows were produced (written by hand, across invocations) stays.
-    note = json.loads(out.read_text()).get("note") if out.exists() else None
+    # The note on how the rows were produced (written by hand, across invocations) stays;
+    # so does what the last run recorded of itself when this one only summarises.
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    note = previous.get("note")
+    run_keys = ("settings", "command", "git_head", "machine")
 
     def write() -> None:
         rows = load_rows(rows_path)
@@ -734,6 +741,8 @@ def main() -> None:
             "brownian_check": brownian,
             **build_results(rows, wanted),
         }
+        if args.summarise_only:
+            doc.update((key, previous[key]) for key in run_keys if key in previous)
         if note:
             doc["note"] = note
         out.write_text(json.dumps(doc, indent=1))
