@@ -405,7 +405,7 @@ def summarise_expected(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     One run's label count is a random stopping time: human-only's varies with the label
     order (about ±4% here), the model's more (about ±9% with a weak judge: its interval's
-    width depends on the labels drawn, and with every pick uniform it scatters as much,
+    width depends on the labels drawn; with every pick uniform it scatters about as much,
     ``bench/label_scatter.py``). A per-study claim about a method ("never more than 5%
     worse") is a claim about expectations, so it is checked on replicate means;
     ``noise_floor`` shows why single runs cannot carry it: human-only against itself on a
