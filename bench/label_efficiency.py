@@ -400,6 +400,20 @@ def summarise_boundary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: One-sided 95% normal quantile, for an upper bound on a per-study ratio.
+Z95_ONE_SIDED = 1.6448536269514722
+
+
+def ratio_of_means(num: Any, den: Any) -> dict[str, float]:
+    """``mean(num) / mean(den)`` of two sets of replicate label counts, with its standard
+    error (delta method, the two sets independent) and one-sided 95% upper bound."""
+    a, h = np.asarray(num, float), np.asarray(den, float)
+    q = float(a.mean() / h.mean())
+    rel = a.var(ddof=1) / a.size / a.mean() ** 2 + h.var(ddof=1) / h.size / h.mean() ** 2
+    se = q * float(np.sqrt(rel))
+    return {"ratio": round(q, 4), "se": round(se, 4), "upper_95": round(q + Z95_ONE_SIDED * se, 4)}
+
+
 def summarise_expected(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per study, the *expected* labels of each method (mean over its replicates).
 
@@ -423,12 +437,8 @@ def summarise_expected(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out["studies_compared"] = len(rows)
     means = {m: np.array([np.mean(r[m]["labels"]) for r in rows]) for m in methods}
     ratio = means["active"] / means["human_only"]
-    # Standard error of each per-study ratio (delta method on the two replicate means).
-    se = []
-    for r, q in zip(rows, ratio, strict=True):
-        a, h = np.array(r["active"]["labels"], float), np.array(r["human_only"]["labels"], float)
-        rel = a.var(ddof=1) / a.size / a.mean() ** 2 + h.var(ddof=1) / h.size / h.mean() ** 2
-        se.append(float(q * np.sqrt(rel)))
+    per = [ratio_of_means(r["active"]["labels"], r["human_only"]["labels"]) for r in rows]
+    upper = np.array([x["upper_95"] for x in per])
     worst = np.argsort(-ratio)[:5]
     cov = [c for r in rows for c in r["active"]["covers"]]
     h_single = np.array([r["human_only"]["labels"][0] for r in rows], float)
@@ -452,11 +462,17 @@ def summarise_expected(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 {
                     "seed": rows[i]["seed"],
                     "ratio": round(float(ratio[i]), 4),
-                    "se": round(se[i], 4),
+                    "se": per[i]["se"],
                     "active_mean": round(float(means["active"][i]), 1),
                     "human_only_mean": round(float(means["human_only"][i]), 1),
                 }
                 for i in worst
+            ],
+            # Replicate noise: how many upper bounds pass 1.05, and the studies that come
+            # closest (the ones worth more runs, bench/label_scatter.py).
+            "upper_95_above_1.05": int((upper > 1.05).sum()),
+            "highest_upper_95": [
+                {"seed": rows[i]["seed"], **per[i]} for i in np.argsort(-upper)[:10]
             ],
         },
         relative_sd_of_one_run={

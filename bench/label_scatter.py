@@ -4,11 +4,13 @@ On given weak-judge studies of ``bench/label_efficiency.py`` (same populations, 
 a 95% interval of half-width ≤ 0.03 on Δ), run the model's loop ``--runs`` times with
 active selection (15% exploration) and as many times with uniform picks (exploration share
 1: every pick uniform, same model, same fit schedule), and human-only on ``--orders`` label
-orders. Per study: mean, sd and relative sd of the labels each needs, and the labels of
-every run. If uniform picks scatter as much as active ones, the scatter comes from the
-model's interval, not from where the labels went.
+orders. Per study: mean, sd and relative sd of the labels each needs, the labels of every
+run, and each policy's expected labels over human-only's with a one-sided 95% upper bound
+(``label_efficiency.ratio_of_means``). If uniform picks scatter as much as active ones, the
+scatter comes from the model's interval, not from where the labels went.
 
     nice -n 5 python bench/label_scatter.py [--seeds 100000,100001] [--runs 8]
+    python bench/label_scatter.py --summarise-only --out bench/results/label_scatter.json
 """
 
 from __future__ import annotations
@@ -42,6 +44,54 @@ def spread(values: list[int | None]) -> dict[str, Any]:
     }
 
 
+#: The two ways of picking, by exploration share (1: every pick uniform).
+POLICIES = {"active": 0.15, "uniform_picks": 1.0}
+
+
+def summarise(studies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Scatter per method, and per study the ratios of expected labels to human-only's."""
+
+    def labels(study: dict[str, Any], name: str) -> list[int]:
+        return [v for v in study[name]["labels"] if v is not None]
+
+    per_study = [
+        {
+            "seed": st["seed"],
+            **{
+                f"{name}_to_human_only": le.ratio_of_means(
+                    labels(st, name), labels(st, "human_only")
+                )
+                for name in POLICIES
+            },
+        }
+        for st in studies
+    ]
+    ratios = {n: [x[f"{n}_to_human_only"]["ratio"] for x in per_study] for n in POLICIES}
+    return {
+        **{
+            name: {
+                "median_relative_sd": round(
+                    float(np.median([st[name]["relative_sd"] for st in studies])), 4
+                ),
+                "pooled_relative_sd": round(
+                    float(np.sqrt(np.mean([st[name]["relative_sd"] ** 2 for st in studies]))), 4
+                ),
+            }
+            for name in (*POLICIES, "human_only")
+        },
+        "active_ratio_range": [min(ratios["active"]), max(ratios["active"])],
+        "active_max_upper_95": max(x["active_to_human_only"]["upper_95"] for x in per_study),
+        "active_below_uniform_picks": sum(
+            a < u for a, u in zip(ratios["active"], ratios["uniform_picks"], strict=True)
+        ),
+        "mean_labels": {
+            name: round(float(np.mean([st[name]["mean"] for st in studies])), 1)
+            for name in (*POLICIES, "human_only")
+        },
+        "per_study": per_study,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -57,7 +107,18 @@ def main() -> None:
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "results" / "label_scatter.json")
     )
+    parser.add_argument(
+        "--summarise-only",
+        action="store_true",
+        help="rebuild the summary of --out from the runs stored in it and exit",
+    )
     args = parser.parse_args()
+    out = Path(args.out)
+    if args.summarise_only:
+        doc = json.loads(out.read_text())
+        doc["summary"] = summarise(doc["studies"])
+        out.write_text(json.dumps(doc, indent=1))
+        return
     if args.runs < 2 or args.orders < 2:
         parser.error("--runs and --orders need at least 2 (a spread of one is undefined)")
     fitter = le._ShortChainFitter(cores=1)
@@ -66,7 +127,7 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         pop, truth = le.make_population(seed, se=0.70, sp=0.65, delta=None)
         study: dict[str, Any] = {"seed": seed, "true_delta": round(truth, 5)}
-        for name, eps in (("active", 0.15), ("uniform_picks", 1.0)):
+        for name, eps in POLICIES.items():
             runs = [
                 le.active_labels_to_width(
                     pop,
@@ -98,6 +159,7 @@ def main() -> None:
             "target_half_width": le.TARGET_HALF_WIDTH,
             "runs": args.runs,
             "orders": args.orders,
+            "exploration_share": POLICIES,
             "draws_per_chain": args.draws,
             "chains": 2,
         },
@@ -109,20 +171,10 @@ def main() -> None:
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
             "seconds": round(time.perf_counter() - started, 1),
         },
-        "summary": {
-            name: {
-                "median_relative_sd": round(
-                    float(np.median([st[name]["relative_sd"] for st in studies])), 4
-                ),
-                "pooled_relative_sd": round(
-                    float(np.sqrt(np.mean([st[name]["relative_sd"] ** 2 for st in studies]))), 4
-                ),
-            }
-            for name in ("active", "uniform_picks", "human_only")
-        },
+        "summary": summarise(studies),
         "studies": studies,
     }
-    Path(args.out).write_text(json.dumps(doc, indent=1))
+    out.write_text(json.dumps(doc, indent=1))
 
 
 if __name__ == "__main__":
