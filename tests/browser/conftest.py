@@ -82,8 +82,8 @@ def new_page(chromium: Any, settings: Any, live_server: Any) -> Iterator[Callabl
             **{"viewport": {"width": 1280, "height": 860}, "locale": "en-US", **options}
         )
         contexts.append(context)
-        # Generous: the first item imports the selection rule (PyMC/PyTensor) in the live
-        # server, which takes seconds on a busy 2-core machine.
+        # Generous: the live server shares a busy 2-core machine with the browser and the
+        # tests. A wait that runs out means the page never got there, not that it was slow.
         context.set_default_timeout(30_000)
         page = context.new_page()
         errors: list[str] = []

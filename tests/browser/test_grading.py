@@ -85,7 +85,9 @@ def test_a_whole_session_from_the_keyboard(page, live_server, study, annotator):
     add_items(study, texts)
     log_in(page, live_server.url, annotator.username)
 
-    # The home page's start button has the focus: Enter starts grading.
+    # The home page's start button has the focus: Enter starts grading. The browser applies
+    # autofocus when it next renders, which may come after the load event on a busy machine.
+    page.wait_for_selector("a.button.primary[autofocus]:focus")
     page.keyboard.press("Enter")
     page.wait_for_selector("#grade-form fieldset.dim input:focus")
     assert page.locator("fieldset.dim").count() == 3
