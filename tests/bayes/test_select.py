@@ -6,7 +6,6 @@ import itertools
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -233,22 +232,21 @@ def test_without_open_verdicts_the_pick_is_uniform_over_responses():
     assert pick.probability == pytest.approx(0.1)
 
 
-def test_scoring_thousands_of_cells_from_a_thousand_draws_is_fast():
+def test_thousands_of_cells_from_a_thousand_draws_all_get_a_usable_score():
+    """1,800 cells (3 arms × 6 regions × judge bins 2·5·10), 1,000 draws per dimension.
+
+    Every score is finite and non-negative and the greedy pick is one of the best cells. How
+    long this takes is measured by ``bench/selection_scores.py``, not here.
+    """
     dims = [_random_draws(s=1000, m=3, r=6, j=j, seed=i) for i, j in enumerate((2, 5, 10))]
     sel = Selector(dimensions=dims, traffic=np.full(6, 1 / 6), confidence=0.9999)
     cells = np.array(list(itertools.product(range(3), range(6), range(2), range(5), range(10))))
-    sel.scores(arm=cells[:, 0], region=cells[:, 1], bins=cells[:, 2:])  # warm-up
-    # CPU time, best of three: the machine running the tests may be shared (wall time
-    # then measures the queue for a core, not this code).
-    elapsed = np.inf
-    for _ in range(3):
-        start = time.process_time()
-        sel._tables = None
-        scores = sel.scores(arm=cells[:, 0], region=cells[:, 1], bins=cells[:, 2:])
-        pick = choose_cell(scores, np.full(len(cells), 3), 0.15, np.random.default_rng(0))
-        elapsed = min(elapsed, time.process_time() - start)
-    assert len(cells) == 1800 and pick.probability > 0
-    assert elapsed < 0.05, f"{elapsed * 1000:.1f} ms"
+    scores = sel.scores(arm=cells[:, 0], region=cells[:, 1], bins=cells[:, 2:])
+    assert scores.shape == (1800,)
+    assert np.isfinite(scores).all() and (scores >= 0).all() and scores.max() > 0
+    pick = choose_cell(scores, np.full(len(cells), 3), 0.0, np.random.default_rng(0))
+    assert pick.policy == "active"
+    assert scores[pick.cell] >= scores.max() * (1 - 1e-9)
 
 
 def test_selection_and_replay_import_without_django():
