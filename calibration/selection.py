@@ -433,10 +433,23 @@ def _static_for(study: Study, fit: Fit) -> _Static | None:
                 undecided=_open_from_summary(fit.summary or {}, arm_keys[1:], keys),
             )
     with _context_lock:
+        _forget_other_fits(_static_cache, key)
         _static_cache[key] = (time.monotonic(), static)
         if len(_static_cache) > 64:
             _static_cache.pop(next(iter(_static_cache)))
     return static
+
+
+def _forget_other_fits(
+    cache: dict[tuple[int, int, float], Any], key: tuple[int, int, float]
+) -> None:
+    """Drop the study's entries for other fits or settings: a newer fit replaces them.
+
+    Each entry holds the fit's draws and their per-cell pass probabilities (megabytes for a
+    large study), so a process keeps one set per study rather than one per fit it served.
+    """
+    for other in [k for k in cache if k[0] == key[0] and k != key]:
+        del cache[other]
 
 
 def selector_for(*, study: Study, fit: Fit) -> _Context | None:
@@ -502,6 +515,7 @@ def selector_for(*, study: Study, fit: Fit) -> _Context | None:
         n_dims=n_dims,
     )
     with _context_lock:
+        _forget_other_fits(_context_cache, cache_key)
         _context_cache[cache_key] = (labels_key, ctx)
         if len(_context_cache) > 64:
             _context_cache.pop(next(iter(_context_cache)))

@@ -77,6 +77,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
@@ -159,6 +160,16 @@ class DimensionDraws:
         """``(M, R, J)``."""
         _, m, r = self.theta.shape
         return (m, r, int(self.confusion.shape[-1]))
+
+    @cached_property
+    def pass_by_cell(self) -> NDArray[np.float64]:
+        """``(S, M·R·J)`` :func:`pass_given_bin`, flattened over the cells.
+
+        Computed once per set of draws: it does not depend on the weights, and it is most
+        of the cost of rebuilding the score tables when labels come in.
+        """
+        m, r, j = self.shape
+        return pass_given_bin(self.theta, self.confusion).reshape(self.n_draws, m * r * j)
 
 
 def normalised_weights(log_weights: ArrayLike | None, n_draws: int) -> NDArray[np.float64]:
@@ -336,7 +347,7 @@ def dimension_scores(
     if not open_mask.any():
         return np.zeros((m, r, j))
 
-    p = pass_given_bin(draws.theta, draws.confusion).reshape(s, m * r * j)  # (S, K)
+    p = draws.pass_by_cell  # (S, K), K = M·R·J
     up = u[:, None] * p
     p_bar = up.sum(axis=0)  # (K,) P(y = 1 | j) under the current weights
     var_y = p_bar * (1.0 - p_bar)

@@ -299,3 +299,21 @@ def test_selector_matches_the_pure_scores_on_the_same_draws(study):
     for got, want in zip(ctx.selector.tables(), pure.tables(), strict=True):
         # Stored draws are float32.
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-9)
+
+
+def test_a_newer_fit_replaces_the_cached_draws_of_its_study(study):
+    """The process keeps one fit's draws (and their per-cell tables) per study, not one per fit."""
+    from calibration import selection
+
+    other = make_study(slug="sel-other", candidates=2)
+    kept = _fit(other)
+    assert selector_for(study=other, fit=kept) is not None
+    old = _fit(study)
+    assert selector_for(study=study, fit=old) is not None
+    new = _fit(study, started=timezone.now())
+    ctx = selector_for(study=study, fit=new)
+    assert ctx is not None
+    for cache in (selection._static_cache, selection._context_cache):
+        fits_of = {k[1] for k in cache if k[0] == study.pk}
+        assert fits_of == {new.pk}
+        assert kept.pk in {k[1] for k in cache if k[0] == other.pk}
