@@ -275,12 +275,12 @@ def pass_given_bin(theta: ArrayLike, confusion: ArrayLike) -> NDArray[np.float64
     th = np.asarray(theta, dtype=np.float64)[..., None]  # (S, M, R, 1)
     conf = np.asarray(confusion, dtype=np.float64)
     pos = th * conf[:, :, None, 1, :]  # (S, M, R, J)
-    neg = (1.0 - th) * conf[:, :, None, 0, :]
-    total = pos + neg
+    total = (1.0 - th) * conf[:, :, None, 0, :]
+    total += pos
     # A bin neither class can produce carries no information: 1/2 by convention.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(total > 0, pos / np.where(total > 0, total, 1.0), 0.5)
-    return np.asarray(out, dtype=np.float64)
+    out = np.full_like(pos, 0.5)
+    np.divide(pos, total, out=out, where=total > 0)
+    return out
 
 
 def _involves(n_arms: int) -> NDArray[np.bool_]:

@@ -18,6 +18,7 @@ from calibration.bayes.select import (
     delta_draws,
     dimension_scores,
     effective_sample_size,
+    pass_given_bin,
     reweight,
     score_cells,
     verdicts,
@@ -31,6 +32,23 @@ def _random_draws(
     theta = rng.beta(20, 8, size=(s, m, r))
     conf = rng.dirichlet(np.ones(j) * 2, size=(s, m, 2))
     return DimensionDraws(theta=theta, confusion=conf, margin=margin)
+
+
+def test_pass_given_bin_is_bayes_rule_and_one_half_where_no_class_lands():
+    draws = _random_draws(s=50, m=3, r=4, j=4, seed=7)
+    conf = draws.confusion.copy()
+    conf[:, :, :, 3] = 0.0  # no response of either class lands in bin 3
+    conf[:, :, 0, 2] = 0.0  # only passes land in bin 2
+    conf /= conf.sum(axis=-1, keepdims=True)
+    got = pass_given_bin(draws.theta, conf)
+    th = draws.theta[..., None]
+    pos, neg = th * conf[:, :, None, 1, :], (1 - th) * conf[:, :, None, 0, :]
+    pos, neg = pos[..., :2], neg[..., :2]
+    np.testing.assert_allclose(got[..., :2], pos / (pos + neg), rtol=1e-12)
+    np.testing.assert_array_equal(got[..., 2], 1.0)
+    np.testing.assert_array_equal(got[..., 3], 0.5)
+    cached = DimensionDraws(theta=draws.theta, confusion=conf).pass_by_cell
+    np.testing.assert_array_equal(cached, got.reshape(50, 3 * 4 * 4))
 
 
 def _weighted_var(x: np.ndarray, w: np.ndarray) -> float:
