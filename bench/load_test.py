@@ -39,6 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bayes_common import git_head  # noqa: E402
 from http_common import (  # noqa: E402
     ROOT,
     CpuMeter,
@@ -109,6 +110,7 @@ def main() -> None:
     settings = ServerSettings(workers=args.workers, threads=args.threads)
     port = free_port()
     load_before = os.getloadavg()
+    head = git_head()  # at the start: a commit that lands during the run is not this run's
     server = start_server(url, port, settings)
     tally = Tally()
     try:
@@ -202,6 +204,7 @@ def main() -> None:
         "cpu_seconds": cpu,
         "cpu_ms_per_grade": {k: round(v * 1000 / max(1, grades), 1) for k, v in cpu.items()},
         "machine": machine(load_before),
+        "git_head": head,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

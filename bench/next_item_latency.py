@@ -45,6 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bayes_common import git_head  # noqa: E402
 from http_common import (  # noqa: E402
     LABELS,
     ROOT,
@@ -313,6 +314,7 @@ def main() -> None:
 
     port = args.port or free_port()
     load_before = os.getloadavg()
+    head = git_head()  # at the start: a commit that lands during the run is not this run's
     settings = ServerSettings(
         workers=args.workers, threads=args.threads, keep_alive=args.keep_alive
     )
@@ -382,6 +384,7 @@ def main() -> None:
         "one_next_item_sql": sql_time,
         "query_plans": plans,
         "machine": machine(load_before),
+        "git_head": head,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
