@@ -34,7 +34,9 @@ full_page_writes = off
 shared_buffers = 256MB
 CONF
     fi
-    as_pg "$bindir/pg_ctl" -D "$PGDATA" -l "$PGROOT/server.log" -w start >/dev/null
+    # Already running (an earlier start): reuse it.
+    as_pg "$bindir/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1 \
+      || as_pg "$bindir/pg_ctl" -D "$PGDATA" -l "$PGROOT/server.log" -w start >/dev/null
     as_pg "$bindir/psql" -h 127.0.0.1 -p "$PGPORT" -U baton -d postgres -qtAc \
       "SELECT 1 FROM pg_database WHERE datname='baton'" | grep -q 1 \
       || as_pg "$bindir/createdb" -h 127.0.0.1 -p "$PGPORT" -U baton baton
