@@ -165,8 +165,8 @@ class DimensionDraws:
     def pass_by_cell(self) -> NDArray[np.float64]:
         """``(S, M·R·J)`` :func:`pass_given_bin`, flattened over the cells.
 
-        Computed once per set of draws: it does not depend on the weights, and it is most
-        of the cost of rebuilding the score tables when labels come in.
+        Computed once per set of draws (it does not depend on the weights) and shared by
+        the score tables, whose rebuild it would otherwise dominate, and :func:`reweight`.
         """
         m, r, j = self.shape
         return pass_given_bin(self.theta, self.confusion).reshape(self.n_draws, m * r * j)
@@ -435,7 +435,9 @@ def reweight(
     Returns
     -------
     numpy.ndarray
-        ``(S,)`` new log-weights, shifted so that their maximum is 0.
+        ``(S,)`` new log-weights, shifted so that their maximum is 0. A label in a bin
+        that neither class can reach under some draw has likelihood ½ under it
+        (:func:`pass_given_bin`'s convention), not a NaN that would spoil every weight.
     """
     s = draws.n_draws
     lw = np.zeros(s) if log_weights is None else np.array(log_weights, dtype=np.float64)
@@ -446,10 +448,9 @@ def reweight(
         g = np.asarray(region, dtype=np.int64).ravel()[keep]
         b = np.asarray(bin, dtype=np.int64).ravel()[keep]
         yy = yy[keep]
-        th = draws.theta[:, a, g]  # (S, L)
-        pos = th * draws.confusion[:, a, 1, b]  # (S, L)
-        neg = (1.0 - th) * draws.confusion[:, a, 0, b]
-        lik = np.where(yy[None, :] == 1, pos, neg) / (pos + neg)
+        m, r, j = draws.shape
+        p = draws.pass_by_cell.reshape(s, m, r, j)[:, a, g, b]  # (S, L)
+        lik = np.where(yy[None, :] == 1, p, 1.0 - p)
         lw = lw + np.log(np.clip(lik, 1e-300, None)).sum(axis=1)
     return lw - lw.max()
 

@@ -181,6 +181,16 @@ def test_reweighting_multiplies_by_the_label_likelihood():
     np.testing.assert_allclose(reweight(lw, draws, arm=[0], region=[0], bin=[0], y=[-1]), lw)
 
 
+def test_a_label_in_a_bin_no_class_reaches_leaves_the_weights_finite_and_unchanged():
+    draws = _random_draws(s=40, m=2, r=1, j=3, seed=5)
+    conf = draws.confusion.copy()
+    conf[:, :, :, 2] = 0.0
+    conf /= conf.sum(axis=-1, keepdims=True)
+    unreachable = DimensionDraws(theta=draws.theta, confusion=conf)
+    lw = reweight(None, unreachable, arm=[1, 0], region=[0, 0], bin=[2, 2], y=[1, 0])
+    np.testing.assert_array_equal(lw, np.zeros(40))
+
+
 def test_effective_sample_size_is_kish():
     assert effective_sample_size(np.zeros(100)) == pytest.approx(100)
     lw = np.log(np.array([1.0, 1.0, 2.0]))
