@@ -443,10 +443,13 @@ def _static_for(study: Study, fit: Fit) -> _Static | None:
 def _forget_other_fits(
     cache: dict[tuple[int, int, float], Any], key: tuple[int, int, float]
 ) -> None:
-    """Drop the study's entries for other fits or settings: a newer fit replaces them.
+    """Drop the study's entries for other fits or settings before ``key``'s is stored.
 
     Each entry holds the fit's draws and their per-cell pass probabilities (megabytes for a
     large study), so a process keeps one set per study rather than one per fit it served.
+    Picks use the newest fit; an older one is asked for only by :func:`_open_verdicts`
+    when the newest trustworthy fit's summary lacks verdicts, at most once per
+    :data:`CACHE_TTL` per process.
     """
     for other in [k for k in cache if k[0] == key[0] and k != key]:
         del cache[other]
