@@ -1,8 +1,10 @@
-"""From the database to the calibration model's counts, one table per dimension.
+"""From the database to the calibration model's counts.
 
-Everything here is aggregate SQL (``GROUP BY``): a study can hold millions of responses,
-and the model only needs how many fall in each cell ``(arm, region, judge bin)`` and, for
-the human-graded ones, in each ``(arm, region, true class, judge bin)``.
+A study can hold millions of responses, and the model only needs how many fall in each
+cell ``(arm, region, judge bins of every dimension)`` (one ``GROUP BY`` on the responses'
+stored ``cell``) and, for the human-graded ones (a few thousand), their class on each
+dimension (:class:`~calibration.bayes.data.JointCells`). Dashboards read the per-dimension
+``(arm, region, judge bin)`` tables derived from the same counts.
 
 Human truth per response and dimension
 --------------------------------------
@@ -16,8 +18,9 @@ A **tie** (as many passes as fails, e.g. two annotators who disagree) is treated
 about the judge-positive rate of its cell and the population is not thinned by
 disagreement. A labelled response is never also counted as judge-only.
 
-Responses without a binned judge score on the dimension (``JudgeScore.bin`` null, or no
-score) are left out of that dimension's counts: the model has no cell for them.
+Responses without a binned judge score on a dimension keep their place in the population:
+their cell holds ``-1`` ("no score") for that dimension, a level of its own in the model,
+and they are left out of that dimension's per-bin tables.
 """
 
 from __future__ import annotations
@@ -26,13 +29,28 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, Subquery, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models import Count
 
-from annotate.models import Annotation, Arm, Dimension, JudgeScore, Label, Region, Study
-from calibration.bayes.data import CellCounts
+from annotate.models import (
+    Annotation,
+    Arm,
+    Dimension,
+    Label,
+    Region,
+    Response,
+    Study,
+)
+from calibration.bayes.data import CellCounts, JointCells
 
-__all__ = ["StudyCounts", "count_labels", "dimension_tables", "n_bins_of", "study_counts"]
+__all__ = [
+    "StudyCounts",
+    "count_labels",
+    "graded_classes",
+    "n_bins_of",
+    "parse_cell",
+    "study_cells",
+    "study_counts",
+]
 
 
 @dataclass(frozen=True)
@@ -45,10 +63,13 @@ class StudyCounts:
     n_responses: int
     traffic_shares: np.ndarray = field(repr=False)  # (R,) float64, regions in counts order
     margins: dict[str, float] = field(default_factory=dict)
+    cells: JointCells | None = field(default=None, repr=False)  # what the model fits
 
     def digest(self) -> str:
-        """One hash over every dimension's counts (each already hashes names and bins)."""
+        """One hash over the counts the model fits (names, bins and counts)."""
         h = hashlib.sha256()
+        if self.cells is not None:
+            h.update(self.cells.digest().encode())
         for key, counts in self.counts.items():
             h.update(key.encode())
             h.update(counts.digest().encode())
@@ -74,14 +95,6 @@ def _pass_threshold(dimension: Dimension) -> int:
     return dimension.pass_threshold
 
 
-def _live_graded_labels(dimension: Dimension):
-    return Label.objects.filter(
-        dimension=dimension,
-        annotation__status=Annotation.Status.GRADED,
-        annotation__undone_at__isnull=True,
-    )
-
-
 def count_labels(*, study: Study) -> int:
     """Graded responses of the study: responses with at least one live graded annotation."""
     return (
@@ -92,85 +105,6 @@ def count_labels(*, study: Study) -> int:
         .distinct()
         .count()
     )
-
-
-def _label_count(labels, condition: Q) -> Coalesce:
-    """Correlated COUNT of a response's labels matching ``condition`` (0 when none)."""
-    sub = (
-        labels.filter(condition, annotation__response=OuterRef("response"))
-        .order_by()
-        .values("annotation__response")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Coalesce(Subquery(sub, output_field=IntegerField()), Value(0))
-
-
-def dimension_tables(
-    *, dimension: Dimension, arm_index: dict[int, int], region_index: dict[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(judge_only[M,R,J], labelled[M,R,2,J])`` of one dimension from two GROUP BY queries.
-
-    ``arm_index`` and ``region_index`` map primary keys to axis positions.
-
-    1. All binned judge scores per ``(arm, region, bin)``.
-    2. Labelled responses only (a few thousand at most): their majority class from two
-       correlated label counts, grouped per ``(arm, region, bin, y)``.
-
-    judge-only = all − labelled (ties count as unlabelled, so they stay in judge-only).
-    """
-    m, r, j = len(arm_index), len(region_index), n_bins_of(dimension)
-    totals = np.zeros((m, r, j), dtype=np.int64)
-    labelled = np.zeros((m, r, 2, j), dtype=np.int64)
-
-    scores = JudgeScore.objects.filter(dimension=dimension, bin__isnull=False)
-    rows = (
-        scores.order_by()
-        .values("response__arm_id", "response__region_id", "bin")
-        .annotate(n=Count("pk"))
-    )
-    for row in rows:
-        b = _checked_bin(row["bin"], j, dimension)
-        totals[arm_index[row["response__arm_id"]], region_index[row["response__region_id"]], b] = (
-            row["n"]
-        )
-
-    labels = _live_graded_labels(dimension)
-    threshold = _pass_threshold(dimension)
-    graded = (
-        labels.filter(annotation__study_id=dimension.study_id)
-        .values("annotation__response_id")
-        .order_by()
-    )
-    rows = (
-        scores.filter(response__in=graded)
-        .annotate(
-            n_pass=_label_count(labels, Q(value__gte=threshold)),
-            n_fail=_label_count(labels, Q(value__lt=threshold)),
-        )
-        .annotate(
-            y=Case(
-                When(n_pass__gt=F("n_fail"), then=Value(1)),
-                When(n_fail__gt=F("n_pass"), then=Value(0)),
-                default=Value(-1),
-                output_field=IntegerField(),
-            )
-        )
-        .filter(y__gte=0)
-        .order_by()
-        .values("response__arm_id", "response__region_id", "bin", "y")
-        .annotate(n=Count("pk"))
-    )
-    for row in rows:
-        b = _checked_bin(row["bin"], j, dimension)
-        labelled[
-            arm_index[row["response__arm_id"]],
-            region_index[row["response__region_id"]],
-            row["y"],
-            b,
-        ] = row["n"]
-
-    return totals - labelled.sum(axis=2), labelled
 
 
 def _checked_bin(b: int | None, n_bins: int, dimension: Dimension) -> int:
@@ -193,6 +127,115 @@ def _ordered_arms(study: Study) -> list[Arm]:
     return arms
 
 
+def parse_cell(cell: str, n_dims: int) -> list[int]:
+    """The judge bins of a response's ``cell`` (``"1.0.3"``): ``-1`` for a dimension whose
+    part is empty (no score, as :func:`annotate.services_setup.rebuild_cells` writes it),
+    and for every dimension when the string does not have ``n_dims`` parts."""
+    parts = cell.split(".") if cell else []
+    if len(parts) != n_dims:
+        return [-1] * n_dims
+    return [int(p) if p.isascii() and p.isdigit() else -1 for p in parts]
+
+
+def graded_classes(
+    *, study: Study, dimensions: list[Dimension]
+) -> dict[int, tuple[int, int, str, dict[int, int]]]:
+    """Every graded response's cell and human class per dimension.
+
+    ``{response_id: (arm_id, region_id, cell, {dimension_id: y})}``: ``y`` the majority of
+    the response's live graded labels on the dimension, mapped by
+    :meth:`~annotate.models.Dimension.passes`; a tie gives no ``y`` (module docstring).
+    Bounded by the label budget times the annotators, not by the responses.
+    """
+    thresholds = {d.pk: _pass_threshold(d) for d in dimensions}
+    rows = (
+        Label.objects.filter(
+            annotation__study=study,
+            annotation__status=Annotation.Status.GRADED,
+            annotation__undone_at__isnull=True,
+            dimension_id__in=list(thresholds),
+        )
+        .order_by()
+        .values_list(
+            "annotation__response_id",
+            "annotation__response__arm_id",
+            "annotation__response__region_id",
+            "annotation__response__cell",
+            "dimension_id",
+            "value",
+        )
+    )
+    votes: dict[int, tuple[int, int, str, dict[int, list[int]]]] = {}
+    for resp, arm, region, cell, dim, value in rows:
+        entry = votes.setdefault(resp, (arm, region, cell, {}))
+        tally = entry[3].setdefault(dim, [0, 0])
+        tally[int(value >= thresholds[dim])] += 1
+    out: dict[int, tuple[int, int, str, dict[int, int]]] = {}
+    for resp, (arm, region, cell, tallies) in votes.items():
+        ys = {dim: int(p > f) for dim, (f, p) in tallies.items() if p != f}
+        out[resp] = (arm, region, cell, ys)
+    return out
+
+
+def study_cells(
+    *, study: Study, arms: list[Arm], regions: list[Region], dimensions: list[Dimension]
+) -> JointCells:
+    """The calibration-curve model's counts (:class:`~calibration.bayes.data.JointCells`).
+
+    Two reads: the responses per ``(arm, region, cell)`` (one aggregate, the grouping the
+    selection's cell totals use) and the graded responses' classes
+    (:func:`graded_classes`). Cells whose bins fall outside a dimension's bins (cut points
+    changed without re-binning) are refused, as the model could not place them.
+    """
+    arm_index = {a.pk: i for i, a in enumerate(arms)}
+    region_index = {g.pk: i for i, g in enumerate(regions)}
+    n_bins = tuple(n_bins_of(d) for d in dimensions)
+    n_dims = len(dimensions)
+    rows = list(
+        Response.objects.filter(study=study)
+        .order_by()
+        .values_list("arm_id", "region_id", "cell")
+        .annotate(n=Count("pk"))
+    )
+    combo_index: dict[tuple[int, ...], int] = {}
+    cell_of: dict[str, int] = {}
+    for _, _, cell, _ in rows:
+        if cell in cell_of:
+            continue
+        bins = tuple(parse_cell(cell, n_dims))
+        for d, b in enumerate(bins):
+            if b >= n_bins[d]:
+                _checked_bin(b, n_bins[d], dimensions[d])
+        cell_of[cell] = combo_index.setdefault(bins, len(combo_index))
+    m, r, k = len(arms), len(regions), max(len(combo_index), 1)
+    totals = np.zeros((m, r, k), dtype=np.int64)
+    for arm, region, cell, n in rows:
+        if arm in arm_index and region in region_index:
+            totals[arm_index[arm], region_index[region], cell_of[cell]] += n
+    labelled = np.zeros((n_dims, m, r, k), dtype=np.int64)
+    passes = np.zeros((n_dims, m, r, k), dtype=np.int64)
+    dim_index = {d.pk: i for i, d in enumerate(dimensions)}
+    for arm, region, cell, ys in graded_classes(study=study, dimensions=dimensions).values():
+        if arm not in arm_index or region not in region_index or cell not in cell_of:
+            continue
+        at = (arm_index[arm], region_index[region], cell_of[cell])
+        for dim, y in ys.items():
+            labelled[(dim_index[dim], *at)] += 1
+            passes[(dim_index[dim], *at)] += y
+    combos = np.full((k, n_dims), -1, dtype=np.int64)
+    for bins, i in combo_index.items():
+        combos[i] = bins
+    return JointCells(
+        arms=tuple(a.key for a in arms),
+        regions=tuple(g.key for g in regions),
+        n_bins=n_bins,
+        combos=combos,
+        totals=totals,
+        labelled=labelled,
+        passes=passes,
+    )
+
+
 def study_counts(*, study: Study) -> StudyCounts:
     """Counts of every dimension of ``study``, named by arm and region keys."""
     arms = _ordered_arms(study)
@@ -202,25 +245,11 @@ def study_counts(*, study: Study) -> StudyCounts:
     dimensions = list(study.dimensions.order_by("position", "id"))
     if not dimensions:
         raise ValueError(f"study {study.slug!r} has no dimensions")
-    arm_index = {a.pk: i for i, a in enumerate(arms)}
-    region_index = {g.pk: i for i, g in enumerate(regions)}
-
-    counts: dict[str, CellCounts] = {}
-    bins: dict[str, dict[str, object]] = {}
-    for dimension in dimensions:
-        judge_only, labelled = dimension_tables(
-            dimension=dimension, arm_index=arm_index, region_index=region_index
-        )
-        # Axes are named by keys (stable across databases and exports), not primary keys.
-        counts[dimension.key] = CellCounts(
-            arms=tuple(a.key for a in arms),
-            regions=tuple(g.key for g in regions),
-            n_bins=n_bins_of(dimension),
-            judge_only=judge_only,
-            labelled=labelled,
-        )
-        bins[dimension.key] = {"cuts": dimension.judge_cuts, "n_bins": n_bins_of(dimension)}
-
+    cells = study_cells(study=study, arms=arms, regions=regions, dimensions=dimensions)
+    # The per-dimension tables (what dashboards and the judge summary read) come from the
+    # same counts the model fits.
+    counts = {d.key: cells.dimension_counts(i) for i, d in enumerate(dimensions)}
+    bins = {d.key: {"cuts": d.judge_cuts, "n_bins": n_bins_of(d)} for d in dimensions}
     shares = np.array([float(g.traffic_share) for g in regions], dtype=np.float64)
     return StudyCounts(
         counts=counts,
@@ -229,4 +258,5 @@ def study_counts(*, study: Study) -> StudyCounts:
         n_responses=study.responses.count(),
         traffic_shares=shares / shares.sum(),
         margins={d.key: float(d.margin) for d in dimensions},
+        cells=cells,
     )

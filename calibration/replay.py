@@ -54,7 +54,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from calibration.bayes.data import bin_scores, counts_from_arrays, quantile_cuts
+from calibration.bayes.curve import judge_difference
+from calibration.bayes.data import (
+    JointCells,
+    bin_scores,
+    joint_cells_from_arrays,
+    quantile_cuts,
+)
 from calibration.bayes.decision import required_z, summarise_delta
 from calibration.bayes.select import DimensionDraws, Selector, choose_cell
 
@@ -116,6 +122,19 @@ class Population:
     @property
     def size(self) -> int:
         return int(self.arm.size)
+
+    def cells(self, labelled: NDArray[np.bool_]) -> JointCells:
+        """The model's counts when the responses ``labelled`` have been graded."""
+        human = np.where(labelled[:, None] & (self.truth >= 0), self.truth, -1)
+        return joint_cells_from_arrays(
+            arms=self.arms,
+            regions=self.regions,
+            n_bins=self.n_bins,
+            arm_idx=self.arm,
+            region_idx=self.region,
+            bins=self.bins,
+            human=human,
+        )
 
     @classmethod
     def from_simulated(cls, study: Any, *, margin: float = 0.02) -> Population:
@@ -427,21 +446,11 @@ def _fit_all(
     tune: int,
     chains: int,
 ) -> dict[str, Any]:
-    fits = {}
-    for d, name in enumerate(pop.dimensions):
-        ok = pop.bins[:, d] >= 0
-        human = np.where(labelled & (pop.truth[:, d] >= 0), pop.truth[:, d], -1)
-        counts = counts_from_arrays(
-            arms=pop.arms,
-            regions=pop.regions,
-            n_bins=pop.n_bins[d],
-            arm_idx=pop.arm[ok],
-            region_idx=pop.region[ok],
-            judge_bin=pop.bins[ok, d],
-            human=human[ok],
-        )
-        fits[name] = fitter.fit(counts, seed=seed + d, draws=draws, tune=tune, chains=chains)
-    return fits
+    cells = pop.cells(labelled)
+    return {
+        name: fitter.fit(cells, d, seed=seed + d, draws=draws, tune=tune, chains=chains)
+        for d, name in enumerate(pop.dimensions)
+    }
 
 
 def _summaries(
@@ -478,6 +487,7 @@ def _summaries(
                 "required_z": s.required_z,
                 "verdict": s.verdict,
                 "fit_ok": bool(getattr(fits[name], "ok", True)),
+                "judge": judge_difference(fits[name].confusion, candidate=c),
             }
             if with_ppi:
                 row["ppi"] = ppi_delta(pop, c, d, picks, probs)
@@ -545,12 +555,13 @@ def run_loop(
     policies: list[str] = []
     batches: list[BatchRecord] = []
     selector: Selector | None = None
+    columns = keys[:, 2:]  # each cell's column in the draws' tables, per dimension
     fits: dict[str, Any] | None = None
     fit_at = batch if next_fit is None else max(1, next_fit(0, None))
     stopped = "budget"
 
     def refit(reason: str) -> BatchRecord:
-        nonlocal selector, fits
+        nonlocal selector, fits, columns
         labelled = np.zeros(pop.size, dtype=bool)
         labelled[picks] = True
         ess = None if selector is None else selector.effective_sample_sizes()
@@ -584,13 +595,13 @@ def run_loop(
         if progress is not None:
             progress(record)
         if policy == "active":
+            columns = np.stack(
+                [fits[name].columns(keys[:, 2:], d) for d, name in enumerate(pop.dimensions)],
+                axis=1,
+            )
             selector = Selector(
                 dimensions=[
-                    DimensionDraws(
-                        theta=fits[name].theta,
-                        confusion=fits[name].confusion,
-                        margin=pop.margins[d],
-                    )
+                    DimensionDraws.from_fit(fits[name], margin=pop.margins[d])
                     for d, name in enumerate(pop.dimensions)
                 ],
                 traffic=pop.traffic,
@@ -609,7 +620,7 @@ def run_loop(
             idx = int(rng.choice(np.flatnonzero(available)))
             prob, pol = 1.0 / n_avail, "uniform"
         else:
-            scores = selector.scores(arm=keys[:, 0], region=keys[:, 1], bins=keys[:, 2:])
+            scores = selector.scores(arm=keys[:, 0], region=keys[:, 1], bins=columns)
             choice = choose_cell(scores, avail_count, exploration_share, rng)
             inside = np.flatnonzero(available & (cell_of == choice.cell))
             idx = int(inside[rng.integers(inside.size)])
@@ -623,7 +634,7 @@ def run_loop(
             selector.observe(
                 arm=[pop.arm[idx]],
                 region=[pop.region[idx]],
-                bins=pop.bins[idx][None, :],
+                bins=columns[cell_of[idx]][None, :],
                 y=pop.truth[idx][None, :],
             )
 

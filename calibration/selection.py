@@ -47,6 +47,7 @@ from django.utils import timezone
 
 from annotate.models import Annotation, Arm, Assignment, Dimension, Label, Response, Study
 from calibration.bayes.select import UNDECIDED, DimensionDraws, Selector, choose_cell
+from calibration.counts import parse_cell
 from calibration.models import CellTotal, Fit
 
 __all__ = [
@@ -365,16 +366,6 @@ def labels_since(
     return out
 
 
-def _parse_cell(cell: str, n_dims: int) -> list[int]:
-    parts = cell.split(".") if cell else []
-    if len(parts) != n_dims:
-        return [-1] * n_dims
-    try:
-        return [int(p) for p in parts]
-    except ValueError:
-        return [-1] * n_dims
-
-
 @dataclass(frozen=True)
 class _Static:
     """What a fit and the study's configuration give; cached per (study, fit)."""
@@ -385,6 +376,18 @@ class _Static:
     region_index: dict[int, int]
     traffic: np.ndarray
     undecided: np.ndarray | None
+    #: For fits of the calibration curve: each bin combination's column in the draws'
+    #: tables (the same for every dimension). None for older fits: the columns are then
+    #: each dimension's own bin.
+    combos: dict[tuple[int, ...], int] | None = None
+
+    def columns(self, cell: str) -> list[int]:
+        """The column of a response's ``cell`` in each dimension's table (-1: none)."""
+        n_dims = len(self.dimensions)
+        bins = parse_cell(cell, n_dims)
+        if self.combos is None:
+            return bins
+        return [self.combos.get(tuple(bins), -1)] * n_dims
 
 
 @dataclass
@@ -392,7 +395,7 @@ class _Context:
     selector: Selector
     arm_index: dict[int, int]
     region_index: dict[int, int]
-    n_dims: int
+    static: _Static
 
 
 _static_cache: dict[tuple[int, int, float], tuple[float, _Static | None]] = {}
@@ -424,6 +427,12 @@ def _static_for(study: Study, fit: Fit) -> _Static | None:
             and all(tuple(draws[k].arms) == arm_keys for k in keys)
         ):
             traffic = np.array([float(regions[k].traffic_share) for k in region_keys])
+            curve = all(draws[k].has_curve for k in keys)
+            combos = (
+                {tuple(row): i for i, row in enumerate(np.asarray(first.combos).tolist())}
+                if curve
+                else None
+            )
             static = _Static(
                 draws=[DimensionDraws.from_fit(draws[d.key], margin=d.margin) for d in dimensions],
                 dimensions=dimensions,
@@ -431,6 +440,7 @@ def _static_for(study: Study, fit: Fit) -> _Static | None:
                 region_index={regions[k].pk: i for i, k in enumerate(region_keys)},
                 traffic=traffic / traffic.sum(),
                 undecided=_open_from_summary(fit.summary or {}, arm_keys[1:], keys),
+                combos=combos,
             )
     with _context_lock:
         _forget_other_fits(_static_cache, key)
@@ -502,20 +512,27 @@ def selector_for(*, study: Study, fit: Fit) -> _Context | None:
         log_weights=list(base.log_weights) if base is not None else [],
         n_observed=base.n_observed if base is not None else 0,
     )
-    n_dims = len(static.dimensions)
     if new:
         dim_ids = [d.pk for d in static.dimensions]
+        columns = [static.columns(c) for _, _, c, _ in new]
+        ys = [[ys.get(d, -1) for d in dim_ids] for _, _, _, ys in new]
+        # A label in a cell the fit has no column for (imported since) tells the draws
+        # nothing; it is counted at the next fit.
+        ys = [
+            [y if col >= 0 else -1 for y, col in zip(row, cols, strict=True)]
+            for row, cols in zip(ys, columns, strict=True)
+        ]
         selector.observe(
             arm=[static.arm_index[a] for a, _, _, _ in new],
             region=[static.region_index[g] for _, g, _, _ in new],
-            bins=[_parse_cell(c, n_dims) for _, _, c, _ in new],
-            y=[[ys.get(d, -1) for d in dim_ids] for _, _, _, ys in new],
+            bins=[[max(col, 0) for col in cols] for cols in columns],
+            y=ys,
         )
     ctx = _Context(
         selector=selector,
         arm_index=static.arm_index,
         region_index=static.region_index,
-        n_dims=n_dims,
+        static=static,
     )
     with _context_lock:
         _forget_other_fits(_context_cache, cache_key)
@@ -551,8 +568,9 @@ def pick_cell(*, study: Study, rng: np.random.Generator) -> CellPick | None:
 
     arm = np.array([ctx.arm_index.get(r[0], -1) for r in rows])
     region = np.array([ctx.region_index.get(r[1], -1) for r in rows])
-    bins = np.array([_parse_cell(r[2], ctx.n_dims) for r in rows], dtype=np.int64)
-    bins = bins.reshape(len(rows), ctx.n_dims)
+    n_dims = len(ctx.static.dimensions)
+    bins = np.array([ctx.static.columns(r[2]) for r in rows], dtype=np.int64)
+    bins = bins.reshape(len(rows), n_dims)
     known = (arm >= 0) & (region >= 0)
     scores = np.zeros(len(rows))
     if known.any():

@@ -413,10 +413,11 @@ def _compute(fit: Fit) -> dict[str, Any]:
     diagnostics: dict[str, dict[str, float | bool]] = {}
     # The Fitter is not thread-safe; a db_worker runs one task at a time, but a threaded
     # server with the immediate backend (development) could run two fits at once.
+    assert data.cells is not None
     with _fit_lock:
-        for i, (key, counts) in enumerate(data.counts.items()):
+        for i, key in enumerate(data.counts):
             t0 = time.perf_counter()
-            dim_fit = fitter.fit(counts, seed=seed + i, **FIT_SETTINGS)
+            dim_fit = fitter.fit(data.cells, i, seed=seed + i, **FIT_SETTINGS)
             seconds = time.perf_counter() - t0
             fits[key] = dim_fit
             diagnostics[key] = _dimension_diagnostics(dim_fit, seconds)
@@ -620,6 +621,8 @@ def build_summary(*, study: Study, fits: dict[str, DimensionFit], data: StudyCou
                     "judge": {
                         "p_differs": judge["p_differs"],
                         "tol": judge["tol"],
+                        "differs": judge["differs"],
+                        "difference": judge["difference"],
                         "arms": judge_arms,
                     },
                 }

@@ -23,8 +23,10 @@ from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "CellCounts",
+    "JointCells",
     "bin_scores",
     "counts_from_arrays",
+    "joint_cells_from_arrays",
     "quantile_cuts",
 ]
 
@@ -222,4 +224,168 @@ def counts_from_arrays(
         n_bins=j,
         judge_only=judge_only.reshape(m, r, j),
         labelled=labelled.reshape(m, r, 2, j),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class JointCells:
+    """Sufficient statistics of a whole study for the calibration-curve model.
+
+    A *cell* is what selection conditions on: ``(arm m, region r, k)`` with ``k`` one
+    combination of judge bins over **every** dimension (``combos[k]``). The model of each
+    dimension conditions on the whole cell, so the labels the selector picked are missing
+    at random for every dimension, not only for the one whose bin drove the pick.
+
+    Attributes
+    ----------
+    arms, regions
+        Names; arm 0 is the incumbent.
+    n_bins
+        Judge bins ``J_d`` of each dimension.
+    combos
+        ``(K, D)`` int64: the bin combinations present in the study, ``-1`` where a response
+        has no judge score on that dimension.
+    totals
+        ``(M, R, K)`` responses per cell, labelled or not.
+    labelled, passes
+        ``(D, M, R, K)``: responses of the cell with a human class on dimension ``d``, and
+        how many of them pass. A response graded on some dimensions only counts as
+        unlabelled on the others.
+    """
+
+    arms: tuple[str, ...]
+    regions: tuple[str, ...]
+    n_bins: tuple[int, ...]
+    combos: NDArray[np.int64] = field(repr=False)
+    totals: NDArray[np.int64] = field(repr=False)
+    labelled: NDArray[np.int64] = field(repr=False)
+    passes: NDArray[np.int64] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        arms = tuple(str(a) for a in self.arms)
+        regions = tuple(str(r) for r in self.regions)
+        n_bins = tuple(int(j) for j in self.n_bins)
+        if len(arms) < 2 or len(regions) < 1 or len(n_bins) < 1:
+            raise ValueError("need an incumbent, a candidate, a region and a dimension")
+        if len(set(arms)) != len(arms) or len(set(regions)) != len(regions):
+            raise ValueError("arm and region names must be unique")
+        if min(n_bins) < 2:
+            raise ValueError("every judge needs at least two bins")
+        combos = np.array(self.combos, dtype=np.int64, copy=True).reshape(-1, len(n_bins))
+        if combos.size and (combos.min() < -1 or (combos >= np.array(n_bins)).any()):
+            raise ValueError("combos hold bins outside 0..J-1 (or -1 for no score)")
+        m, r, k, d = len(arms), len(regions), combos.shape[0], len(n_bins)
+        combos.flags.writeable = False
+        object.__setattr__(self, "arms", arms)
+        object.__setattr__(self, "regions", regions)
+        object.__setattr__(self, "n_bins", n_bins)
+        object.__setattr__(self, "combos", combos)
+        object.__setattr__(self, "totals", _frozen(self.totals, (m, r, k), "totals"))
+        object.__setattr__(self, "labelled", _frozen(self.labelled, (d, m, r, k), "labelled"))
+        object.__setattr__(self, "passes", _frozen(self.passes, (d, m, r, k), "passes"))
+        if (self.passes > self.labelled).any() or (self.labelled > self.totals[None]).any():
+            raise ValueError("passes <= labelled <= totals must hold in every cell")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(M, R, K)``."""
+        return (len(self.arms), len(self.regions), int(self.combos.shape[0]))
+
+    @property
+    def n_dimensions(self) -> int:
+        return len(self.n_bins)
+
+    def levels(self) -> tuple[int, ...]:
+        """Levels of each dimension's bin in the design: ``J_d``, plus one for "no score"
+        when some response lacks a score on ``d``."""
+        missing = (self.combos < 0).any(axis=0)
+        return tuple(j + int(mi) for j, mi in zip(self.n_bins, missing, strict=True))
+
+    def level_index(self) -> NDArray[np.int64]:
+        """``(K, D)`` the level of each combo on each dimension ("no score" is ``J_d``)."""
+        j = np.array(self.n_bins, dtype=np.int64)
+        return np.where(self.combos < 0, j[None, :], self.combos)
+
+    def dimension_counts(self, d: int) -> CellCounts:
+        """The per-dimension ``(arm, region, bin)`` tables of dimension ``d`` (responses with
+        a score on ``d`` only), for views that read the judge one dimension at a time."""
+        m, r, _ = self.shape
+        j = self.n_bins[d]
+        scored = self.combos[:, d] >= 0
+        onehot = np.zeros((self.combos.shape[0], j), dtype=np.int64)
+        onehot[np.flatnonzero(scored), self.combos[scored, d]] = 1
+        tot = self.totals @ onehot  # (M, R, J)
+        lab = self.labelled[d] @ onehot
+        pas = self.passes[d] @ onehot
+        labelled = np.stack([lab - pas, pas], axis=2)
+        return CellCounts(
+            arms=self.arms,
+            regions=self.regions,
+            n_bins=j,
+            judge_only=tot - lab,
+            labelled=labelled,
+        )
+
+    def digest(self) -> str:
+        """Stable sha256 hex digest of names, bins and counts."""
+        h = hashlib.sha256()
+        header = {"arms": list(self.arms), "regions": list(self.regions), "bins": self.n_bins}
+        h.update(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
+        for arr in (self.combos, self.totals, self.labelled, self.passes):
+            h.update(arr.astype("<i8", copy=False).tobytes(order="C"))
+        return h.hexdigest()
+
+
+def joint_cells_from_arrays(
+    *,
+    arms: tuple[str, ...] | list[str],
+    regions: tuple[str, ...] | list[str],
+    n_bins: tuple[int, ...] | list[int],
+    arm_idx: ArrayLike,
+    region_idx: ArrayLike,
+    bins: ArrayLike,
+    human: ArrayLike,
+) -> JointCells:
+    """Aggregate one row per response into :class:`JointCells`.
+
+    Parameters
+    ----------
+    arm_idx, region_idx
+        ``(N,)`` indices into ``arms`` and ``regions``.
+    bins
+        ``(N, D)`` judge bin per dimension, ``-1`` for no score.
+    human
+        ``(N, D)`` human class per dimension: ``1`` pass, ``0`` fail, ``-1`` not labelled.
+    """
+    m, r, d = len(arms), len(regions), len(n_bins)
+    a = np.asarray(arm_idx, dtype=np.int64).ravel()
+    g = np.asarray(region_idx, dtype=np.int64).ravel()
+    b = np.asarray(bins, dtype=np.int64).reshape(a.size, d)
+    y = np.asarray(human, dtype=np.int64).reshape(a.size, d)
+    if g.size != a.size:
+        raise ValueError("arm_idx and region_idx must have the same length")
+    for name, arr, hi in (("arm_idx", a, m), ("region_idx", g, r)):
+        if arr.size and (arr.min() < 0 or arr.max() >= hi):
+            raise ValueError(f"{name} out of range 0..{hi - 1}")
+    if y.size and (y.min() < -1 or y.max() > 1):
+        raise ValueError("human must be -1 (unlabelled), 0 (fail) or 1 (pass)")
+    combos, k_of = np.unique(b, axis=0, return_inverse=True)
+    k_of = k_of.ravel()
+    k = combos.shape[0]
+    cell = (a * r + g) * k + k_of
+    totals = np.bincount(cell, minlength=m * r * k).reshape(m, r, k)
+    labelled = np.zeros((d, m, r, k), dtype=np.int64)
+    passes = np.zeros((d, m, r, k), dtype=np.int64)
+    for i in range(d):
+        lab = y[:, i] >= 0
+        labelled[i] = np.bincount(cell[lab], minlength=m * r * k).reshape(m, r, k)
+        passes[i] = np.bincount(cell[lab], weights=y[lab, i], minlength=m * r * k).reshape(m, r, k)
+    return JointCells(
+        arms=tuple(arms),
+        regions=tuple(regions),
+        n_bins=tuple(int(j) for j in n_bins),
+        combos=combos,
+        totals=totals,
+        labelled=labelled,
+        passes=passes,
     )

@@ -17,7 +17,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from calibration.bayes.data import CellCounts
+from calibration.bayes.curve import design_for, expected_confusion, pass_probability, post_stratify
+from calibration.bayes.data import JointCells
 
 # Re-exported: the data classes live in the light module so that readers of stored draws
 # never import PyMC; this module imports PyMC only when a model is first compiled.
@@ -44,28 +45,12 @@ __all__ = [
     "TOP_UP_RHAT_MAX",
     "DimensionFit",
     "Fitter",
-    "adaptation_for",
     "diagnose",
     "ess_top_up_chains",
     "top_up_seed",
 ]
 
 _Posterior = dict[str, NDArray[np.float64]]
-
-
-def adaptation_for(counts: CellCounts) -> Literal["diag", "low_rank"]:
-    """nutpie's mass-matrix adaptation for a model shape.
-
-    The binary model samples in coordinates where the data-pinned direction is an axis, so
-    a diagonal mass matrix suffices. The ordered-logit model (``J > 2``) keeps correlated
-    directions between cut points, shift and prevalence; nutpie's low-rank adaptation
-    learns them. Measured (3 arms × 6 regions, 300 labels per arm, 2 × 1000 draws, two
-    simulated studies each): J = 4 at 10k responses, min bulk ESS 1311–1505 with
-    ``"low_rank"`` against 412–441 with ``"diag"`` in the same time; J = 3 at 5M,
-    16 s of sampling instead of 170–180 s, for a min bulk ESS of 228 against 446–601 (the
-    J = 3 ridge, see :mod:`calibration.bayes.model`).
-    """
-    return "low_rank" if counts.n_bins > 2 else "diag"
 
 
 def top_up_seed(seed: int, top_up: int) -> int:
@@ -110,28 +95,24 @@ class Fitter:
             raise ValueError("backend must be 'nutpie' or 'pymc'")
         self.backend = backend
         self.cores = cores
-        self._cache: dict[tuple[int, int, int, str], _Compiled] = {}
+        self._cache: dict[tuple[int, ...], _Compiled] = {}
         self.last_timings: dict[str, float] = {}
 
     @property
-    def cached_shapes(self) -> list[tuple[int, int, int]]:
-        return [key[:3] for key in self._cache]
-
-    @property
-    def cached_models(self) -> list[tuple[int, int, int, str]]:
-        """Keys of the compiled models: shape and coordinates (``model.model_key``)."""
+    def cached_models(self) -> list[tuple[int, ...]]:
+        """Keys of the compiled models (:func:`calibration.bayes.model.model_key`)."""
         return list(self._cache)
 
-    def _compiled(self, counts: CellCounts) -> tuple[_Compiled, float]:
+    def _compiled(self, cells: JointCells, dimension: int) -> tuple[_Compiled, float, Any]:
         from calibration.bayes.model import create_calibration_model, model_key
 
-        key = model_key(counts)
+        design = design_for(cells.level_index(), cells.levels(), cells.n_bins, dimension)
+        key = model_key(cells, design)
         hit = self._cache.get(key)
         if hit is not None:
-            return hit, 0.0
-
+            return hit, 0.0, design
         t0 = time.perf_counter()
-        model = create_calibration_model(counts)
+        model = create_calibration_model(cells, design)
         nutpie_model = None
         if self.backend == "nutpie":
             import nutpie
@@ -140,29 +121,34 @@ class Fitter:
         elapsed = time.perf_counter() - t0
         entry = _Compiled(model=model, nutpie_model=nutpie_model, compile_seconds=elapsed)
         self._cache[key] = entry
-        return entry, elapsed
+        return entry, elapsed, design
 
-    def compile(self, counts: CellCounts) -> float:
-        """Compile (or reuse) the model for ``counts`` (its ``model_key``); returns seconds."""
-        return self._compiled(counts)[1]
+    def compile(self, cells: JointCells, dimension: int = 0) -> float:
+        """Compile (or reuse) the model of ``dimension`` of ``cells``; returns seconds."""
+        return self._compiled(cells, dimension)[1]
 
-    def _swap(self, entry: _Compiled, counts: CellCounts) -> Any:
-        """The model with ``counts`` swapped in: nutpie's compiled model, or the pm.Model."""
+    def _swap(self, entry: _Compiled, cells: JointCells, design: Any) -> Any:
+        """The model with the study's data swapped in: nutpie's compiled model, or the
+        pm.Model."""
+        data = {
+            "labelled": cells.labelled[design.dimension],
+            "passes": cells.passes[design.dimension],
+            "own": design.own,
+        }
+        if design.other.shape[1]:
+            data["other"] = design.other
         if self.backend == "nutpie":
             assert entry.nutpie_model is not None
-            return entry.nutpie_model.with_data(
-                judge_only=counts.judge_only, labelled=counts.labelled
-            )
+            return entry.nutpie_model.with_data(**data)
         import pymc as pm
 
         with entry.model:
-            pm.set_data({"judge_only": counts.judge_only, "labelled": counts.labelled})
+            pm.set_data(data)
         return entry.model
 
     def _sample(
         self,
         model: Any,
-        counts: CellCounts,
         *,
         seed: int,
         draws: int,
@@ -185,7 +171,6 @@ class Fitter:
                 target_accept=target_accept,
                 progress_bar=False,
                 save_warmup=False,
-                adaptation=adaptation_for(counts),
             )
         else:
             import pymc as pm
@@ -211,7 +196,8 @@ class Fitter:
 
     def fit(
         self,
-        counts: CellCounts,
+        cells: JointCells,
+        dimension: int = 0,
         *,
         seed: int,
         draws: int = 2000,
@@ -273,18 +259,18 @@ class Fitter:
         """
         if ess_top_ups < 0:
             raise ValueError("ess_top_ups must be >= 0")
-        entry, compile_s = self._compiled(counts)
-        names = ("theta", "confusion")
+        entry, compile_s, design = self._compiled(cells, dimension)
         ta = target_accept
         t0 = time.perf_counter()
-        model = self._swap(entry, counts)
+        model = self._swap(entry, cells, design)
         swap_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         posterior, diverging = self._sample(
-            model, counts, seed=seed, draws=draws, tune=tune, chains=chains, target_accept=ta
+            model, seed=seed, draws=draws, tune=tune, chains=chains, target_accept=ta
         )
         sample_s = time.perf_counter() - t0
-        diag = diagnose(posterior, diverging)
+        derive = _Derive(cells, design, seed)
+        diag = diagnose(derive(posterior), diverging)
         first = {f"{k}_first": diag[k] for k in ("max_rhat", "min_ess_bulk", "divergences")}
 
         total_chains, top_ups, top_up_s = chains, 0, 0.0
@@ -298,7 +284,6 @@ class Fitter:
             t0 = time.perf_counter()
             more, more_div = self._sample(
                 model,
-                counts,
                 seed=top_up_seed(seed, top_ups),
                 draws=draws,
                 tune=tune,
@@ -309,7 +294,7 @@ class Fitter:
             posterior = {k: np.concatenate([v, more[k]], axis=0) for k, v in posterior.items()}
             diverging = np.concatenate([diverging, more_div], axis=0)
             total_chains += extra
-            diag = diagnose(posterior, diverging)
+            diag = diagnose(derive(posterior), diverging)
         sample_s += top_up_s
 
         diag.update(
@@ -328,17 +313,61 @@ class Fitter:
             "swap_seconds": swap_s,
             "sample_seconds": sample_s,
         }
-        m, r, j = counts.shape
-        theta, confusion = (posterior[n] for n in names)
+        from calibration.bayes.model import numpy_params
+
+        params = numpy_params(posterior)
+        p = pass_probability(params, design)
+        d = design.dimension
+        theta = derive.theta if derive.theta is not None else derive(posterior)["theta"]
+        m, r, _ = cells.shape
         fit = DimensionFit(
-            arms=counts.arms,
-            regions=counts.regions,
-            n_bins=counts.n_bins,
+            arms=cells.arms,
+            regions=cells.regions,
+            n_bins=cells.n_bins[d],
             theta=theta.reshape(-1, m, r),
-            confusion=confusion.reshape(-1, m, 2, j),
+            confusion=expected_confusion(
+                p,
+                design,
+                totals=cells.totals,
+                labelled=cells.labelled[d],
+                passes=cells.passes[d],
+            ),
             diagnostics=diag,
             ok=DimensionFit.is_ok(diag),
             seed=int(seed),
-            counts_digest=counts.digest(),
+            counts_digest=cells.digest(),
+            params=params,
+            design=design,
+            combos=np.asarray(cells.combos),
         )
         return fit.thinned(chains * draws)
+
+
+class _Derive:
+    """Adds the post-stratified ``theta`` ``(chain, draw, M, R)`` to a posterior, so that
+    the diagnostics cover the quantity the verdict reads; keeps the latest for the fit.
+
+    The unlabelled responses' binomial noise comes from a generator seeded afresh from the
+    fit's seed at every call, so the first chains get the same ``θ`` draws before and after
+    an ESS top-up appends more (numpy fills the draws in order), and a fit is reproducible.
+    """
+
+    def __init__(self, cells: JointCells, design: Any, seed: int) -> None:
+        self.cells, self.design, self.seed = cells, design, int(seed)
+        self.theta: NDArray[np.float64] | None = None
+
+    def __call__(self, posterior: _Posterior) -> _Posterior:
+        from calibration.bayes.model import numpy_params
+
+        c, n = next(iter(posterior.values())).shape[:2]
+        p = pass_probability(numpy_params(posterior), self.design)
+        d = self.design.dimension
+        theta = post_stratify(
+            p,
+            totals=self.cells.totals,
+            labelled=self.cells.labelled[d],
+            passes=self.cells.passes[d],
+            rng=np.random.default_rng([self.seed, 0x7E7A]),
+        )
+        self.theta = theta
+        return {**posterior, "theta": theta.reshape(c, n, *theta.shape[1:])}

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from calibration.bayes.curve import CurveDesign, pass_probability
+
 __all__ = [
     "DIVERGENCES_MAX",
     "ESS_MIN",
@@ -31,9 +33,12 @@ __all__ = [
 #: Bump whenever the model (priors, parameterisation, likelihood) changes. It lives here,
 #: not in :mod:`calibration.bayes.model`, so that reading stored draws needs no PyMC;
 #: ``model.MODEL_VERSION`` is the same object.
-MODEL_VERSION = "baton-calib-2026.12-4"
+MODEL_VERSION = "baton-calib-2026.12-curve-1"
 
-_FORMAT = "baton-dimension-fit-1"
+#: Format 1 (model versions up to ``baton-calib-2026.12-4``: judge confusion per arm) stays
+#: readable; format 2 adds the calibration curve's parameters and design.
+_FORMAT = "baton-dimension-fit-2"
+_FORMATS = ("baton-dimension-fit-1", _FORMAT)
 
 
 #: A fit is ``ok`` when every monitored quantity has rank-normalised split R-hat ≤ this ...
@@ -278,6 +283,42 @@ class DimensionFit:
     seed: int
     counts_digest: str
     model_version: str = MODEL_VERSION
+    params: dict[str, NDArray[np.floating[Any]]] | None = field(default=None, repr=False)
+    design: CurveDesign | None = field(default=None, repr=False)
+    combos: NDArray[np.int64] | None = field(default=None, repr=False)
+
+    @property
+    def has_curve(self) -> bool:
+        """True for fits of the calibration-curve model (format 2)."""
+        return self.params is not None and self.design is not None and self.combos is not None
+
+    def pass_by_cell(self) -> NDArray[np.float64]:
+        """``(S, M, R, K)`` P(pass | cell) per draw over this fit's columns ``K``.
+
+        For a curve fit, the columns are the study's bin combinations (:attr:`combos`);
+        for a fit of the older confusion model, the dimension's own judge bins (Bayes' rule
+        on ``θ`` and the confusion, which is what that model conditioned on).
+        """
+        if self.has_curve:
+            assert self.params is not None and self.design is not None
+            return pass_probability(self.params, self.design)
+        th = np.asarray(self.theta, dtype=np.float64)[..., None]
+        conf = np.asarray(self.confusion, dtype=np.float64)
+        pos = th * conf[:, :, None, 1, :]
+        total = (1.0 - th) * conf[:, :, None, 0, :] + pos
+        out = np.full_like(pos, 0.5)
+        np.divide(pos, total, out=out, where=total > 0)
+        return out
+
+    def columns(self, bins: NDArray[np.int64], dimension: int) -> NDArray[np.int64]:
+        """The column of :meth:`pass_by_cell` of responses with judge ``bins`` ``(N, D)``
+        (``-1``: no score); ``-1`` where the fit has no column for them."""
+        b = np.asarray(bins, dtype=np.int64)
+        if not self.has_curve:
+            return b[:, dimension].copy()
+        assert self.combos is not None
+        index = {tuple(row): k for k, row in enumerate(self.combos.tolist())}
+        return np.array([index.get(tuple(row), -1) for row in b.tolist()], dtype=np.int64)
 
     @staticmethod
     def is_ok(diagnostics: dict[str, float]) -> bool:
@@ -309,6 +350,9 @@ class DimensionFit:
             seed=self.seed,
             counts_digest=self.counts_digest,
             model_version=self.model_version,
+            params=None if self.params is None else {k: v[idx] for k, v in self.params.items()},
+            design=self.design,
+            combos=self.combos,
         )
 
     def to_bytes(self, *, max_draws: int = 1000) -> bytes:
@@ -326,13 +370,27 @@ class DimensionFit:
             "counts_digest": fit.counts_digest,
             "model_version": fit.model_version,
         }
+        arrays: dict[str, NDArray[Any]] = {
+            "theta": fit.theta.astype(np.float32),
+            "confusion": fit.confusion.astype(np.float32),
+        }
+        if fit.has_curve:
+            assert fit.params is not None and fit.design is not None and fit.combos is not None
+            meta["design"] = {
+                "dimension": fit.design.dimension,
+                "n_bins": fit.design.n_bins,
+                "n_other": fit.design.n_other,
+            }
+            arrays.update({f"param_{k}": v.astype(np.float32) for k, v in fit.params.items()})
+            arrays.update(
+                design_own=fit.design.own,
+                design_own_x=fit.design.own_x,
+                design_other=fit.design.other,
+                combos=fit.combos,
+            )
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         buf = io.BytesIO()
-        np.savez_compressed(
-            buf,
-            meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-            theta=fit.theta.astype(np.float32),
-            confusion=fit.confusion.astype(np.float32),
-        )
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
 
     @classmethod
@@ -342,7 +400,20 @@ class DimensionFit:
             meta = json.loads(npz["meta"].tobytes().decode())
             theta = npz["theta"]
             confusion = npz["confusion"]
-        if meta.get("format") != _FORMAT:
+            params = {k[6:]: npz[k] for k in npz.files if k.startswith("param_")} or None
+            design = combos = None
+            if "design" in meta:
+                info = meta["design"]
+                design = CurveDesign(
+                    dimension=int(info["dimension"]),
+                    own=npz["design_own"],
+                    own_x=npz["design_own_x"],
+                    n_bins=int(info["n_bins"]),
+                    other=npz["design_other"],
+                    n_other=int(info["n_other"]),
+                )
+                combos = npz["combos"]
+        if meta.get("format") not in _FORMATS:
             raise ValueError(f"unknown fit format {meta.get('format')!r}")
         return cls(
             arms=tuple(meta["arms"]),
@@ -355,4 +426,7 @@ class DimensionFit:
             seed=int(meta["seed"]),
             counts_digest=str(meta["counts_digest"]),
             model_version=str(meta["model_version"]),
+            params=params,
+            design=design,
+            combos=combos,
         )

@@ -2,10 +2,11 @@ r"""Where the next human grade tells most about the decision (pure numpy on post
 
 Notation
 --------
-Per dimension ``d`` a fit leaves ``S`` posterior draws of the prevalence
-``θ_s[m, r] = P(y = 1)`` (arm ``m``, 0 the incumbent; region ``r``) and of the judge confusion
-``π_s[m, y, j] = P(j | y)``. With traffic shares ``w_r`` the decision quantity of candidate
-``c`` on dimension ``d`` is
+Per dimension ``d`` a fit leaves ``S`` posterior draws of the pass rate
+``θ_s[m, r]`` (arm ``m``, 0 the incumbent; region ``r``) and of the calibration curve
+``p_s[m, r, k] = P(y = 1 | cell)`` over the fit's columns ``k`` (the bin combinations of
+every dimension, :mod:`calibration.bayes.curve`). With traffic shares ``w_r`` the decision
+quantity of candidate ``c`` on dimension ``d`` is
 
 .. math::
 
@@ -17,18 +18,12 @@ then drawn at random inside the chosen cell.
 
 Value of one more grade
 -----------------------
-A grade on a response of cell ``c`` reveals ``y_d`` for every dimension. For dimension ``d``
-with judge bin ``j``,
-
-.. math::
-
-    p_s = P(y = 1 \mid j, θ_s, π_s)
-        = \frac{θ_s π_{s,1j}}{θ_s π_{s,1j} + (1 - θ_s) π_{s,0j}},\qquad
-    \bar p = \sum_s u_s p_s,
-
-with ``u`` the current (normalised) draw weights. Observing ``y`` turns the weights into
-``u^y_s ∝ u_s P(y | j, θ_s, π_s)`` (importance reweighting), and the expected reduction of the
-variance of ``Δ`` is
+A grade on a response of cell ``c`` reveals ``y_d`` for every dimension. For dimension ``d``,
+``p_s`` is the curve at the cell (for fits of the older confusion model, Bayes' rule
+``θπ_{1j} / (θπ_{1j} + (1 − θ)π_{0j})`` on the dimension's own bin ``j``) and
+``\bar p = \sum_s u_s p_s``, with ``u`` the current (normalised) draw weights. Observing
+``y`` turns the weights into ``u^y_s ∝ u_s p_s^y (1 − p_s)^{1−y}`` (importance reweighting),
+and the expected reduction of the variance of ``Δ`` is
 
 .. math::
 
@@ -44,10 +39,9 @@ involve the cell's arm (every candidate's ``Δ`` for an incumbent cell, the cand
 ``Δ`` otherwise). Settled verdicts (go or no-go already reached) contribute nothing, so
 settled cells stop attracting labels.
 
-Restricting to the ``Δ`` that involve the arm is deliberate: through the pooled judge
-parameters a label on candidate 1 could in principle move candidate 2's ``Δ`` a little, but
-with a few hundred draws that covariance is mostly Monte Carlo noise, and counting it would
-let noise steer the labels.
+Restricting to the ``Δ`` that involve the arm is exact for the calibration curve, whose arms
+share no parameter: a label on candidate 1 cannot move candidate 2's ``Δ``, and any sample
+covariance between them is Monte Carlo noise that would otherwise steer the labels.
 
 Criteria
 --------
@@ -60,11 +54,10 @@ concentrates labels on verdicts close to the margin but is noisier on few draws.
 
 Between fits
 ------------
-:func:`reweight` multiplies the draw weights by the likelihood ratio of each label that came
-in since the fit, ``P(y | j, θ_s, π_s)`` (the response moves from the judge-only counts to the
-labelled counts, and the ratio of the two likelihoods is exactly that), so consecutive picks
-already account for them. Weights are kept as logs; :func:`effective_sample_size` tells when
-they have collapsed and a refit is needed.
+:func:`reweight` multiplies the draw weights by the likelihood of each label that came in
+since the fit, ``p_s`` or ``1 − p_s`` at its cell (the model's likelihood of the new label),
+so consecutive picks already account for them. Weights are kept as logs;
+:func:`effective_sample_size` tells when they have collapsed and a refit is needed.
 
 Choosing
 --------
@@ -78,7 +71,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -108,14 +101,6 @@ ESS_REFIT_FRACTION = 0.25
 GO, NO_GO, UNDECIDED = "go", "no-go", "undecided"
 
 
-class _HasDraws(Protocol):
-    @property
-    def theta(self) -> Any: ...
-
-    @property
-    def confusion(self) -> Any: ...
-
-
 @dataclass(frozen=True, eq=False)
 class DimensionDraws:
     """Posterior draws of one dimension, as a fit leaves them.
@@ -124,32 +109,46 @@ class DimensionDraws:
     ----------
     theta
         ``(S, M, R)`` P(pass) per draw, arm (0 the incumbent) and region.
+    cells
+        ``(S, M, R, K)`` P(pass | cell) per draw: the calibration curve over the fit's
+        columns ``K`` (the study's bin combinations for the curve model,
+        :meth:`~calibration.bayes.posterior.DimensionFit.pass_by_cell`).
     confusion
-        ``(S, M, 2, J)`` P(judge bin j | true class y) per draw and arm.
+        Instead of ``cells``, for fits of the older confusion model: ``(S, M, 2, J)``
+        P(judge bin j | true class y); the columns are then the dimension's own bins.
     margin
         Non-inferiority margin ``δ_d`` (0.02 = 2 points).
     """
 
     theta: NDArray[np.float64] = field(repr=False)
-    confusion: NDArray[np.float64] = field(repr=False)
+    confusion: NDArray[np.float64] | None = field(default=None, repr=False)
     margin: float = 0.02
+    cells: NDArray[np.float64] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         theta = np.asarray(self.theta, dtype=np.float64)
-        conf = np.asarray(self.confusion, dtype=np.float64)
         if theta.ndim != 3:
             raise ValueError("theta must be (draws, arms, regions)")
-        s, m, _ = theta.shape
-        if conf.ndim != 4 or conf.shape[:3] != (s, m, 2):
-            raise ValueError(f"confusion must be ({s}, {m}, 2, J), got {conf.shape}")
+        s, m, r = theta.shape
         object.__setattr__(self, "theta", theta)
-        object.__setattr__(self, "confusion", conf)
         object.__setattr__(self, "margin", float(self.margin))
+        if self.cells is not None:
+            cells = np.asarray(self.cells, dtype=np.float64)
+            if cells.ndim != 4 or cells.shape[:3] != (s, m, r):
+                raise ValueError(f"cells must be ({s}, {m}, {r}, K), got {cells.shape}")
+            object.__setattr__(self, "cells", cells)
+        elif self.confusion is not None:
+            conf = np.asarray(self.confusion, dtype=np.float64)
+            if conf.ndim != 4 or conf.shape[:3] != (s, m, 2):
+                raise ValueError(f"confusion must be ({s}, {m}, 2, J), got {conf.shape}")
+            object.__setattr__(self, "confusion", conf)
+        else:
+            raise ValueError("give the curve's cells or the judge's confusion")
 
     @classmethod
-    def from_fit(cls, fit: _HasDraws, *, margin: float) -> DimensionDraws:
-        """Wrap anything with ``theta`` ``(S, M, R)`` and ``confusion`` ``(S, M, 2, J)``."""
-        return cls(theta=np.asarray(fit.theta), confusion=np.asarray(fit.confusion), margin=margin)
+    def from_fit(cls, fit: Any, *, margin: float) -> DimensionDraws:
+        """Wrap a :class:`~calibration.bayes.posterior.DimensionFit`."""
+        return cls(theta=np.asarray(fit.theta), cells=fit.pass_by_cell(), margin=margin)
 
     @property
     def n_draws(self) -> int:
@@ -157,19 +156,23 @@ class DimensionDraws:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """``(M, R, J)``."""
+        """``(M, R, K)``: arms, regions, columns."""
         _, m, r = self.theta.shape
-        return (m, r, int(self.confusion.shape[-1]))
+        k = self.cells.shape[-1] if self.cells is not None else self.confusion.shape[-1]  # type: ignore[union-attr]
+        return (m, r, int(k))
 
     @cached_property
     def pass_by_cell(self) -> NDArray[np.float64]:
-        """``(S, M·R·J)`` :func:`pass_given_bin`, flattened over the cells.
+        """``(S, M·R·K)`` P(pass | cell) per draw, flattened over the cells.
 
         Computed once per set of draws (it does not depend on the weights) and shared by
         the score tables, whose rebuild it would otherwise dominate, and :func:`reweight`.
         """
-        m, r, j = self.shape
-        return pass_given_bin(self.theta, self.confusion).reshape(self.n_draws, m * r * j)
+        m, r, k = self.shape
+        if self.cells is not None:
+            return self.cells.reshape(self.n_draws, m * r * k)
+        assert self.confusion is not None
+        return pass_given_bin(self.theta, self.confusion).reshape(self.n_draws, m * r * k)
 
 
 def normalised_weights(log_weights: ArrayLike | None, n_draws: int) -> NDArray[np.float64]:

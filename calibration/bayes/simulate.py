@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from calibration.bayes.data import CellCounts, counts_from_arrays
+from calibration.bayes.data import (
+    CellCounts,
+    JointCells,
+    counts_from_arrays,
+    joint_cells_from_arrays,
+)
 
 __all__ = ["SimulatedStudy", "reveal_uniform", "sequential_go_rate", "simulate_study"]
 
@@ -42,6 +47,10 @@ class SimulatedStudy:
     def n_bins(self) -> int:
         return 2
 
+    def cells(self, human: NDArray[np.int64]) -> JointCells:
+        """The model's counts for a labelling vector (``-1`` unlabelled, else the class)."""
+        return _cells_of(self, human)
+
     def true_delta(self) -> NDArray[np.float64]:
         """``Δ`` for each arm against arm 0 (``Δ[0] = 0``), shape ``(M,)``."""
         level = self.theta @ self.weights
@@ -62,6 +71,18 @@ class SimulatedStudy:
             judge_bin=self.judge_bin,
             human=human,
         )
+
+
+def _cells_of(study: SimulatedStudy, human: NDArray[np.int64]) -> JointCells:
+    return joint_cells_from_arrays(
+        arms=study.arms,
+        regions=study.regions,
+        n_bins=(2,),
+        arm_idx=study.arm_idx,
+        region_idx=study.region_idx,
+        bins=study.judge_bin[:, None],
+        human=np.asarray(human, dtype=np.int64)[:, None],
+    )
 
 
 def simulate_study(

@@ -81,7 +81,7 @@ def test_real_fit_recovers_simulated_truth_and_reuses_the_compiled_model() -> No
         n_per_arm=200_000,
         seed=11,
     )
-    counts = study.counts(reveal_uniform(study, 300, seed=12))
+    counts = study.cells(reveal_uniform(study, 300, seed=12))
     fitter = Fitter()
     fit = fitter.fit(counts, seed=5)
     assert fit.diagnostics["max_rhat"] <= 1.01
@@ -95,9 +95,9 @@ def test_real_fit_recovers_simulated_truth_and_reuses_the_compiled_model() -> No
     np.testing.assert_allclose(sens, 0.9, atol=0.05)
 
     # A refit with other labels swaps data into the cached model, and is reproducible.
-    counts2 = study.counts(reveal_uniform(study, 200, seed=13))
+    counts2 = study.cells(reveal_uniform(study, 200, seed=13))
     again = fitter.fit(counts2, seed=6)
-    assert fitter.cached_shapes == [(3, 4, 2)]
+    assert len(fitter.cached_models) == 1
     assert again.diagnostics["compile_seconds"] == 0.0
     assert again.counts_digest != fit.counts_digest
     same = fitter.fit(counts2, seed=6)

@@ -19,8 +19,10 @@ from annotate.models import (
     Response,
     Study,
 )
+from annotate.services_setup import rebuild_cells
 from calibration import services
-from calibration.bayes.data import CellCounts
+from calibration.bayes.curve import design_for
+from calibration.bayes.data import JointCells
 from calibration.bayes.fit import DimensionFit
 from calibration.counts import n_bins_of
 from tests.factories import UserFactory
@@ -67,6 +69,7 @@ def populate(
             for r, b in zip(responses, bins, strict=True)
         ]
     JudgeScore.objects.bulk_create(scores)
+    rebuild_cells(study=study)  # as an import does: each response's cell holds its bins
     graded = [i for i in range(len(responses)) if rng.random() < graded_share]
     annotations = Annotation.objects.bulk_create(
         Annotation(response=responses[i], annotator=u, study=study, created_at=timezone.now())
@@ -114,10 +117,11 @@ class FakeFitter:
     calls: int = 0
     extra_diagnostics: dict[str, float] = field(default_factory=dict)
 
-    def fit(self, counts: CellCounts, *, seed: int, **_: object) -> DimensionFit:
+    def fit(self, cells: JointCells, dimension: int = 0, *, seed: int, **_: object) -> DimensionFit:
         self.calls += 1
         if self.fail:
             raise RuntimeError("sampler exploded")
+        counts = cells.dimension_counts(dimension)
         rng = np.random.default_rng(seed)
         lab = counts.labelled.sum(axis=3)  # (M, R, 2)
         theta = rng.beta(1 + lab[..., 1], 1 + lab[..., 0], size=(self.draws, *lab.shape[:2]))
@@ -138,6 +142,17 @@ class FakeFitter:
             "divergences": 0.0,
             **self.extra_diagnostics,
         }
+        # A calibration curve of the right shapes: the judge's bin moves the pass rate.
+        design = design_for(cells.level_index(), cells.levels(), cells.n_bins, dimension)
+        _, r, _ = cells.shape
+        base = np.log(theta.mean(axis=2) / (1 - theta.mean(axis=2)))  # (S, M)
+        params = {
+            "intercept": base,
+            "bin_effect": np.broadcast_to(2.0 * design.own_x, (self.draws, m, design.n_levels)),
+            "region_effect": np.zeros((self.draws, m, r)),
+            "region_bin_effect": np.zeros((self.draws, m, r, design.n_levels)),
+            "other_effect": np.zeros((self.draws, m, design.n_other)),
+        }
         return DimensionFit(
             arms=counts.arms,
             regions=counts.regions,
@@ -147,7 +162,10 @@ class FakeFitter:
             diagnostics=diagnostics,
             ok=self.ok,
             seed=seed,
-            counts_digest=counts.digest(),
+            counts_digest=cells.digest(),
+            params={k: np.array(v) for k, v in params.items()},
+            design=design,
+            combos=np.asarray(cells.combos),
         )
 
 

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from annotate.models import Annotation, Arm, JudgeScore, Label, Region, Response
+from annotate.services_setup import rebuild_cells
 from calibration.counts import count_labels, study_counts
 from tests.calibration.helpers import grade, populate
 from tests.factories import PromptFactory, ResponseFactory, UserFactory
@@ -30,6 +31,7 @@ def _response(study, arm_key: str, region_key: str, bins: dict[str, int | None])
             JudgeScore.objects.create(
                 response=response, dimension=dim, judge="j", value=0.0, bin=bins[dim.key]
             )
+    rebuild_cells(study=study)  # as an import does: each response's cell holds its bins
     return response
 
 
@@ -136,6 +138,20 @@ def test_counts_match_a_per_response_recount(study):
             == 2 * 15 * 3
         )
         assert lab.sum() > 0 and jo.sum() > 0
+        # The model's joint cells hold the same responses and labels.
+        d = list(data.counts).index(dim.key)
+        assert data.cells is not None
+        np.testing.assert_array_equal(data.cells.labelled[d].sum(axis=-1), lab.sum(axis=(2, 3)))
+        np.testing.assert_array_equal(data.cells.passes[d].sum(axis=-1), lab[:, :, 1].sum(axis=-1))
+    assert data.cells is not None
+    assert data.cells.totals.sum() == 2 * 15 * 3
+    for k, combo in enumerate(data.cells.combos.tolist()):
+        cell = ".".join(str(b) for b in combo)
+        per_arm_region = Counter(
+            (arm_i[r.arm_id], region_i[r.region_id]) for r in study.responses.filter(cell=cell)
+        )
+        for (a, g), n in per_arm_region.items():
+            assert data.cells.totals[a, g, k] == n
 
 
 def test_counts_take_a_fixed_number_of_queries(study, django_assert_max_num_queries):
@@ -148,5 +164,6 @@ def test_bins_outside_the_dimension_cuts_are_refused(study):
     populate(study, prompts_per_region=2, graded_share=0.0)
     study.dimensions.filter(key="correctness").update(judge_cuts=[0.5])
     JudgeScore.objects.filter(dimension__key="correctness").update(bin=3)
+    rebuild_cells(study=study)
     with pytest.raises(ValueError, match="judge bin 3 outside 0..1"):
         study_counts(study=study)

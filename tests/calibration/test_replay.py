@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from django.core.management import call_command
 from ppi_py import ppi_mean_ci
 
+from calibration.bayes.posterior import DimensionFit
 from calibration.replay import (
     Population,
     all_labels_delta,
@@ -164,22 +164,16 @@ def test_inverse_probability_weights_undo_an_oversampled_stratum(tmp_path):
     assert abs(np.mean(estimates_ipw)) < abs(np.mean(estimates_naive))
 
 
-@dataclass
-class _FakeFit:
-    arms: tuple[str, ...]
-    regions: tuple[str, ...]
-    theta: np.ndarray
-    confusion: np.ndarray
-    ok: bool = True
-
-
 class ConjugateFitter:
     """Beta/Dirichlet posteriors of the labelled counts only: no sampling, for loop tests."""
 
     def __init__(self) -> None:
         self.calls: list[int] = []
 
-    def fit(self, counts: Any, *, seed: int, draws: int, tune: int, chains: int) -> _FakeFit:
+    def fit(
+        self, cells: Any, dimension: int = 0, *, seed: int, draws: int, tune: int, chains: int
+    ) -> DimensionFit:
+        counts = cells.dimension_counts(dimension)
         rng = np.random.default_rng(seed)
         s = draws * chains
         lab = counts.labelled  # (M, R, 2, J)
@@ -194,7 +188,18 @@ class ConjugateFitter:
             ],
             axis=1,
         )
-        return _FakeFit(counts.arms, counts.regions, theta, conf)
+        # A fit in the older format (a confusion per arm, no curve): the loop reads both.
+        return DimensionFit(
+            arms=counts.arms,
+            regions=counts.regions,
+            n_bins=counts.n_bins,
+            theta=theta,
+            confusion=conf,
+            diagnostics={},
+            ok=True,
+            seed=seed,
+            counts_digest="",
+        )
 
 
 @pytest.mark.parametrize("policy", ["active", "uniform"])
