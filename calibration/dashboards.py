@@ -627,6 +627,9 @@ def pair_data(study: Study, fit: Fit, cand: str) -> dict[str, Any] | None:
         )
         judge["p_differs"] = ds["judge"]["p_differs"]
         judge["tol"] = ds["judge"]["tol"]
+        # Fits before the calibration curve said nothing in words.
+        judge["differs"] = ds["judge"].get("differs")
+        judge["difference"] = ds["judge"].get("difference")
         dims.append(
             {
                 "key": key,

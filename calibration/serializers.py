@@ -79,6 +79,19 @@ class JudgeSerializer(serializers.Serializer):
         help_text="P(the judge treats the candidate differently from the incumbent)."
     )
     tol = serializers.FloatField(help_text="Difference (total variation) counted as different.")
+    differs = serializers.BooleanField(
+        allow_null=True,
+        required=False,
+        help_text="The 95% interval of the judge's difference between the two models lies "
+        "wholly above tol, for failures or for passes (null for fits before model v2).",
+    )
+    difference = serializers.DictField(
+        child=serializers.DictField(child=serializers.FloatField()),
+        allow_null=True,
+        required=False,
+        help_text="Per human class (fail, pass): mean and 95% interval of the total variation "
+        "between the judge's bin distributions on the two models.",
+    )
     arms = JudgeArmSerializer(many=True)
 
 

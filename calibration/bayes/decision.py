@@ -67,6 +67,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from calibration.bayes.curve import judge_difference
 from calibration.bayes.data import CellCounts
 from calibration.bayes.fit import DimensionFit
 
@@ -267,6 +268,11 @@ class JudgeSummary:
     ``p_differs`` is ``P(max_y TV(π_c[y], π_inc[y]) > tol)`` where ``TV`` is the total
     variation distance between the candidate's and the incumbent's confusion rows; for a
     binary judge this is exactly ``P(|se_c − se_inc| > tol or |sp_c − sp_inc| > tol)``.
+    ``differs`` is the claim the app makes in words: the 95% interval of ``TV`` for some
+    class lies wholly above ``tol`` (:func:`calibration.bayes.curve.judge_difference`);
+    ``difference`` holds those intervals (``{"fail"|"pass": {mean, lower, upper}}``). A
+    probability mixes the size of a difference with the width of the posterior, so only
+    the interval decides what is said.
     """
 
     confusion_mean: dict[str, list[list[float]]]
@@ -274,6 +280,8 @@ class JudgeSummary:
     specificity: dict[str, list[float]] | None
     p_differs: float
     tol: float
+    differs: bool = False
+    difference: dict[str, dict[str, float]] | None = None
 
 
 def judge_summary(
@@ -295,12 +303,15 @@ def judge_summary(
 
         se = {a: _ci(conf[:, i, 1, 1]) for a, i in zip(arms, idx, strict=True)}
         sp = {a: _ci(conf[:, i, 0, 0]) for a, i in zip(arms, idx, strict=True)}
+    diff = judge_difference(conf, candidate=candidate, incumbent=incumbent, band=tol)
     return JudgeSummary(
         confusion_mean={a: mean[i].tolist() for a, i in zip(arms, idx, strict=True)},
         sensitivity=se,
         specificity=sp,
         p_differs=p_differs,
         tol=tol,
+        differs=bool(diff["differs"]),
+        difference={k: diff[k] for k in ("fail", "pass")},  # type: ignore[misc]
     )
 
 
