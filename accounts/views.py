@@ -11,8 +11,9 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse_lazy
+from django.urls import reverse, reverse_lazy
 
+from annotate.models import Membership
 from annotate.permissions import ADMIN, get_study_for
 
 from . import services
@@ -45,6 +46,21 @@ class RateLimitedLoginView(auth_views.LoginView):
             response["Retry-After"] = str(math.ceil(wait.total_seconds()))
             return response
         return super().post(request, *args, **kwargs)
+
+    def get_default_redirect_url(self) -> str:
+        """Where a log-in without ``?next=`` goes: the role's landing page."""
+        return landing_url(self.request.user) or super().get_default_redirect_url()
+
+
+def landing_url(user: Any) -> str | None:
+    """A lead (or admin) of exactly one study, who grades nowhere, lands on its dashboard;
+    everyone else on the home page, which lists their studies by role."""
+    if getattr(user, "is_superuser", False):
+        return None
+    roles = list(Membership.objects.filter(user=user).values_list("role", "study__slug")[:2])
+    if len(roles) == 1 and roles[0][0] in (Membership.Role.LEAD, Membership.Role.ADMIN):
+        return reverse("calibration-study", kwargs={"slug": roles[0][1]})
+    return None
 
 
 class PasswordChangeView(auth_views.PasswordChangeView):
