@@ -15,6 +15,7 @@ STUDY_FIELDS = [
     "name",
     "slug",
     "description",
+    "instructions",
     "confidence",
     "label_budget",
     "exploration_share",
@@ -29,7 +30,14 @@ class StudyForm(forms.ModelForm):
     class Meta:
         model = Study
         fields = STUDY_FIELDS
-        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 3}),
+            "instructions": forms.Textarea(attrs={"rows": 6}),
+        }
+        labels = {
+            "description": "Description (leads and admins only)",
+            "instructions": "Instructions for annotators",
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

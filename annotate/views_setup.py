@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django_htmx.middleware import HtmxDetails
 
+from . import blindness
 from . import services_setup as setup
 from .forms_setup import (
     ArmForm,
@@ -64,7 +65,15 @@ def _confirm_or_save(
         messages.success(request, f"{what} saved; a refit was requested.")
     elif changes:
         messages.success(request, f"{what} saved.")
+    _warn_if_not_blind(request, study)
     return redirect(success_url)
+
+
+def _warn_if_not_blind(request: HttpRequest, study: Study) -> None:
+    for leak in blindness.leaks(study):
+        messages.warning(
+            request, f"Annotators would learn the models: {leak}. Name no model, arm or role there."
+        )
 
 
 @login_required
@@ -75,6 +84,7 @@ def setup_create(request: HttpRequest) -> HttpResponse:
     if form.is_bound and form.is_valid():
         study = setup.create_study(user=request.user, study=form.save(commit=False))
         messages.success(request, f"Study “{study.name}” created as a draft.")
+        _warn_if_not_blind(request, study)
         return redirect("annotate-setup", slug=study.slug)
     return render(request, "annotate/setup_create.html", {"form": form})
 
@@ -114,6 +124,7 @@ def setup_arms(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         setup.save_arm(user=request.user, study=study, arm=form.save(commit=False))
         messages.success(request, "Arm added.")
+        _warn_if_not_blind(request, study)
         return redirect("annotate-setup-arms", slug=slug)
     arms = study.arms.annotate(n_responses=Count("responses"))
     return render(request, "annotate/setup_arms.html", {"study": study, "form": form, "arms": arms})
