@@ -279,6 +279,11 @@ class RegionForm(forms.ModelForm):
         model = Region
         fields = ["key", "name", "traffic_share", "position"]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Rows are ordered as shown; a number typed here overrides that.
+        self.fields["position"].required = False
+
     def clean_traffic_share(self) -> Decimal:
         value = self.cleaned_data["traffic_share"]
         if not 0 < value <= 1:
@@ -289,8 +294,9 @@ class RegionForm(forms.ModelForm):
 class BaseRegionFormSet(forms.BaseModelFormSet):
     """All of a study's regions at once, so that their shares can be checked to sum to 1."""
 
-    def __init__(self, *args: Any, study: Study, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, study: Study, extra_rows: int = 0, **kwargs: Any) -> None:
         self.study = study
+        self.extra = extra_rows  # blank rows shown; the page adds more without a round trip
         kwargs.setdefault("queryset", study.regions.all())
         super().__init__(*args, **kwargs)
 
@@ -336,6 +342,9 @@ class BaseRegionFormSet(forms.BaseModelFormSet):
                 )
         if not kept:
             raise forms.ValidationError("A study needs at least one region.")
+        for i, form in enumerate(kept):
+            if form.cleaned_data.get("position") is None:
+                form.instance.position = i
         total = sum((f.cleaned_data["traffic_share"] for f in kept), Decimal(0))
         if abs(total - 1) > SHARE_TOLERANCE:
             raise forms.ValidationError(
@@ -345,8 +354,21 @@ class BaseRegionFormSet(forms.BaseModelFormSet):
 
 
 RegionFormSet = forms.modelformset_factory(
-    Region, form=RegionForm, formset=BaseRegionFormSet, extra=2, can_delete=True
+    Region, form=RegionForm, formset=BaseRegionFormSet, extra=0, can_delete=True
 )
+
+
+def suggested_shares(counts: list[int]) -> list[Decimal]:
+    """Shares proportional to ``counts`` (prompts per region), rounded to 6 decimals, the
+    largest absorbing the rounding so that they sum to exactly 1."""
+    total = sum(counts)
+    if not total:
+        return []
+    q = Decimal("0.000001")
+    shares = [(Decimal(n) / total).quantize(q) for n in counts]
+    biggest = max(range(len(shares)), key=lambda i: shares[i])
+    shares[biggest] += Decimal(1) - sum(shares)
+    return shares
 
 
 class MemberForm(forms.Form):

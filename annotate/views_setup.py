@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any, cast
 
 from django.contrib import messages
@@ -23,6 +24,7 @@ from .forms_setup import (
     MemberForm,
     RegionFormSet,
     StudyForm,
+    suggested_shares,
 )
 from .models import Study
 from .permissions import ADMIN, can_create_studies, get_study_for
@@ -203,8 +205,12 @@ def setup_dimension_delete(request: HttpRequest, slug: str, dimension_id: int) -
 
 @login_required
 def setup_regions(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """All regions in one form: add and remove rows freely, only the final set must sum to
+    1. ``?suggest=1`` pre-fills each share from the imported prompts per region."""
     study = get_study_for(request.user, slug, roles=ADMIN)
     formset = cast(BaseRegionFormSet, RegionFormSet(request.POST or None, study=study))
+    if not formset.is_bound and not study.regions.exists():
+        formset = cast(BaseRegionFormSet, RegionFormSet(study=study, extra_rows=1))
     if request.htmx and request.GET.get("preview"):
         # Live sum of the shares while typing; nothing is saved.
         return render(
@@ -223,9 +229,24 @@ def setup_regions(request: HtmxHttpRequest, slug: str) -> HttpResponse:
                 user=request.user, study=study, saved=saved, deleted=deleted
             ),
             what="Regions",
-            success_url=reverse("annotate-setup", kwargs={"slug": slug}),
+            success_url=reverse("annotate-setup-regions", kwargs={"slug": slug}),
         )
-    ctx = {"study": study, "formset": formset, "share_total": formset.share_total()}
+    counts = dict(study.regions.annotate(n=Count("prompts")).values_list("pk", "n"))
+    suggested = False
+    if request.GET.get("suggest") and not formset.is_bound and sum(counts.values()):
+        forms = list(formset.forms)
+        for form, share in zip(
+            forms, suggested_shares([counts.get(f.instance.pk, 0) for f in forms]), strict=True
+        ):
+            form.initial["traffic_share"] = share
+        suggested = True
+    ctx = {
+        "study": study,
+        "formset": formset,
+        "share_total": Decimal(1) if suggested else formset.share_total(),
+        "can_suggest": bool(sum(counts.values())),
+        "suggested": suggested,
+    }
     return render(request, "annotate/setup_regions.html", ctx)
 
 
