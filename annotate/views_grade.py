@@ -145,6 +145,17 @@ def _dimension_view(dim: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def key_hints(dimensions: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the footer says the digits do: pass/fail only when a dimension is binary, a
+    1..K scale only up to the largest K the item has."""
+    ordinal = [len(d["choices"]) for d in dimensions if not d["binary"]]
+    return {
+        "binary": any(d["binary"] for d in dimensions),
+        "top": max(ordinal) % 10 if ordinal else None,
+        "top_label": max(ordinal) if ordinal else None,
+    }
+
+
 def _item_context(
     assignment: Assignment,
     *,
@@ -165,6 +176,7 @@ def _item_context(
         "item": item,
         "assignment_id": item["assignment_id"],
         "dimensions": dimensions,
+        "key_hints": key_hints(dimensions),
         "client_key": client_key or uuid.uuid4(),
         "values": values,
         "errors": errors or {},

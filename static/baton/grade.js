@@ -207,6 +207,43 @@
     banner.hidden = false;
   }
 
+  // Guidelines: open or closed as this annotator last left them in this study.
+  const guidelinesKey = (details) => "baton:guidelines:" + (details.dataset.study || "");
+  function applyGuidelines() {
+    const details = document.getElementById("guidelines");
+    if (!details) return;
+    let stored = null;
+    try {
+      stored = window.localStorage.getItem(guidelinesKey(details));
+    } catch (_) {
+      stored = null; // storage disabled: the page's default (open)
+    }
+    if (stored) details.open = stored === "open";
+    document.body.classList.toggle("guidelines-closed", !details.open);
+  }
+  function guidelinesToggled(details) {
+    document.body.classList.toggle("guidelines-closed", !details.open);
+    try {
+      window.localStorage.setItem(guidelinesKey(details), details.open ? "open" : "closed");
+    } catch (_) {
+      // storage disabled: it stays as it is for this page only
+    }
+  }
+
+  // PgDn/PgUp scroll the response, wherever the focus is (usually on a grade, inside the
+  // grade panel, which the browser would scroll instead). Side by side: the response of
+  // the focused grade's side.
+  function scrollResponse(direction) {
+    const fieldset = currentDim();
+    const side = fieldset && fieldset.dataset.side;
+    let box = side ? $(`[data-role=response][data-side=${side}]`) : null;
+    if (!box) box = $(".grade-grid > .grade-text") || $("[data-role=response]");
+    const scrollable = box && box.scrollHeight > box.clientHeight + 1;
+    const target = scrollable ? box : document.scrollingElement;
+    const height = scrollable ? box.clientHeight : window.innerHeight;
+    target.scrollBy({ top: direction * Math.max(40, height * 0.85), behavior: "instant" });
+  }
+
   function onKey(event) {
     const help = document.getElementById("keys-help");
     if (help && help.open) return; // the dialog handles Esc itself
@@ -295,6 +332,19 @@
           for (const open of $$("details.grade-option[open]")) open.open = false;
         }
         return;
+      case "PageDown":
+      case "PageUp":
+        event.preventDefault();
+        scrollResponse(key === "PageDown" ? 1 : -1);
+        return;
+      case "g": {
+        const details = document.getElementById("guidelines");
+        if (details) {
+          event.preventDefault();
+          details.open = !details.open;
+        }
+        return;
+      }
       case "s":
         event.preventDefault();
         openPanel("skip-panel");
@@ -341,6 +391,7 @@
     failedForm = null;
     hideBanner();
     updateFlagState();
+    applyGuidelines();
     focusStart();
   }
 
@@ -352,6 +403,15 @@
     "submit",
     (event) => {
       if (event.target && event.target.id === "grade-form") stampTime(event.target);
+    },
+    true,
+  );
+
+  // "toggle" does not bubble: listen in the capture phase.
+  document.addEventListener(
+    "toggle",
+    (event) => {
+      if (event.target && event.target.id === "guidelines") guidelinesToggled(event.target);
     },
     true,
   );

@@ -78,3 +78,63 @@ def test_five_regions_are_set_up_in_one_save_with_rows_added_and_removed(page, l
         "mena": Decimal("0.1"),
     }
     assert page.js_errors == []
+
+
+def _annotator_with_items(texts: list[str]) -> Study:
+    from tests.browser.test_grading import add_items
+
+    study = make_study()
+    study.instructions = "Policy sheet:\n" + "\n".join(f"- Rule {i}." for i in range(37))
+    study.save()
+    study.dimensions.filter(key="correctness").update(rubric="Is every fact right?")
+    add_items(study, texts)
+    annotator = UserFactory(username="charlie")
+    MembershipFactory(study=study, user=annotator, role=Membership.Role.ANNOTATOR)
+    return study
+
+
+def _in_viewport(page, selector: str) -> bool:
+    box = page.locator(selector).first.bounding_box()
+    height = page.viewport_size["height"]
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height
+
+
+def test_the_grades_stay_on_screen_pgdn_scrolls_the_response_and_guidelines_stay_closed(
+    page, live_server
+):
+    long = "\n".join(f"Line {i} of a very long answer." for i in range(200))
+    study = _annotator_with_items([long] * 3)
+    base = live_server.url
+    log_in(page, base, "charlie")
+    page.goto(f"{base}/studies/{study.slug}/grade/")
+    page.locator("#grade-form").wait_for()
+    # Every grade control is on screen, above the 37-line policy sheet.
+    for dim in ("correctness", "refusal", "style"):
+        assert _in_viewport(page, f"#dim-{dim} .choices"), dim
+    assert "1–5" in page.locator(".grade-keys").inner_text()
+    assert "1–9" not in page.locator(".grade-keys").inner_text()
+    screenshot(page, "first-hour-4-grading-long-response")
+
+    text = page.locator(".grade-grid > .grade-text")
+    assert text.evaluate("el => el.scrollTop") == 0
+    page.keyboard.press("PageDown")
+    page.wait_for_function(
+        "() => document.querySelector('.grade-grid > .grade-text').scrollTop > 100"
+    )
+    assert _in_viewport(page, "#dim-correctness .choices")  # the grades did not move
+    page.keyboard.press("PageUp")
+    page.wait_for_function(
+        "() => document.querySelector('.grade-grid > .grade-text').scrollTop === 0"
+    )
+
+    # g closes the guidelines (and each rubric); the choice survives a reload.
+    assert page.locator("#dim-correctness .rubric").is_visible()
+    page.keyboard.press("g")
+    assert not page.locator("#guidelines").evaluate("el => el.open")
+    assert not page.locator("#dim-correctness .rubric").is_visible()
+    page.reload()
+    page.locator("#grade-form").wait_for()
+    assert not page.locator("#guidelines").evaluate("el => el.open")
+    assert not page.locator("#dim-correctness .rubric").is_visible()
+    screenshot(page, "first-hour-5-grading-guidelines-closed")
+    assert page.js_errors == []
