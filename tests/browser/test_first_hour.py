@@ -138,3 +138,36 @@ def test_the_grades_stay_on_screen_pgdn_scrolls_the_response_and_guidelines_stay
     assert not page.locator("#dim-correctness .rubric").is_visible()
     screenshot(page, "first-hour-5-grading-guidelines-closed")
     assert page.js_errors == []
+
+
+def test_the_fit_time_on_the_dashboard_keeps_advancing_on_a_page_left_open(
+    page, live_server, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from calibration import services
+    from calibration.models import Fit
+    from tests.calibration.helpers import FakeFitter, populate
+
+    monkeypatch.setattr(services, "get_fitter", lambda: FakeFitter())
+    study = make_study()
+    lead = UserFactory(username="bob")
+    MembershipFactory(study=study, user=lead, role=Membership.Role.LEAD)
+    populate(study, prompts_per_region=4, graded_share=0.5, annotators=1)
+    # Outside a test transaction, the immediate task backend runs the fit on commit.
+    services.request_fit(study=study, trigger="manual")
+    fit = Fit.objects.get(study=study, status=Fit.Status.SUCCEEDED)
+    Fit.objects.filter(pk=fit.pk).update(finished_at=timezone.now() - timedelta(minutes=5))
+
+    page.clock.install()
+    log_in(page, live_server.url, "bob")
+    when = page.locator("#decision time[data-relative]")
+    assert when.inner_text() == "5 minutes ago"
+    page.clock.fast_forward("10:00")
+    page.wait_for_function(
+        "() => document.querySelector('#decision time').textContent === '15 minutes ago'"
+    )
+    assert "fit 1," in page.locator(".fit-line").inner_text()
+    screenshot(page, "first-hour-6-dashboard-relative-time")
