@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.utils.text import slugify
 
 from .models import SHARE_TOLERANCE, Arm, Dimension, Membership, Region, Study
 
@@ -44,6 +45,18 @@ class StudyForm(forms.ModelForm):
         if self.instance.pk:
             # URLs, bookmarks and API clients use the slug: it is fixed once created.
             self.fields["slug"].disabled = True
+        else:
+            self.fields["slug"].required = False
+            self.fields["slug"].label = "Slug (optional)"
+            self.fields[
+                "slug"
+            ].help_text = "Its address: /studies/<slug>/. Leave empty to derive it from the name."
+
+    def clean_slug(self) -> str:
+        slug = self.cleaned_data.get("slug") or ""
+        if self.instance.pk or slug:
+            return slug
+        return unique_slug(self.data.get("name", ""))
 
     def clean_confidence(self) -> float:
         value = self.cleaned_data["confidence"]
@@ -74,6 +87,16 @@ class StudyForm(forms.ModelForm):
         if value < 1:
             raise forms.ValidationError("At least 1 grade.")
         return value
+
+
+def unique_slug(name: str) -> str:
+    """A slug from the study name, numbered when taken: ``support-bot``, ``support-bot-2``."""
+    base = slugify(name)[:70].strip("-") or "study"
+    slug, n = base, 1
+    while Study.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
 
 
 class ArmForm(forms.ModelForm):
