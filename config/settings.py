@@ -270,4 +270,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # Django's default config gives "django" its own console handler under DEBUG, and it
+        # propagates to the root's: every line (a task's state, a request) printed twice.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        # PyTensor reports its compiler cache and fallbacks at INFO: noise in the worker.
+        "pytensor": {"level": "WARNING"},
+    },
 }

@@ -57,3 +57,23 @@ def test_a_new_study_without_a_slug_gets_one_from_its_name(client):
     r = client.post(reverse("annotate-setup-create"), data)
     assert r.status_code == 302, r.context["form"].errors
     assert Study.objects.filter(name="Support bot v2!", slug="support-bot-v2-2").exists()
+
+
+def test_a_django_log_line_is_printed_once_even_under_debug():
+    import logging
+    import logging.config
+
+    from django.conf import settings
+    from django.utils.log import DEFAULT_LOGGING
+
+    # What Django does at start-up: its defaults, then the project's LOGGING.
+    logging.config.dictConfig(DEFAULT_LOGGING)
+    logging.config.dictConfig(settings.LOGGING)
+    tasks = logging.getLogger("django.tasks")
+    handlers = []
+    logger: logging.Logger | None = tasks
+    while logger is not None:
+        handlers += logger.handlers
+        logger = logger.parent if logger.propagate else None
+    assert len(handlers) == 1
+    assert logging.getLogger("pytensor").getEffectiveLevel() == logging.WARNING
