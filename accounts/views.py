@@ -63,6 +63,23 @@ def landing_url(user: Any) -> str | None:
     return None
 
 
+class SetPasswordView(auth_views.PasswordResetConfirmView):
+    """The one-time link an admin hands a new member (``services.set_password_path``):
+    choose a password, and be logged in."""
+
+    template_name = "accounts/set_password.html"
+    reset_url_token = "set-password"  # noqa: S105 - a URL segment, not a password
+    post_reset_login = True
+    post_reset_login_backend = "accounts.backends.RateLimitedModelBackend"
+    success_url = reverse_lazy("home")
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        services.record(actor=form.user, action="user.password_set")
+        messages.success(self.request, "Your password is set. Welcome to Baton.")
+        return response
+
+
 class PasswordChangeView(auth_views.PasswordChangeView):
     template_name = "accounts/password_change.html"
     success_url = reverse_lazy("accounts-password-change-done")

@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.utils.text import slugify
 
 from .models import SHARE_TOLERANCE, Arm, Dimension, Membership, Region, Study
@@ -404,3 +405,27 @@ class MemberForm(forms.Form):
         if user is None:
             raise forms.ValidationError(f"No active user is called “{username}”.")
         return user
+
+
+class NewAccountForm(forms.Form):
+    """An account created from the study (no Django admin): its owner sets the password
+    through a one-time link."""
+
+    new_username = forms.CharField(
+        label="Username",
+        max_length=150,
+        validators=[UnicodeUsernameValidator()],
+        help_text="Letters, digits and @ . + - _ only.",
+    )
+    email = forms.EmailField(required=False, help_text="Optional: for your records.")
+    new_role = forms.ChoiceField(
+        label="Role", choices=Membership.Role.choices, initial=Membership.Role.ANNOTATOR
+    )
+
+    def clean_new_username(self) -> str:
+        username = self.cleaned_data["new_username"].strip()
+        if get_user_model().objects.filter(username__iexact=username).exists():
+            raise forms.ValidationError(
+                f"“{username}” already has an account: add them with the form above."
+            )
+        return username

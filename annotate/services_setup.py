@@ -17,7 +17,7 @@ from django.db import models, transaction
 from django.db.models import Case, CharField, OuterRef, Subquery, Value, When
 from django.db.models.functions import Cast, Coalesce, Concat
 
-from accounts.services import record
+from accounts.services import create_account, record
 
 from . import blindness
 from .models import Arm, Dimension, JudgeScore, Membership, Region, Response, Study
@@ -413,6 +413,14 @@ def assign_member(*, user: Any, study: Study, member: Any, role: str) -> Members
                 details={"username": member.get_username(), "changes": {"role": [old, role]}},
             )
     return membership
+
+
+def create_member(*, user: Any, study: Study, username: str, email: str, role: str) -> Any:
+    """A new account, without a password yet, made a member of the study in ``role``."""
+    with transaction.atomic():
+        member = create_account(actor=user, username=username, email=email, study=study)
+        assign_member(user=user, study=study, member=member, role=role)
+    return member
 
 
 def remove_member(*, user: Any, study: Study, membership: Membership) -> None:

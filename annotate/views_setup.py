@@ -15,6 +15,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django_htmx.middleware import HtmxDetails
 
+from accounts.services import set_password_path
+
 from . import blindness
 from . import services_setup as setup
 from .forms_setup import (
@@ -22,6 +24,7 @@ from .forms_setup import (
     BaseRegionFormSet,
     DimensionForm,
     MemberForm,
+    NewAccountForm,
     RegionFormSet,
     StudyForm,
     suggested_shares,
@@ -273,9 +276,14 @@ def setup_data(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def setup_members(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """Add existing users by name, or create an account and hand over its one-time
+    set-password link (shown once, never stored)."""
     study = get_study_for(request.user, slug, roles=ADMIN)
-    form = MemberForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    action = request.POST.get("action", "add") if request.method == "POST" else ""
+    form = MemberForm(request.POST if action == "add" else None)
+    new_form = NewAccountForm(request.POST if action == "create" else None, prefix="new")
+    link: dict[str, str] | None = None
+    if action == "add" and form.is_valid():
         member = form.cleaned_data["username"]
         try:
             setup.assign_member(
@@ -289,10 +297,40 @@ def setup_members(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             messages.error(request, str(e))
         if not request.htmx:
             return redirect("annotate-setup-members", slug=slug)
+    elif action == "create" and new_form.is_valid():
+        data = new_form.cleaned_data
+        member = setup.create_member(
+            user=request.user,
+            study=study,
+            username=data["new_username"],
+            email=data["email"],
+            role=data["new_role"],
+        )
+        link = _set_password_link(request, member)
+        new_form = NewAccountForm(prefix="new")
+    elif action == "link":
+        membership = get_object_or_404(study.memberships, pk=request.POST.get("membership"))
+        if membership.user.has_usable_password():
+            messages.error(request, f"{membership.user.get_username()} has a password already.")
+        else:
+            link = _set_password_link(request, membership.user)
     memberships = study.memberships.select_related("user").order_by("role", "user__username")
-    ctx = {"study": study, "form": form, "memberships": memberships}
+    ctx = {
+        "study": study,
+        "form": form,
+        "new_form": new_form,
+        "memberships": memberships,
+        "link": link,
+    }
     template = "annotate/setup_members.html"
     return render(request, f"{template}#members" if request.htmx else template, ctx)
+
+
+def _set_password_link(request: HttpRequest, member: Any) -> dict[str, str]:
+    return {
+        "username": member.get_username(),
+        "url": request.build_absolute_uri(set_password_path(member)),
+    }
 
 
 @login_required

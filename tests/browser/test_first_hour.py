@@ -171,3 +171,34 @@ def test_the_fit_time_on_the_dashboard_keeps_advancing_on_a_page_left_open(
     )
     assert "fit 1," in page.locator(".fit-line").inner_text()
     screenshot(page, "first-hour-6-dashboard-relative-time")
+
+
+def test_an_admin_creates_an_annotator_who_sets_a_password_from_the_link_and_grades(
+    new_page, live_server
+):
+    study = make_study()
+    admin = UserFactory(username="alice", is_staff=True)
+    MembershipFactory(study=study, user=admin, role=Membership.Role.ADMIN)
+    base = live_server.url
+    page = new_page()
+    log_in(page, base, "alice")
+    page.goto(f"{base}/studies/{study.slug}/setup/people/")
+    page.fill("#id_new-new_username", "erin")
+    page.select_option("#id_new-new_role", "annotator")
+    page.click("button:has-text('Create and get the link')")
+    link = page.locator("#set-password-url").input_value()  # swapped in by htmx
+    assert "/accounts/set-password/" in link
+    assert page.locator("#members td", has_text="no password yet").count() == 1
+    screenshot(page, "first-hour-7-people-created-with-link")
+
+    erin = new_page()  # another browser profile: erin's
+    erin.goto(link)
+    erin.locator("text=Choose your password").wait_for()
+    erin.fill("#id_new_password1", "a long new passphrase")
+    erin.fill("#id_new_password2", "a long new passphrase")
+    erin.click("button:has-text('Set my password')")
+    erin.wait_for_url(f"{base}/")
+    erin.locator("text=Your password is set").wait_for()
+    assert erin.locator(f"a[href='/studies/{study.slug}/annotate/']").count() == 1
+    screenshot(erin, "first-hour-8-new-annotator-home")
+    assert page.js_errors == [] and erin.js_errors == []
