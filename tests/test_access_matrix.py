@@ -126,6 +126,8 @@ RULES: dict[str, Rule] = {
     "annotate-grade-submit": _rule(LOGIN, 405, 405, 405, 405),
     "annotate-grade-skip": _rule(LOGIN, 405, 405, 405, 405),
     "annotate-grade-undo": _rule(LOGIN, 405, 405, 405, 405),
+    # The annotator's own answer, to correct: theirs alone.
+    "annotate-grade-correct": ANNOTATOR_ONLY,
     "annotate-grade-pair-submit": _rule(LOGIN, 405, 405, 405, 405),
     "annotate-grade-pair-skip": _rule(LOGIN, 405, 405, 405, 405),
     "annotate-api-next": _rule(API_ANON, 405, 405, 405, 405),

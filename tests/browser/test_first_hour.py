@@ -202,3 +202,84 @@ def test_an_admin_creates_an_annotator_who_sets_a_password_from_the_link_and_gra
     assert erin.locator(f"a[href='/studies/{study.slug}/annotate/']").count() == 1
     screenshot(erin, "first-hour-8-new-annotator-home")
     assert page.js_errors == [] and erin.js_errors == []
+
+
+def _checked(page, dim: str) -> str | None:
+    return page.evaluate(
+        "d => { const r = document.querySelector(`input[name='label-${d}']:checked`);"
+        " return r ? r.value : null; }",
+        dim,
+    )
+
+
+def test_work_is_kept_drafts_survive_a_reload_keys_typed_ahead_are_queued_and_answers_corrected(
+    page, live_server, monkeypatch
+):
+    import time
+
+    from annotate import queue
+    from annotate.models import Annotation
+    from tests.browser.test_grading import shown, wait_next
+
+    study = _annotator_with_items([f"Answer {i}." for i in range(6)])
+    base = live_server.url
+    log_in(page, base, "charlie")
+    page.goto(f"{base}/studies/{study.slug}/grade/")
+    page.wait_for_selector("#grade-form fieldset.dim input:focus")
+
+    # A digit off the scale is said, not ignored.
+    page.keyboard.press("7")
+    page.locator("#grade-status", has_text="7 is not a grade for Correctness").wait_for()
+
+    # A partial grade and a comment survive a reload.
+    first = shown(page)
+    page.keyboard.press("1")
+    page.keyboard.press("c")
+    page.keyboard.type("Half done")
+    page.reload()
+    page.wait_for_selector("#grade-form fieldset.dim input:focus")
+    assert shown(page) == first
+    assert _checked(page, "correctness") == "1"
+    assert page.locator("#grade-comment").input_value() == "Half done"
+    page.locator("#grade-status", has_text="unsent grades").wait_for()
+    screenshot(page, "first-hour-9-draft-restored")
+
+    # Keys typed while the submit is in flight land on the next item.
+    real_submit = queue.submit_annotation
+
+    def slow_submit(**kwargs):
+        time.sleep(0.6)
+        return real_submit(**kwargs)
+
+    monkeypatch.setattr(queue, "submit_annotation", slow_submit)
+    page.locator("#grade-comment").press("Escape")
+    for key in ("0", "4", "Enter", "0", "1", "5"):
+        page.keyboard.press(key)
+    wait_next(page, first)
+    page.wait_for_function(
+        "() => document.querySelector(\"input[name='label-style']:checked\")?.value === '5'"
+    )
+    assert (_checked(page, "correctness"), _checked(page, "refusal")) == ("0", "1")
+    monkeypatch.setattr(queue, "submit_annotation", real_submit)
+    first_answer = Annotation.objects.get(annotator__username="charlie")
+    assert first_answer.comment == "Half done"
+
+    # The first answer is in my history; reopen it, change correctness, save.
+    page.keyboard.press("h")
+    page.locator("#history[open] a[data-role=correct]").first.wait_for()
+    screenshot(page, "first-hour-10-history")
+    page.locator("#history a[data-role=correct]").first.click()
+    page.wait_for_url(f"**/grade/answers/{first_answer.pk}/")
+    page.wait_for_selector("#grade-form fieldset.dim input:focus")
+    page.keyboard.press("0")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{base}/studies/{study.slug}/grade/")
+    page.locator("text=Corrected").wait_for()
+    live = Annotation.objects.filter(response=first_answer.response, undone_at=None)
+    (corrected,) = live
+    assert {lab.dimension.key: lab.value for lab in corrected.labels.all()} == {
+        "correctness": 0,
+        "refusal": 0,
+        "style": 4,
+    }
+    assert page.js_errors == []
