@@ -605,7 +605,8 @@ class ImportJob(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"import {self.pk} of {self.filename} into {self.study_id} ({self.status})"
+        # Named by its study's slug: the audit log shows this to people, not ids.
+        return f"import {self.pk} of {self.filename} into {self.study.slug} ({self.status})"
 
     def get_absolute_url(self) -> str:
         return reverse("annotate-upload-job", kwargs={"slug": self.study.slug, "job_id": self.pk})

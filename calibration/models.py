@@ -70,7 +70,8 @@ class Fit(models.Model):
         indexes = [models.Index(fields=["study", "status", "-finished_at"], name="fit_latest_idx")]
 
     def __str__(self) -> str:
-        return f"fit {self.pk} of {self.study} ({self.status})"
+        # The study's own fit number, as the pages say it; the id for the logs.
+        return f"fit {self.number} of {self.study} (id {self.pk}, {self.status})"
 
     @cached_property
     def number(self) -> int:

@@ -77,3 +77,19 @@ def test_a_django_log_line_is_printed_once_even_under_debug():
         logger = logger.parent if logger.propagate else None
     assert len(handlers) == 1
     assert logging.getLogger("pytensor").getEffectiveLevel() == logging.WARNING
+
+
+def test_the_audit_log_names_an_import_by_its_study_slug_not_its_id(study):
+    from annotate.models import ImportJob
+
+    job = ImportJob.objects.create(study=study, filename="interactions.jsonl")
+    assert f"into {study.slug} (" in str(job)
+
+
+def test_the_audit_log_names_a_fit_by_its_number_in_the_study(study):
+    from calibration.models import Fit
+
+    other = StudyFactory(slug="other")
+    Fit.objects.create(study=other)
+    fit = Fit.objects.create(study=study)
+    assert str(fit).startswith(f"fit 1 of {study.name} (id {fit.pk},")
