@@ -274,7 +274,9 @@ LOGGING = {
         # Django's default config gives "django" its own console handler under DEBUG, and it
         # propagates to the root's: every line (a task's state, a request) printed twice.
         "django": {"handlers": [], "level": "INFO", "propagate": True},
-        # PyTensor reports its compiler cache and fallbacks at INFO: noise in the worker.
+        # PyTensor (compiler cache, fallbacks) and ArviZ (which backends it found) chat at
+        # INFO on every worker start and fit: noise.
         "pytensor": {"level": "WARNING"},
+        "arviz": {"level": "WARNING"},
     },
 }

@@ -77,6 +77,7 @@ def test_a_django_log_line_is_printed_once_even_under_debug():
         logger = logger.parent if logger.propagate else None
     assert len(handlers) == 1
     assert logging.getLogger("pytensor").getEffectiveLevel() == logging.WARNING
+    assert logging.getLogger("arviz").getEffectiveLevel() == logging.WARNING
 
 
 def test_the_audit_log_names_an_import_by_its_study_slug_not_its_id(study):
