@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse, reverse_lazy
 
-from annotate.models import Membership
+from annotate.models import Membership, Study
 from annotate.permissions import ADMIN, get_study_for
 
 from . import services
@@ -53,13 +53,20 @@ class RateLimitedLoginView(auth_views.LoginView):
 
 
 def landing_url(user: Any) -> str | None:
-    """A lead (or admin) of exactly one study, who grades nowhere, lands on its dashboard;
-    everyone else on the home page, which lists their studies by role."""
+    """A lead (or admin) of exactly one study, who grades nowhere, lands on its dashboard
+    (an admin of a draft study on its setup); everyone else on the home page, which lists
+    their studies by role."""
     if getattr(user, "is_superuser", False):
         return None
-    roles = list(Membership.objects.filter(user=user).values_list("role", "study__slug")[:2])
-    if len(roles) == 1 and roles[0][0] in (Membership.Role.LEAD, Membership.Role.ADMIN):
-        return reverse("calibration-study", kwargs={"slug": roles[0][1]})
+    rows = Membership.objects.filter(user=user).values_list("role", "study__slug", "study__status")
+    roles = list(rows[:2])
+    if len(roles) != 1:
+        return None
+    role, slug, status = roles[0]
+    if role == Membership.Role.ADMIN and status == Study.Status.DRAFT:
+        return reverse("annotate-setup", kwargs={"slug": slug})  # nothing to watch yet
+    if role in (Membership.Role.LEAD, Membership.Role.ADMIN):
+        return reverse("calibration-study", kwargs={"slug": slug})
     return None
 
 

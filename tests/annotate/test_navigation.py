@@ -107,3 +107,11 @@ def test_the_readme_gives_the_dashboard_url():
 def test_a_user_without_studies_is_told_how_to_get_one(client):
     client.force_login(UserFactory(username="newbie"))
     assert "Ask a study admin to add you" in client.get(reverse("home")).content.decode()
+
+
+def test_the_admin_of_a_draft_study_lands_on_its_setup(client, admin_user, study):
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.DRAFT)
+    r = client.post(
+        reverse("login"), {"username": "alice", "password": "correct horse battery staple"}
+    )
+    assert r["Location"] == url("annotate-setup", study)
