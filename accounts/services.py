@@ -141,3 +141,44 @@ def import_details(report: Any, *, via: str) -> dict[str, Any]:
     """Audit details of a data import (an ``annotate.importing.ImportReport``)."""
     summary = {k: v for k, v in report.as_dict().items() if k not in {"phases", "seconds"}}
     return {"via": via, **summary}
+
+
+# --- Accounts created by a study admin ---------------------------------------------------
+
+
+def set_password_path(user: Any) -> str:
+    """The one-time link with which ``user`` chooses a password (``/accounts/set-password/…``).
+
+    Django's password-reset token: it hashes the user's password and last log-in, so it
+    stops working once used (or once the password changes), and after
+    ``PASSWORD_RESET_TIMEOUT`` (3 days). Nothing is stored: a new link can always be made.
+    """
+    from django.contrib.auth.tokens import default_token_generator
+    from django.urls import reverse
+    from django.utils.encoding import force_bytes
+    from django.utils.http import urlsafe_base64_encode
+
+    uid = urlsafe_base64_encode(force_bytes(user.pk))
+    token = default_token_generator.make_token(user)
+    return reverse("accounts-set-password", kwargs={"uidb64": uid, "token": token})
+
+
+def create_account(
+    *, actor: Any, username: str, email: str = "", study: Study | None = None
+) -> Any:
+    """A new, active account without a usable password (it is set through the link of
+    :func:`set_password_path`), recorded in the audit log."""
+    from django.contrib.auth import get_user_model
+
+    with transaction.atomic():
+        user = get_user_model().objects.create_user(username=username, email=email or "")
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+        record(
+            actor=actor,
+            action="user.create",
+            study=study,
+            target=user,
+            details={"username": username, "email": email},
+        )
+    return user

@@ -15,6 +15,11 @@ urlpatterns = [
         views.PasswordChangeDoneView.as_view(),
         name="accounts-password-change-done",
     ),
+    path(
+        "set-password/<uidb64>/<token>/",
+        views.SetPasswordView.as_view(),
+        name="accounts-set-password",
+    ),
     path("tokens/", views.tokens, name="accounts-tokens"),
     path("tokens/<int:token_id>/revoke/", views.token_revoke, name="accounts-token-revoke"),
     path("studies/<slug:slug>/audit/", views.audit_log, name="accounts-audit"),

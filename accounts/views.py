@@ -11,8 +11,9 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse_lazy
+from django.urls import reverse, reverse_lazy
 
+from annotate.models import Membership, Study
 from annotate.permissions import ADMIN, get_study_for
 
 from . import services
@@ -45,6 +46,45 @@ class RateLimitedLoginView(auth_views.LoginView):
             response["Retry-After"] = str(math.ceil(wait.total_seconds()))
             return response
         return super().post(request, *args, **kwargs)
+
+    def get_default_redirect_url(self) -> str:
+        """Where a log-in without ``?next=`` goes: the role's landing page."""
+        return landing_url(self.request.user) or super().get_default_redirect_url()
+
+
+def landing_url(user: Any) -> str | None:
+    """A lead (or admin) of exactly one study, who grades nowhere, lands on its dashboard
+    (an admin of a draft study on its setup); everyone else on the home page, which lists
+    their studies by role."""
+    if getattr(user, "is_superuser", False):
+        return None
+    rows = Membership.objects.filter(user=user).values_list("role", "study__slug", "study__status")
+    roles = list(rows[:2])
+    if len(roles) != 1:
+        return None
+    role, slug, status = roles[0]
+    if role == Membership.Role.ADMIN and status == Study.Status.DRAFT:
+        return reverse("annotate-setup", kwargs={"slug": slug})  # nothing to watch yet
+    if role in (Membership.Role.LEAD, Membership.Role.ADMIN):
+        return reverse("calibration-study", kwargs={"slug": slug})
+    return None
+
+
+class SetPasswordView(auth_views.PasswordResetConfirmView):
+    """The one-time link an admin hands a new member (``services.set_password_path``):
+    choose a password, and be logged in."""
+
+    template_name = "accounts/set_password.html"
+    reset_url_token = "set-password"  # noqa: S105 - a URL segment, not a password
+    post_reset_login = True
+    post_reset_login_backend = "accounts.backends.RateLimitedModelBackend"
+    success_url = reverse_lazy("home")
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        services.record(actor=form.user, action="user.password_set")
+        messages.success(self.request, "Your password is set. Welcome to Baton.")
+        return response
 
 
 class PasswordChangeView(auth_views.PasswordChangeView):

@@ -8,6 +8,8 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.contrib.auth.validators import UnicodeUsernameValidator
+from django.utils.text import slugify
 
 from .models import SHARE_TOLERANCE, Arm, Dimension, Membership, Region, Study
 
@@ -15,6 +17,7 @@ STUDY_FIELDS = [
     "name",
     "slug",
     "description",
+    "instructions",
     "confidence",
     "label_budget",
     "exploration_share",
@@ -29,13 +32,32 @@ class StudyForm(forms.ModelForm):
     class Meta:
         model = Study
         fields = STUDY_FIELDS
-        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 3}),
+            "instructions": forms.Textarea(attrs={"rows": 6}),
+        }
+        labels = {
+            "description": "Description (leads and admins only)",
+            "instructions": "Instructions for annotators",
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             # URLs, bookmarks and API clients use the slug: it is fixed once created.
             self.fields["slug"].disabled = True
+        else:
+            self.fields["slug"].required = False
+            self.fields["slug"].label = "Slug (optional)"
+            self.fields[
+                "slug"
+            ].help_text = "Its address: /studies/<slug>/. Leave empty to derive it from the name."
+
+    def clean_slug(self) -> str:
+        slug = self.cleaned_data.get("slug") or ""
+        if self.instance.pk or slug:
+            return slug
+        return unique_slug(self.data.get("name", ""))
 
     def clean_confidence(self) -> float:
         value = self.cleaned_data["confidence"]
@@ -66,6 +88,16 @@ class StudyForm(forms.ModelForm):
         if value < 1:
             raise forms.ValidationError("At least 1 grade.")
         return value
+
+
+def unique_slug(name: str) -> str:
+    """A slug from the study name, numbered when taken: ``support-bot``, ``support-bot-2``."""
+    base = slugify(name)[:70].strip("-") or "study"
+    slug, n = base, 1
+    while Study.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
 
 
 class ArmForm(forms.ModelForm):
@@ -271,6 +303,11 @@ class RegionForm(forms.ModelForm):
         model = Region
         fields = ["key", "name", "traffic_share", "position"]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Rows are ordered as shown; a number typed here overrides that.
+        self.fields["position"].required = False
+
     def clean_traffic_share(self) -> Decimal:
         value = self.cleaned_data["traffic_share"]
         if not 0 < value <= 1:
@@ -281,8 +318,9 @@ class RegionForm(forms.ModelForm):
 class BaseRegionFormSet(forms.BaseModelFormSet):
     """All of a study's regions at once, so that their shares can be checked to sum to 1."""
 
-    def __init__(self, *args: Any, study: Study, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, study: Study, extra_rows: int = 0, **kwargs: Any) -> None:
         self.study = study
+        self.extra = extra_rows  # blank rows shown; the page adds more without a round trip
         kwargs.setdefault("queryset", study.regions.all())
         super().__init__(*args, **kwargs)
 
@@ -328,6 +366,9 @@ class BaseRegionFormSet(forms.BaseModelFormSet):
                 )
         if not kept:
             raise forms.ValidationError("A study needs at least one region.")
+        for i, form in enumerate(kept):
+            if form.cleaned_data.get("position") is None:
+                form.instance.position = i
         total = sum((f.cleaned_data["traffic_share"] for f in kept), Decimal(0))
         if abs(total - 1) > SHARE_TOLERANCE:
             raise forms.ValidationError(
@@ -337,8 +378,21 @@ class BaseRegionFormSet(forms.BaseModelFormSet):
 
 
 RegionFormSet = forms.modelformset_factory(
-    Region, form=RegionForm, formset=BaseRegionFormSet, extra=2, can_delete=True
+    Region, form=RegionForm, formset=BaseRegionFormSet, extra=0, can_delete=True
 )
+
+
+def suggested_shares(counts: list[int]) -> list[Decimal]:
+    """Shares proportional to ``counts`` (prompts per region), rounded to 6 decimals, the
+    largest absorbing the rounding so that they sum to exactly 1."""
+    total = sum(counts)
+    if not total:
+        return []
+    q = Decimal("0.000001")
+    shares = [(Decimal(n) / total).quantize(q) for n in counts]
+    biggest = max(range(len(shares)), key=lambda i: shares[i])
+    shares[biggest] += Decimal(1) - sum(shares)
+    return shares
 
 
 class MemberForm(forms.Form):
@@ -351,3 +405,27 @@ class MemberForm(forms.Form):
         if user is None:
             raise forms.ValidationError(f"No active user is called “{username}”.")
         return user
+
+
+class NewAccountForm(forms.Form):
+    """An account created from the study (no Django admin): its owner sets the password
+    through a one-time link."""
+
+    new_username = forms.CharField(
+        label="Username",
+        max_length=150,
+        validators=[UnicodeUsernameValidator()],
+        help_text="Letters, digits and @ . + - _ only.",
+    )
+    email = forms.EmailField(required=False, help_text="Optional: for your records.")
+    new_role = forms.ChoiceField(
+        label="Role", choices=Membership.Role.choices, initial=Membership.Role.ANNOTATOR
+    )
+
+    def clean_new_username(self) -> str:
+        username = self.cleaned_data["new_username"].strip()
+        if get_user_model().objects.filter(username__iexact=username).exists():
+            raise forms.ValidationError(
+                f"“{username}” already has an account: add them with the form above."
+            )
+        return username

@@ -29,7 +29,15 @@ class Study(models.Model):
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
-    description = models.TextField(blank=True)
+    description = models.TextField(
+        blank=True,
+        help_text="For leads and admins only (what is compared and why); annotators never see it.",
+    )
+    instructions = models.TextField(
+        blank=True,
+        help_text="What annotators read before and while grading. Never name the models: "
+        "activation is refused while it, the study name or a rubric does.",
+    )
     status = models.CharField(max_length=12, choices=Status, default=Status.DRAFT)
     confidence = models.FloatField(
         default=0.95, help_text="Posterior probability required for a go or no-go verdict."
@@ -597,7 +605,8 @@ class ImportJob(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"import {self.pk} of {self.filename} into {self.study_id} ({self.status})"
+        # Named by its study's slug: the audit log shows this to people, not ids.
+        return f"import {self.pk} of {self.filename} into {self.study.slug} ({self.status})"
 
     def get_absolute_url(self) -> str:
         return reverse("annotate-upload-job", kwargs={"slug": self.study.slug, "job_id": self.pk})

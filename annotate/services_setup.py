@@ -17,8 +17,9 @@ from django.db import models, transaction
 from django.db.models import Case, CharField, OuterRef, Subquery, Value, When
 from django.db.models.functions import Cast, Coalesce, Concat
 
-from accounts.services import record
+from accounts.services import create_account, record
 
+from . import blindness
 from .models import Arm, Dimension, JudgeScore, Membership, Region, Response, Study
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ AUDITED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
     Study: (
         "name",
         "description",
+        "instructions",
         "confidence",
         "label_budget",
         "exploration_share",
@@ -413,6 +415,14 @@ def assign_member(*, user: Any, study: Study, member: Any, role: str) -> Members
     return membership
 
 
+def create_member(*, user: Any, study: Study, username: str, email: str, role: str) -> Any:
+    """A new account, without a password yet, made a member of the study in ``role``."""
+    with transaction.atomic():
+        member = create_account(actor=user, username=username, email=email, study=study)
+        assign_member(user=user, study=study, member=member, role=role)
+    return member
+
+
 def remove_member(*, user: Any, study: Study, membership: Membership) -> None:
     with transaction.atomic():
         _lock(study)
@@ -456,6 +466,10 @@ def activation_problems(study: Study) -> list[str]:
         problems.append(f"Regions: {error}.")
     if not study.responses.exists():
         problems.append("No data: upload the responses with their judge scores.")
+    for leak in blindness.leaks(study):
+        problems.append(
+            f"Not blind: {leak}, which annotators read. Name no model, arm or role there."
+        )
     return problems
 
 
@@ -466,6 +480,7 @@ def checklist(study: Study) -> list[Step]:
     dimensions = study.dimensions.count()
     share_error = study.traffic_share_error()
     responses = study.responses.count()
+    leaks = blindness.leaks(study)
     people = dict(study.memberships.values_list("role").annotate(n=models.Count("id")).order_by())
     return [
         Step(
@@ -497,6 +512,14 @@ def checklist(study: Study) -> list[Step]:
             "annotate-setup-regions",
         ),
         Step("data", "Data", responses > 0, f"{responses} responses", "annotate-setup-data"),
+        Step(
+            "blind",
+            "Blind to annotators",
+            not leaks,
+            "; ".join(str(leak) for leak in leaks)
+            or "no model name, arm key or role in what annotators read",
+            "annotate-setup-study",
+        ),
         Step(
             "people",
             "Annotators and leads",

@@ -26,6 +26,11 @@ urlpatterns = [
     ),
     path("studies/<slug:slug>/grade/undo/", views_grade.grade_undo, name="annotate-grade-undo"),
     path(
+        "studies/<slug:slug>/grade/answers/<int:annotation_id>/",
+        views_grade.grade_correct,
+        name="annotate-grade-correct",
+    ),
+    path(
         "studies/<slug:slug>/grade/pair/<uuid:pair_key>/submit/",
         views_grade_pair.pair_submit,
         name="annotate-grade-pair-submit",

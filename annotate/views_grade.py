@@ -35,7 +35,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
-from . import permissions, queue
+from . import history, permissions, queue
 from .models import Annotation, Assignment, Membership, Study
 from .permissions import get_study_for
 from .queue import AssignmentDone, LeaseExpired, QueueClosed, UndoRefused
@@ -145,6 +145,17 @@ def _dimension_view(dim: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def key_hints(dimensions: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the footer says the digits do: pass/fail only when a dimension is binary, a
+    1..K scale only up to the largest K the item has."""
+    ordinal = [len(d["choices"]) for d in dimensions if not d["binary"]]
+    return {
+        "binary": any(d["binary"] for d in dimensions),
+        "top": max(ordinal) % 10 if ordinal else None,
+        "top_label": max(ordinal) if ordinal else None,
+    }
+
+
 def _item_context(
     assignment: Assignment,
     *,
@@ -165,6 +176,7 @@ def _item_context(
         "item": item,
         "assignment_id": item["assignment_id"],
         "dimensions": dimensions,
+        "key_hints": key_hints(dimensions),
         "client_key": client_key or uuid.uuid4(),
         "values": values,
         "errors": errors or {},
@@ -191,6 +203,7 @@ def _render(
         "status": status,
         "status_kind": status_kind,
         "undo_window_seconds": UNDO_WINDOW_SECONDS,
+        "history": history.recent_answers(study=study, annotator=request.user),
         **context,
     }
     template = f"{PAGE}#item" if request.htmx else PAGE
@@ -268,6 +281,24 @@ def _invalid(
     )
 
 
+def _labels_from_post(request: HttpRequest, study: Study) -> tuple[dict[str, int], dict[str, str]]:
+    """The grades of a form (``label-<dimension key>``), and what is wrong, by dimension."""
+    labels: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    for dim in study.dimensions.all():
+        raw = request.POST.get(f"label-{dim.key}", "")
+        try:
+            value = int(raw)
+        except ValueError:
+            errors[dim.key] = f"Pick a grade for {dim.title}."
+            continue
+        if value not in dim.scale_values():
+            errors[dim.key] = f"{value} is not a grade for {dim.title}."
+            continue
+        labels[dim.key] = value
+    return labels, errors
+
+
 def _client_key(request: HtmxHttpRequest) -> uuid.UUID:
     try:
         return uuid.UUID(request.POST.get("client_key", ""))
@@ -340,20 +371,7 @@ def grade_submit(request: HtmxHttpRequest, slug: str, assignment_id: int) -> Htt
     except ValidationError:
         return HttpResponse("Missing client key.", status=400)
 
-    dimensions = list(study.dimensions.all())
-    labels: dict[str, int] = {}
-    errors: dict[str, str] = {}
-    for dim in dimensions:
-        raw = request.POST.get(f"label-{dim.key}", "")
-        try:
-            value = int(raw)
-        except ValueError:
-            errors[dim.key] = f"Pick a grade for {dim.title}."
-            continue
-        if value not in dim.scale_values():
-            errors[dim.key] = f"{value} is not a grade for {dim.title}."
-            continue
-        labels[dim.key] = value
+    labels, errors = _labels_from_post(request, study)
     flag_reason = _reason(request, "flag", FLAG_REASONS)
     if request.POST.get("flag_choice") == OTHER and not flag_reason:
         errors["flag"] = "Say why you flag it."
@@ -507,6 +525,64 @@ def grade_undo(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     }
     status = "Skip undone." if skipped else "Undone. Your previous grade is preselected."
     return _render(request, study, _item_context(assignment, values=values), status=status)
+
+
+@annotator_login_required
+def grade_correct(request: HtmxHttpRequest, slug: str, annotation_id: int) -> HttpResponse:
+    """Reopen one of the annotator's recent answers and replace its grades (a correction
+    supersedes the old answer: ``history.correct_answer``)."""
+    study = _study_for_annotator(request, slug)
+    try:
+        annotation = history.answer_for_correction(
+            study=study, annotator=request.user, annotation_id=annotation_id
+        )
+    except Annotation.DoesNotExist:
+        messages.warning(request, "That answer was corrected or undone already.")
+        return redirect("annotate-grade", slug=study.slug)
+    values: dict[str, Any] = {
+        "labels": {
+            lab.dimension.key: lab.value for lab in annotation.labels.select_related("dimension")
+        },
+        "comment": annotation.comment,
+    }
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        labels, errors = _labels_from_post(request, study)
+        comment = request.POST.get("comment", "").strip()
+        values = {"labels": labels, "comment": comment}
+        if not errors:
+            try:
+                history.correct_answer(
+                    annotation_id=annotation.pk,
+                    annotator=request.user,
+                    labels=labels,
+                    comment=comment,
+                    flagged=annotation.flagged,
+                    flag_reason=annotation.flag_reason,
+                )
+            except history.CorrectionRefused as exc:
+                messages.warning(request, f"Not corrected: {exc.reason}.")
+                return redirect("annotate-grade", slug=study.slug)
+            except ValidationError as exc:
+                errors = _error_text(exc)
+            else:
+                messages.success(request, "Corrected: your new grades replace the old ones.")
+                return redirect("annotate-grade", slug=study.slug)
+    item = history.item_for_correction(annotation)
+    dimensions = [_dimension_view(dim) for dim in item["dimensions"]]
+    for dim in dimensions:
+        dim["value"] = values["labels"].get(dim["key"])
+        dim["error"] = errors.get(dim["key"], "")
+    context = {
+        "study": study,
+        "item": item,
+        "annotation": annotation,
+        "dimensions": dimensions,
+        "key_hints": key_hints(dimensions),
+        "values": values,
+        "form_errors": [t for k, t in errors.items() if k not in {d["key"] for d in dimensions}],
+    }
+    return render(request, "annotate/grade_correct.html", context, status=422 if errors else 200)
 
 
 def grading_rows(studies: list[tuple[Study, str]], user: Any) -> list[dict[str, Any]]:

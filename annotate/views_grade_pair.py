@@ -77,6 +77,7 @@ def pair_context(
         "item": item,
         "pair_key": pair.key,
         "sides": sides,
+        "key_hints": views_grade.key_hints(sides[0]["dimensions"]),
         "client_key": client_key or uuid.uuid4(),
         "values": values,
         "errors": errors,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any, cast
 
 from django.contrib import messages
@@ -14,14 +15,19 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django_htmx.middleware import HtmxDetails
 
+from accounts.services import set_password_path
+
+from . import blindness
 from . import services_setup as setup
 from .forms_setup import (
     ArmForm,
     BaseRegionFormSet,
     DimensionForm,
     MemberForm,
+    NewAccountForm,
     RegionFormSet,
     StudyForm,
+    suggested_shares,
 )
 from .models import Study
 from .permissions import ADMIN, can_create_studies, get_study_for
@@ -64,7 +70,15 @@ def _confirm_or_save(
         messages.success(request, f"{what} saved; a refit was requested.")
     elif changes:
         messages.success(request, f"{what} saved.")
+    _warn_if_not_blind(request, study)
     return redirect(success_url)
+
+
+def _warn_if_not_blind(request: HttpRequest, study: Study) -> None:
+    for leak in blindness.leaks(study):
+        messages.warning(
+            request, f"Annotators would learn the models: {leak}. Name no model, arm or role there."
+        )
 
 
 @login_required
@@ -75,6 +89,7 @@ def setup_create(request: HttpRequest) -> HttpResponse:
     if form.is_bound and form.is_valid():
         study = setup.create_study(user=request.user, study=form.save(commit=False))
         messages.success(request, f"Study “{study.name}” created as a draft.")
+        _warn_if_not_blind(request, study)
         return redirect("annotate-setup", slug=study.slug)
     return render(request, "annotate/setup_create.html", {"form": form})
 
@@ -114,6 +129,7 @@ def setup_arms(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         setup.save_arm(user=request.user, study=study, arm=form.save(commit=False))
         messages.success(request, "Arm added.")
+        _warn_if_not_blind(request, study)
         return redirect("annotate-setup-arms", slug=slug)
     arms = study.arms.annotate(n_responses=Count("responses"))
     return render(request, "annotate/setup_arms.html", {"study": study, "form": form, "arms": arms})
@@ -192,8 +208,12 @@ def setup_dimension_delete(request: HttpRequest, slug: str, dimension_id: int) -
 
 @login_required
 def setup_regions(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """All regions in one form: add and remove rows freely, only the final set must sum to
+    1. ``?suggest=1`` pre-fills each share from the imported prompts per region."""
     study = get_study_for(request.user, slug, roles=ADMIN)
     formset = cast(BaseRegionFormSet, RegionFormSet(request.POST or None, study=study))
+    if not formset.is_bound and not study.regions.exists():
+        formset = cast(BaseRegionFormSet, RegionFormSet(study=study, extra_rows=1))
     if request.htmx and request.GET.get("preview"):
         # Live sum of the shares while typing; nothing is saved.
         return render(
@@ -212,9 +232,24 @@ def setup_regions(request: HtmxHttpRequest, slug: str) -> HttpResponse:
                 user=request.user, study=study, saved=saved, deleted=deleted
             ),
             what="Regions",
-            success_url=reverse("annotate-setup", kwargs={"slug": slug}),
+            success_url=reverse("annotate-setup-regions", kwargs={"slug": slug}),
         )
-    ctx = {"study": study, "formset": formset, "share_total": formset.share_total()}
+    counts = dict(study.regions.annotate(n=Count("prompts")).values_list("pk", "n"))
+    suggested = False
+    if request.GET.get("suggest") and not formset.is_bound and sum(counts.values()):
+        forms = list(formset.forms)
+        for form, share in zip(
+            forms, suggested_shares([counts.get(f.instance.pk, 0) for f in forms]), strict=True
+        ):
+            form.initial["traffic_share"] = share
+        suggested = True
+    ctx = {
+        "study": study,
+        "formset": formset,
+        "share_total": Decimal(1) if suggested else formset.share_total(),
+        "can_suggest": bool(sum(counts.values())),
+        "suggested": suggested,
+    }
     return render(request, "annotate/setup_regions.html", ctx)
 
 
@@ -241,9 +276,14 @@ def setup_data(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def setup_members(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """Add existing users by name, or create an account and hand over its one-time
+    set-password link (shown once, never stored)."""
     study = get_study_for(request.user, slug, roles=ADMIN)
-    form = MemberForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    action = request.POST.get("action", "add") if request.method == "POST" else ""
+    form = MemberForm(request.POST if action == "add" else None)
+    new_form = NewAccountForm(request.POST if action == "create" else None, prefix="new")
+    link: dict[str, str] | None = None
+    if action == "add" and form.is_valid():
         member = form.cleaned_data["username"]
         try:
             setup.assign_member(
@@ -257,10 +297,40 @@ def setup_members(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             messages.error(request, str(e))
         if not request.htmx:
             return redirect("annotate-setup-members", slug=slug)
+    elif action == "create" and new_form.is_valid():
+        data = new_form.cleaned_data
+        member = setup.create_member(
+            user=request.user,
+            study=study,
+            username=data["new_username"],
+            email=data["email"],
+            role=data["new_role"],
+        )
+        link = _set_password_link(request, member)
+        new_form = NewAccountForm(prefix="new")
+    elif action == "link":
+        membership = get_object_or_404(study.memberships, pk=request.POST.get("membership"))
+        if membership.user.has_usable_password():
+            messages.error(request, f"{membership.user.get_username()} has a password already.")
+        else:
+            link = _set_password_link(request, membership.user)
     memberships = study.memberships.select_related("user").order_by("role", "user__username")
-    ctx = {"study": study, "form": form, "memberships": memberships}
+    ctx = {
+        "study": study,
+        "form": form,
+        "new_form": new_form,
+        "memberships": memberships,
+        "link": link,
+    }
     template = "annotate/setup_members.html"
     return render(request, f"{template}#members" if request.htmx else template, ctx)
+
+
+def _set_password_link(request: HttpRequest, member: Any) -> dict[str, str]:
+    return {
+        "username": member.get_username(),
+        "url": request.build_absolute_uri(set_password_path(member)),
+    }
 
 
 @login_required

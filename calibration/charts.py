@@ -182,6 +182,10 @@ def delta_density(
     )
 
 
+def _label_margin(labels: Sequence[str]) -> int:
+    return max(110, 16 + 7 * max((len(label) for label in labels), default=0))
+
+
 def forest(
     labels: Sequence[str],
     mean: ArrayLike,
@@ -208,6 +212,9 @@ def forest(
             "arrayminus": (m - lo)[::-1],
             "thickness": 2,
             "width": 4,
+            # One colour: plotly takes the marker's per-point colours for an array here,
+            # which error bars do not support (it warns, then draws them black).
+            "color": COLOURS["muted"],
         },
         hovertemplate="%{y}: Δ %{x:.1f} pts<extra></extra>",
     )
@@ -217,9 +224,11 @@ def forest(
         _layout(
             title,
             height=max(160, 70 + 34 * len(rows)),
-            margin={"l": 110, "r": 16, "t": 40, "b": 44},
+            # Room for the longest region name ("Middle East & North Africa"), ~7 px a
+            # character at the axis font size; automargin grows it further if needed.
+            margin={"l": _label_margin(rows), "r": 16, "t": 40, "b": 44},
             xaxis=_axis("Δ (percentage points), 95% interval"),
-            yaxis=_axis("", type="category"),
+            yaxis=_axis("", type="category", automargin=True),
             shapes=_margin_lines(cut),
         ),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.functional import cached_property
 
 
 class Fit(models.Model):
@@ -69,7 +70,14 @@ class Fit(models.Model):
         indexes = [models.Index(fields=["study", "status", "-finished_at"], name="fit_latest_idx")]
 
     def __str__(self) -> str:
-        return f"fit {self.pk} of {self.study} ({self.status})"
+        # The study's own fit number, as the pages say it; the id for the logs.
+        return f"fit {self.number} of {self.study} (id {self.pk}, {self.status})"
+
+    @cached_property
+    def number(self) -> int:
+        """This fit's number within its study (1 for its first fit), which is what people
+        read; ``pk`` counts every study's fits and stays for URLs and the logs."""
+        return Fit.objects.filter(study_id=self.study_id, pk__lte=self.pk).count()
 
     @property
     def seconds(self) -> float | None:

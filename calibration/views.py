@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.cache import cache
@@ -103,8 +102,9 @@ def study_detail(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 def refit(request: HttpRequest, slug: str) -> HttpResponse:
     study = get_study_for(request.user, slug, roles=LEAD_OR_ADMIN)
     user = cast(User, request.user)  # login_required: never anonymous here
-    fit = services.request_fit(study=study, trigger=Fit.Trigger.MANUAL, requested_by=user)
-    messages.success(request, f"Fit {fit.pk} is {fit.get_status_display().lower()}.")
+    services.request_fit(study=study, trigger=Fit.Trigger.MANUAL, requested_by=user)
+    # No flash message: "Fit 4 is queued." would stay on the page after fit 4 lands. The
+    # live #progress section says what is queued or running, and stops saying it when done.
     return redirect("calibration-study", slug=study.slug)
 
 
@@ -188,7 +188,8 @@ def report_download(request: HttpRequest, slug: str) -> HttpResponse:
         details={"format": "html", "fit": fit.pk, "bytes": len(html.encode())},
     )
     response = HttpResponse(html, content_type="text/html; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{study.slug}-report-fit{fit.pk}.html"'
+    name = f"{study.slug}-report-fit{fit.number}.html"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
 
@@ -211,5 +212,6 @@ def draws_download(request: HttpRequest, slug: str) -> HttpResponse:
         details={"format": "netcdf3", "fit": fit.pk, "bytes": len(blob)},
     )
     response = HttpResponse(blob, content_type="application/x-netcdf")
-    response["Content-Disposition"] = f'attachment; filename="{study.slug}-draws-fit{fit.pk}.nc"'
+    name = f"{study.slug}-draws-fit{fit.number}.nc"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response

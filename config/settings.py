@@ -270,4 +270,13 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # Django's default config gives "django" its own console handler under DEBUG, and it
+        # propagates to the root's: every line (a task's state, a request) printed twice.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        # PyTensor (compiler cache, fallbacks) and ArviZ (which backends it found) chat at
+        # INFO on every worker start and fit: noise.
+        "pytensor": {"level": "WARNING"},
+        "arviz": {"level": "WARNING"},
+    },
 }

@@ -82,6 +82,7 @@ RULES: dict[str, Rule] = {
     "admin": _rule(ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, 200),
     # Project
     "healthz": EVERYONE,
+    "favicon": _rule(301, 301, 301, 301, 301),  # to the static SVG
     "home": LOGGED_IN,
     "api-schema": EVERYONE,  # drf-spectacular serves the schema to anyone (AllowAny)
     # Accounts
@@ -90,6 +91,8 @@ RULES: dict[str, Rule] = {
     "accounts-password-change": LOGGED_IN,
     "accounts-password-change-done": LOGGED_IN,
     "accounts-tokens": LOGGED_IN,
+    # The one-time link: anyone may open it; a wrong token says the link no longer works.
+    "accounts-set-password": EVERYONE,
     # The token in the URL is the annotator's: others get 404, the owner 405 on GET.
     "accounts-token-revoke": _rule(LOGIN, 405, 404, 404, 404),
     "accounts-audit": ADMIN_ONLY,
@@ -123,6 +126,8 @@ RULES: dict[str, Rule] = {
     "annotate-grade-submit": _rule(LOGIN, 405, 405, 405, 405),
     "annotate-grade-skip": _rule(LOGIN, 405, 405, 405, 405),
     "annotate-grade-undo": _rule(LOGIN, 405, 405, 405, 405),
+    # The annotator's own answer, to correct: theirs alone.
+    "annotate-grade-correct": ANNOTATOR_ONLY,
     "annotate-grade-pair-submit": _rule(LOGIN, 405, 405, 405, 405),
     "annotate-grade-pair-skip": _rule(LOGIN, 405, 405, 405, 405),
     "annotate-api-next": _rule(API_ANON, 405, 405, 405, 405),
@@ -331,6 +336,8 @@ KWARGS: dict[str, Callable[[World], Any]] = {
     "job_id": lambda w: w.once("import_job", lambda: _import_job(w)),
     "arm": lambda w: w.study.candidates().order_by("pk").first().key,
     "format": lambda w: "csv",
+    "uidb64": lambda w: "MQ",
+    "token": lambda w: "not-a-valid-token",
 }
 
 

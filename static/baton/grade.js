@@ -41,6 +41,16 @@
     if (status) status.textContent = text;
   }
 
+  function sayWarning(text) {
+    const status = document.getElementById("grade-status");
+    if (!status) return;
+    status.textContent = "";
+    const span = document.createElement("span");
+    span.className = "status-warning";
+    span.textContent = text;
+    status.appendChild(span);
+  }
+
   function setCurrent(fieldset) {
     for (const d of dims()) d.classList.toggle("is-current", d === fieldset);
   }
@@ -86,8 +96,15 @@
   // Pick the grade whose digit is `key` on `fieldset`, then move on to the next
   // dimension that still needs a grade, or to the submit button when none does.
   function pick(fieldset, key) {
-    const radio = $$("input[type=radio]", fieldset).find((r) => r.dataset.key === key);
-    if (!radio) return;
+    const radios = $$("input[type=radio]", fieldset);
+    const radio = radios.find((r) => r.dataset.key === key);
+    if (!radio) {
+      // Say it, rather than ignore the key: "7 is not a grade for Correctness (1, 0)."
+      const title = $("legend", fieldset).textContent.replace(/^\s*\d+\s*/, "").trim();
+      const keys = radios.map((r) => r.dataset.key).join(", ");
+      sayWarning(`${key} is not a grade for ${title}: press ${keys}.`);
+      return;
+    }
     radio.checked = true;
     radio.dispatchEvent(new Event("change", { bubbles: true }));
     fieldset.classList.remove("has-error");
@@ -207,6 +224,119 @@
     banner.hidden = false;
   }
 
+  // Drafts: the grades and comment of the item on screen survive a reload (localStorage,
+  // keyed by the item's assignment or pair key), and are dropped once the item is answered.
+  const DRAFT_PREFIX = "baton:draft:";
+  const DRAFT_DAYS = 2;
+  let shownItem = null;
+  const itemKey = () => {
+    const item = document.getElementById("item");
+    return item && item.dataset.assignment ? item.dataset.assignment : null;
+  };
+  function storage() {
+    try {
+      return window.localStorage;
+    } catch (_) {
+      return null; // storage disabled: no drafts
+    }
+  }
+  function saveDraft() {
+    const key = itemKey();
+    const store = storage();
+    const form = gradeForm();
+    if (!key || !store || !form) return;
+    const labels = {};
+    for (const radio of $$("input[type=radio]:checked", form)) {
+      if (radio.name.startsWith("label-")) labels[radio.name] = radio.value;
+    }
+    const comment = ($("#grade-comment", form) || { value: "" }).value;
+    store.setItem(DRAFT_PREFIX + key, JSON.stringify({ labels, comment, at: Date.now() }));
+  }
+  function restoreDraft() {
+    const key = itemKey();
+    const store = storage();
+    const form = gradeForm();
+    if (!key || !store || !form) return false;
+    let draft = null;
+    try {
+      draft = JSON.parse(store.getItem(DRAFT_PREFIX + key) || "null");
+    } catch (_) {
+      draft = null;
+    }
+    if (!draft) return false;
+    let restored = false;
+    for (const [name, value] of Object.entries(draft.labels || {})) {
+      // What the server preselected (an undo, a refused submit) wins over the draft.
+      if ($(`input[name="${CSS.escape(name)}"]:checked`, form)) continue;
+      const radio = $(`input[name="${CSS.escape(name)}"][value="${CSS.escape(value)}"]`, form);
+      if (radio) {
+        radio.checked = true;
+        restored = true;
+      }
+    }
+    const comment = $("#grade-comment", form);
+    if (comment && !comment.value && draft.comment) {
+      comment.value = draft.comment;
+      restored = true;
+    }
+    return restored;
+  }
+  function dropDraft(key) {
+    const store = storage();
+    if (store && key) store.removeItem(DRAFT_PREFIX + key);
+  }
+  function pruneDrafts() {
+    const store = storage();
+    if (!store) return;
+    const old = Date.now() - DRAFT_DAYS * 86400 * 1000;
+    for (let i = store.length - 1; i >= 0; i--) {
+      const name = store.key(i);
+      if (!name || !name.startsWith(DRAFT_PREFIX)) continue;
+      try {
+        if ((JSON.parse(store.getItem(name)) || {}).at < old) store.removeItem(name);
+      } catch (_) {
+        store.removeItem(name);
+      }
+    }
+  }
+
+  // Guidelines: open or closed as this annotator last left them in this study.
+  const guidelinesKey = (details) => "baton:guidelines:" + (details.dataset.study || "");
+  function applyGuidelines() {
+    const details = document.getElementById("guidelines");
+    if (!details) return;
+    let stored = null;
+    try {
+      stored = window.localStorage.getItem(guidelinesKey(details));
+    } catch (_) {
+      stored = null; // storage disabled: the page's default (open)
+    }
+    if (stored) details.open = stored === "open";
+    document.body.classList.toggle("guidelines-closed", !details.open);
+  }
+  function guidelinesToggled(details) {
+    document.body.classList.toggle("guidelines-closed", !details.open);
+    try {
+      window.localStorage.setItem(guidelinesKey(details), details.open ? "open" : "closed");
+    } catch (_) {
+      // storage disabled: it stays as it is for this page only
+    }
+  }
+
+  // PgDn/PgUp scroll the response, wherever the focus is (usually on a grade, inside the
+  // grade panel, which the browser would scroll instead). Side by side: the response of
+  // the focused grade's side.
+  function scrollResponse(direction) {
+    const fieldset = currentDim();
+    const side = fieldset && fieldset.dataset.side;
+    let box = side ? $(`[data-role=response][data-side=${side}]`) : null;
+    if (!box) box = $(".grade-grid > .grade-text") || $("[data-role=response]");
+    const scrollable = box && box.scrollHeight > box.clientHeight + 1;
+    const target = scrollable ? box : document.scrollingElement;
+    const height = scrollable ? box.clientHeight : window.innerHeight;
+    target.scrollBy({ top: direction * Math.max(40, height * 0.85), behavior: "instant" });
+  }
+
   function onKey(event) {
     const help = document.getElementById("keys-help");
     if (help && help.open) return; // the dialog handles Esc itself
@@ -239,6 +369,12 @@
       return;
     }
     if (event.ctrlKey || event.metaKey || event.altKey) return;
+
+    if (busy && !panel && QUEUED_KEYS.test(key)) {
+      event.preventDefault();
+      typed.push(key);
+      return;
+    }
 
     if (panel && /^[0-9]$/.test(key)) {
       event.preventDefault();
@@ -295,6 +431,29 @@
           for (const open of $$("details.grade-option[open]")) open.open = false;
         }
         return;
+      case "PageDown":
+      case "PageUp":
+        event.preventDefault();
+        scrollResponse(key === "PageDown" ? 1 : -1);
+        return;
+      case "h": {
+        const list = document.getElementById("history");
+        if (list) {
+          event.preventDefault();
+          list.open = !list.open;
+          const first = list.open && $("a[data-role=correct]", list);
+          if (first) first.focus();
+        }
+        return;
+      }
+      case "g": {
+        const details = document.getElementById("guidelines");
+        if (details) {
+          event.preventDefault();
+          details.open = !details.open;
+        }
+        return;
+      }
       case "s":
         event.preventDefault();
         openPanel("skip-panel");
@@ -340,8 +499,36 @@
     shownAt = performance.now();
     failedForm = null;
     hideBanner();
+    const key = itemKey();
+    if (shownItem && shownItem !== key) dropDraft(shownItem); // answered (or skipped)
+    shownItem = key;
+    if (restoreDraft()) {
+      showMissing();
+      say("Your unsent grades for this item are back.");
+    }
     updateFlagState();
+    applyGuidelines();
     focusStart();
+    replayTyped();
+  }
+
+  // Type-ahead: keys pressed while a submit is in flight are queued and replayed on the
+  // item that comes back, instead of landing on the form being replaced.
+  let typed = [];
+  const QUEUED_KEYS = /^([0-9]|Enter|ArrowDown|ArrowUp)$/;
+  function replayTyped() {
+    const keys = typed;
+    typed = [];
+    for (const key of keys) {
+      onKey({
+        key,
+        target: document.activeElement || document.body,
+        ctrlKey: false,
+        metaKey: false,
+        altKey: false,
+        preventDefault() {},
+      });
+    }
   }
 
   document.addEventListener("keydown", onKey);
@@ -352,6 +539,15 @@
     "submit",
     (event) => {
       if (event.target && event.target.id === "grade-form") stampTime(event.target);
+    },
+    true,
+  );
+
+  // "toggle" does not bubble: listen in the capture phase.
+  document.addEventListener(
+    "toggle",
+    (event) => {
+      if (event.target && event.target.id === "guidelines") guidelinesToggled(event.target);
     },
     true,
   );
@@ -372,7 +568,13 @@
   });
   document.addEventListener("change", (event) => {
     if (event.target && event.target.name === "flag_choice") updateFlagState();
-    if (dimOf(event.target)) showMissing();
+    if (dimOf(event.target)) {
+      showMissing();
+      saveDraft();
+    }
+  });
+  document.addEventListener("input", (event) => {
+    if (event.target && event.target.id === "grade-comment") saveDraft();
   });
 
   document.addEventListener("click", (event) => {
@@ -393,11 +595,13 @@
   // The request never reached the server, or the server failed: nothing was swapped, so the
   // form still holds every answer and its client key; a retry cannot count twice.
   document.addEventListener("htmx:sendError", (event) => {
+    typed = []; // the item did not change: nothing to replay them on
     failedForm = event.detail.elt;
     showBanner("the server could not be reached");
     say(""); // the banner is an alert; saying it twice is noise
   });
   document.addEventListener("htmx:responseError", (event) => {
+    typed = [];
     failedForm = event.detail.elt;
     const code = event.detail.xhr ? event.detail.xhr.status : "?";
     showBanner("the server answered with an error (" + code + ")");
@@ -405,9 +609,16 @@
   });
   // Fired on each element a swap inserted; the new #item is one of them.
   document.addEventListener("htmx:afterSwap", (event) => {
-    if (event.target && event.target.id === "item") itemShown();
+    if (event.target && event.target.id === "item") {
+      // The request that brought this item is over (htmx:afterRequest comes later): the
+      // keys typed ahead replay on the new item, not back into the queue.
+      busy = false;
+      document.body.classList.remove("is-busy");
+      itemShown();
+    }
   });
 
+  pruneDrafts();
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", itemShown);
   } else {

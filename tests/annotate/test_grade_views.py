@@ -109,7 +109,7 @@ def test_annotator_home_lists_their_studies_with_progress_and_a_start_button(gra
     assert study.name in html
     assert "Start grading" in html
     assert reverse("annotate-grade", args=[study.slug]) in html
-    assert re.search(r"<dt>Left</dt><dd>6</dd>", html)
+    assert re.search(r"<dt[^>]*>Left in the study</dt><dd>6</dd>", html)
 
 
 def test_annotator_home_counts_todays_and_total_grades(grader, study, annotator, items):
@@ -118,7 +118,7 @@ def test_annotator_home_counts_todays_and_total_grades(grader, study, annotator,
     html = grader.get(reverse("home")).content.decode()
     assert re.search(r"<dt>Today</dt><dd>1</dd>", html)
     assert re.search(r"<dt>Total</dt><dd>1</dd>", html)
-    assert re.search(r"<dt>Left</dt><dd>5</dd>", html)
+    assert re.search(r"<dt[^>]*>Left in the study</dt><dd>5</dd>", html)
     assert "Continue grading" in html
 
 

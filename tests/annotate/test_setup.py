@@ -594,6 +594,7 @@ def test_checklist_shows_what_is_done_and_missing(client, admin_user, draft):
         "dimensions": False,
         "regions": False,
         "data": False,
+        "blind": True,
         "people": False,
         "activate": False,
     }

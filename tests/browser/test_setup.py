@@ -78,6 +78,7 @@ def test_admin_sets_up_a_study_from_nothing_to_active(page, live_server, monkeyp
     page.fill("#id_form-0-key", "eu")
     page.fill("#id_form-0-name", "Europe")
     page.fill("#id_form-0-traffic_share", "0.6")
+    page.click("button:has-text('Add a region')")
     page.fill("#id_form-1-key", "us")
     page.fill("#id_form-1-name", "United States")
     page.fill("#id_form-1-traffic_share", "0.3")
@@ -87,7 +88,8 @@ def test_admin_sets_up_a_study_from_nothing_to_active(page, live_server, monkeyp
     screenshot(page, "setup-4-regions-refused")
     page.fill("#id_form-1-traffic_share", "0.4")
     page.click("button:has-text('Save regions')")
-    page.wait_for_url(f"{base}/studies/support-v2/setup/")
+    page.wait_for_url(f"{base}/studies/support-v2/setup/regions/")
+    page.locator("text=Regions saved").wait_for()
 
     page.click("nav.setup-nav >> text=People")
     page.fill("#id_username", "dora")

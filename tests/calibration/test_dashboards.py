@@ -356,4 +356,4 @@ def test_refit_button_queues_a_fit_and_the_page_follows_it(
         r = client.post(page(study, "calibration-refit"))
     queued = Fit.objects.get(status="queued")
     html = client.get(r.url).content.decode()
-    assert f"Fit {queued.pk} is queued" in html and "updates by itself" in html
+    assert f"Fit {queued.number} is queued" in html and "updates by itself" in html

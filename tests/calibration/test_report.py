@@ -35,11 +35,17 @@ def test_report_is_self_contained_and_audited(client, study, lead, fitted):
     assert r.status_code == 200
     assert r["Content-Disposition"].startswith("attachment;")
     html = r.content.decode()
+    import gzip
+
     from plotly.offline import get_plotlyjs
 
-    plotly_js = get_plotlyjs()
-    assert html.count(plotly_js) == 1  # plotly.js inline, once
-    page = html.replace(plotly_js, "")  # its source holds URLs in strings; the page none
+    from calibration.report import b85decode, plotly_js_packed
+
+    blob, pad = plotly_js_packed()
+    assert html.count(blob) == 1  # plotly.js inline, once, gzipped
+    assert gzip.decompress(b85decode(blob, pad)).decode() == get_plotlyjs()
+    assert len(r.content) <= 2_000_000
+    page = html.replace(blob, "")
     # Nothing is fetched: no src/href pointing anywhere, no <link>, no external script.
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, flags=re.I)
     assert not re.search(r"<link\b", page, flags=re.I)
