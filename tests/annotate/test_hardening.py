@@ -22,7 +22,7 @@ from rest_framework.test import APIClient
 
 from annotate import queue, queue_pairs
 from annotate.exporting import LABEL_COLUMNS, write_labels
-from annotate.importing import import_file
+from annotate.importing import ImportFailed, import_file
 from annotate.models import (
     Annotation,
     Arm,
@@ -34,7 +34,7 @@ from annotate.models import (
     Response,
     Study,
 )
-from tests.annotate.import_helpers import interaction, jsonl
+from tests.annotate.import_helpers import interaction, jsonl, snapshot
 from tests.annotate.queue_helpers import GOOD_LABELS
 
 pytestmark = pytest.mark.django_db
@@ -201,3 +201,86 @@ def add_prompts(study: Study, n: int, *, arms: list[Arm] | None = None) -> list[
     from tests.annotate.test_side_by_side import add_prompts as build
 
     return build(study, n, arms=arms)
+
+
+# --------------------------------------------------------------------------- 3. hostile lines
+
+
+def _line_with(study, **replace: str) -> str:
+    """interaction(1) as JSON text, with raw JSON spliced in for some placeholders."""
+    line = interaction(1, metadata={"deep": "@META@"})
+    line["responses"]["cand1"]["metadata"] = {"nested": "@RMETA@"}
+    line["responses"]["cand1"]["scores"]["correctness"] = "@SCORE@"
+    text = json.dumps(line)
+    defaults = {"META": "1", "RMETA": "1", "SCORE": "1", "ID": '"q-000001"'}
+    text = text.replace('"q-000001"', "@ID@")
+    for name, raw in {**defaults, **replace}.items():
+        text = text.replace(f'"@{name}@"' if name != "ID" else "@ID@", raw)
+    return text
+
+
+def _refused(study, text: str) -> list[tuple[int, str, str]]:
+    before = snapshot(study)
+    with pytest.raises(ImportFailed) as info:
+        import_file(io.BytesIO(text.encode() + b"\n"), study=study, filename="bad.jsonl")
+    assert snapshot(study) == before
+    return [(p.line, p.field, p.message) for p in info.value.problems]
+
+
+DEEP = "[" * 1500 + "]" * 1500  # a 3 KB value, 1,500 levels deep
+
+
+@pytest.mark.parametrize(
+    ("splice", "field", "message"),
+    [
+        ({"META": DEEP}, "metadata.deep", "nested deeper than 64 levels"),
+        ({"RMETA": DEEP}, "responses.cand1.metadata.nested", "nested deeper than 64"),
+        ({"SCORE": DEEP}, "responses.cand1.scores.correctness", "nested deeper than 64"),
+        ({"SCORE": "9" * 5000}, "responses.cand1.scores.correctness", "out of range"),
+        ({"SCORE": "-" + "9" * 5000}, "responses.cand1.scores.correctness", "out of range"),
+        ({"SCORE": "1e400"}, "responses.cand1.scores.correctness", "out of range"),
+        ({"SCORE": "NaN"}, "responses.cand1.scores.correctness", "NaN is not a number"),
+        ({"META": "9" * 5000}, "metadata.deep", "out of range"),
+        ({"META": "[1, -1e999]"}, "metadata.deep[1]", "-inf is out of range"),
+        ({"RMETA": "Infinity"}, "responses.cand1.metadata.nested", "out of range"),
+        ({"ID": "9" * 5000}, "id", "a number is not a string"),
+    ],
+)
+def test_a_hostile_line_is_refused_naming_its_line_and_field(study, splice, field, message):
+    problems = _refused(study, _line_with(study, **splice))
+    assert len(problems) == 1
+    line, got_field, got_message = problems[0]
+    assert (line, got_field) == (1, field) and message in got_message, problems
+
+
+def test_a_line_nested_1500_deep_at_the_top_is_refused_as_a_line(study):
+    assert _refused(study, DEEP) == [(1, "line", "JSON nested deeper than 64 levels")]
+
+
+def test_metadata_nested_64_levels_deep_is_imported(study):
+    deep = {"v": 1}
+    for _ in range(62):  # the line's own object and metadata's make 64
+        deep = {"v": deep}
+    import_file(jsonl(interaction(1, metadata=deep)), study=study, filename="ok.jsonl")
+    assert Prompt.objects.get(study=study).metadata["v"]["v"]["v"]
+
+
+def test_an_upload_job_with_a_hostile_line_fails_with_its_problem_not_an_internal_error(
+    study, admin_user, settings, tmp_path
+):
+    from django.core.files.base import ContentFile
+
+    from annotate.models import ImportJob
+    from annotate.services_import import run_import_job
+
+    settings.MEDIA_ROOT = tmp_path
+    data = (_line_with(study, META=DEEP) + "\n" + _line_with(study, SCORE="9" * 5000)).encode()
+    job = ImportJob(study=study, uploaded_by=admin_user, filename="x.jsonl", bytes_total=len(data))
+    job.file.save("x.jsonl", ContentFile(data), save=True)
+    job = run_import_job(job_id=job.pk)
+    assert job.status == ImportJob.Status.FAILED
+    assert "internal error" not in job.error_message
+    assert [line.split(": ")[1] for line in job.problem_lines()] == [
+        "metadata.deep",
+        "responses.cand1.scores.correctness",
+    ]
