@@ -35,7 +35,7 @@ from annotate.models import (
     Study,
 )
 from tests.annotate.import_helpers import interaction, jsonl, snapshot
-from tests.annotate.queue_helpers import GOOD_LABELS
+from tests.annotate.queue_helpers import GOOD_LABELS, add_responses
 
 pytestmark = pytest.mark.django_db
 
@@ -284,3 +284,74 @@ def test_an_upload_job_with_a_hostile_line_fails_with_its_problem_not_an_interna
         "metadata.deep",
         "responses.cand1.scores.correctness",
     ]
+
+
+# --------------------------------------------------------------------------- 4. odd values
+
+
+@pytest.fixture
+def solo(study, monkeypatch):
+    monkeypatch.setattr(queue, "_selection_module", lambda: None)
+    Study.objects.filter(pk=study.pk).update(overlap_share=0)
+    add_responses(study, 3)
+    return study
+
+
+@pytest.mark.parametrize(("spent", "status"), [(10**20, 400), (2**31, 400), (2**31 - 1, 201)])
+def test_an_api_time_spent_beyond_the_column_is_refused_by_name(solo, annotator, spent, status):
+    assignment_id = _api_next(annotator, solo)["assignment_id"]
+    res = api_client(annotator).post(
+        reverse("annotate-api-submit", kwargs={"assignment_id": assignment_id}),
+        {"client_key": str(uuid.uuid4()), "labels": GOOD_LABELS, "time_spent_ms": spent},
+        format="json",
+    )
+    assert res.status_code == status, res.content
+    if status == 400:
+        assert list(res.json()) == ["time_spent_ms"]
+    else:
+        assert Annotation.objects.get().time_spent_ms == spent
+
+
+@pytest.mark.parametrize("raw", ["²", "9" * 5000])
+def test_the_page_undo_answers_404_to_an_id_that_is_not_one(client, solo, annotator, raw):
+    client.force_login(annotator)
+    url = reverse("annotate-grade-undo", kwargs={"slug": solo.slug})
+    assert client.post(url, {"annotation_id": raw}).status_code == 404
+
+
+def _regions(study, share: str) -> dict:
+    from tests.annotate.test_setup import regions_data
+
+    eu, us = study.regions.order_by("position")
+    return regions_data([(eu.pk, "eu", share), (us.pk, "us", "0.4")], initial=2)
+
+
+@pytest.mark.parametrize("share", ["9e9999999", "-9e9999999", "1e1000000000"])
+def test_a_region_share_too_big_for_decimals_is_refused_by_field(client, admin_user, study, share):
+    client.force_login(admin_user)
+    url = reverse("annotate-setup-regions", kwargs={"slug": study.slug})
+    before = snapshot(study)
+    r = client.post(url, _regions(study, share))
+    assert r.status_code == 200
+    assert "traffic_share" in r.context["formset"].forms[0].errors
+    live = client.post(url + "?preview=1", _regions(study, share), headers={"HX-Request": "true"})
+    assert live.status_code == 200 and 'id="share-total"' in live.content.decode()
+    assert snapshot(study) == before
+
+
+@pytest.mark.parametrize("cuts", ["nan", "inf", "-inf", "1e400", "-Infinity", "NaN"])
+def test_judge_cut_points_must_be_finite(client, admin_user, study, cuts):
+    from tests.annotate.test_setup import dimension_data
+
+    client.force_login(admin_user)
+    d = study.dimensions.get(key="correctness")
+    data = dimension_data(
+        d, judge_score_type="continuous", judge_bins="2", judge_min="", judge_max="",
+        judge_cuts_text=cuts,
+    )  # fmt: skip
+    url = reverse("annotate-setup-dimension", kwargs={"slug": study.slug, "dimension_id": d.pk})
+    r = client.post(url, data)
+    assert r.status_code == 200
+    assert "is not a finite number" in " ".join(r.context["form"].errors["judge_cuts_text"])
+    d.refresh_from_db()
+    assert d.judge_cuts != [float(cuts)]
