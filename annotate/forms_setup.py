@@ -10,7 +10,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 
 from .models import SHARE_TOLERANCE, Arm, Dimension, Membership, Region, Study
-from .numbers import parse_decimal, parse_finite_floats
+from .numbers import FiniteDecimalField, parse_decimal, parse_finite_floats
 
 STUDY_FIELDS = [
     "name",
@@ -258,6 +258,7 @@ class RegionForm(forms.ModelForm):
     class Meta:
         model = Region
         fields = ["key", "name", "traffic_share", "position"]
+        field_classes = {"traffic_share": FiniteDecimalField}
 
     def clean_traffic_share(self) -> Decimal:
         value = self.cleaned_data["traffic_share"]

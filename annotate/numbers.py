@@ -19,6 +19,7 @@ from django import forms
 __all__ = [
     "DB_ID_MAX",
     "DB_INT_MAX",
+    "FiniteDecimalField",
     "parse_decimal",
     "parse_finite_floats",
     "parse_id",
@@ -84,3 +85,18 @@ def parse_finite_floats(raw: str) -> list[float]:
             raise forms.ValidationError(f"“{part[:40]}” is not a finite number.")
         values.append(value)
     return values
+
+
+class FiniteDecimalField(forms.DecimalField):
+    """A form DecimalField that refuses NaN and infinities as it reads them.
+
+    Django's checks finiteness in ``validate``, after ``has_changed`` has compared the value
+    read with the initial one: ``Decimal("sNaN") != Decimal("0.6")`` raises
+    InvalidOperation, a 500 for a typed "sNaN".
+    """
+
+    def to_python(self, value: Any) -> Decimal | None:
+        number = super().to_python(value)
+        if number is not None and not number.is_finite():
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return number

@@ -326,7 +326,7 @@ def _regions(study, share: str) -> dict:
     return regions_data([(eu.pk, "eu", share), (us.pk, "us", "0.4")], initial=2)
 
 
-@pytest.mark.parametrize("share", ["9e9999999", "-9e9999999", "1e1000000000"])
+@pytest.mark.parametrize("share", ["9e9999999", "-9e9999999", "1e1000000000", "sNaN", "-sNaN"])
 def test_a_region_share_too_big_for_decimals_is_refused_by_field(client, admin_user, study, share):
     client.force_login(admin_user)
     url = reverse("annotate-setup-regions", kwargs={"slug": study.slug})
