@@ -95,7 +95,7 @@ class FiniteDecimalField(forms.DecimalField):
     InvalidOperation, a 500 for a typed "sNaN".
     """
 
-    def to_python(self, value: Any) -> Decimal | None:
+    def to_python(self, value: Any) -> Decimal | None:  # type: ignore[override]  # stubs say int
         number = super().to_python(value)
         if number is not None and not number.is_finite():
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
