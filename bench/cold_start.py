@@ -379,7 +379,8 @@ def main() -> None:
     result = run(
         requests=args.requests, rounds=args.rounds, clients=args.clients, threads=args.threads
     )
-    result["command"] = " ".join([COMMAND, *sys.argv[1:]])
+    env = [f"{k}={os.environ[k]}" for k in ("BATON_WARMUP",) if k in os.environ]
+    result["command"] = " ".join([*env, COMMAND, *sys.argv[1:]])
     result["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
     result["commit"] = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
