@@ -94,7 +94,8 @@ def _stored(annotation: Annotation) -> Response:
 def next_item(request: Request, slug: str) -> Response:
     study = _study_for_grader(request.user, slug)
     try:
-        assignment = queue.next_item(study=study, annotator=request.user)
+        # Side by side is a mode of the page: a pair's partner stays there (queue_pairs).
+        assignment = queue.next_item(study=study, annotator=request.user, partners=False)
     except queue.QueueClosed as closed:
         return _refusal(closed)
     return Response(AnnotatorItemSerializer(queue.item_for_annotator(assignment)).data)

@@ -2,6 +2,11 @@
 
 Only live annotations are exported: an undone annotation has stopped counting, so its labels
 are left out. Skipped annotations carry no labels and so give no rows.
+
+The CSV is safe to open in a spreadsheet (OWASP, CSV injection): a text cell that starts with
+a character a spreadsheet reads as the start of a formula gets a leading ``'``, so that
+``=HYPERLINK(…)`` from an imported prompt id or a username shows as text instead of running.
+JSONL is data for programs and is written as stored.
 """
 
 from __future__ import annotations
@@ -13,7 +18,14 @@ from typing import Any, Protocol
 
 from .models import Label, Study
 
-__all__ = ["EXPORT_FORMATS", "LABEL_COLUMNS", "iter_labels", "label_rows", "write_labels"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "LABEL_COLUMNS",
+    "iter_labels",
+    "label_rows",
+    "spreadsheet_safe",
+    "write_labels",
+]
 
 EXPORT_FORMATS = ("csv", "jsonl")
 LABEL_COLUMNS = (
@@ -30,6 +42,35 @@ LABEL_COLUMNS = (
     "created_at",
 )
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+
+
+# What Excel, LibreOffice and Google Sheets take as the start of a formula (OWASP's list: = + - @
+# tab, carriage return; ASVS 1.2.10 adds NUL), with the full-width forms some versions
+# normalise to them, and a line feed, which some importers drop before parsing the cell.
+FORMULA_STARTS = (
+    "=",
+    "+",
+    "-",
+    "@",
+    "\t",
+    "\r",
+    "\n",
+    "\0",
+    "\uff1d",
+    "\uff0b",
+    "\uff0d",
+    "\uff20",
+)
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet will show as text: ``'`` before a formula's first character.
+
+    Numbers and booleans pass unchanged (no column of the export holds a negative number).
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 class _Writable(Protocol):
@@ -90,7 +131,7 @@ def iter_labels(*, study: Study, fmt: str) -> Iterator[str]:
         for row in label_rows(study=study):
             row["passed"] = int(row["passed"])
             row["flagged"] = int(row["flagged"])
-            yield writer.writerow(row.values())
+            yield writer.writerow([spreadsheet_safe(v) for v in row.values()])
     else:
         for row in label_rows(study=study):
             yield json.dumps(row, ensure_ascii=False) + "\n"

@@ -3,7 +3,7 @@ the database constraints stay the last line of defence."""
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -12,6 +12,7 @@ from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.utils.text import slugify
 
 from .models import SHARE_TOLERANCE, Arm, Dimension, Membership, Region, Study
+from .numbers import FiniteDecimalField, parse_decimal, parse_finite_floats
 
 STUDY_FIELDS = [
     "name",
@@ -126,19 +127,6 @@ class ArmForm(forms.ModelForm):
                     "make it a candidate first."
                 )
         return role
-
-
-def _parse_floats(raw: str) -> list[float]:
-    values = []
-    for part in raw.replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            values.append(float(part))
-        except ValueError:
-            raise forms.ValidationError(f"“{part}” is not a number.") from None
-    return values
 
 
 class DimensionForm(forms.ModelForm):
@@ -275,7 +263,7 @@ class DimensionForm(forms.ModelForm):
         if low is not None and high is not None and low >= high:
             self.add_error("judge_max", "The judge's max must be above its min.")
         try:
-            cuts = _parse_floats(data.get("judge_cuts_text", ""))
+            cuts = parse_finite_floats(data.get("judge_cuts_text", ""))
         except forms.ValidationError as e:
             self.add_error("judge_cuts_text", e)
             return
@@ -302,6 +290,7 @@ class RegionForm(forms.ModelForm):
     class Meta:
         model = Region
         fields = ["key", "name", "traffic_share", "position"]
+        field_classes = {"traffic_share": FiniteDecimalField}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -313,6 +302,11 @@ class RegionForm(forms.ModelForm):
         if not 0 < value <= 1:
             raise forms.ValidationError("A share above 0 and at most 1 (e.g. 0.25).")
         return value
+
+
+# The live sum adds shares as typed: a share beyond this is not shown in a sum (it is
+# refused as a share anyway), and Decimal("9e9999999") + 0 would raise decimal.Overflow.
+MAX_SHARE_TYPED = Decimal(1000)
 
 
 class BaseRegionFormSet(forms.BaseModelFormSet):
@@ -341,11 +335,8 @@ class BaseRegionFormSet(forms.BaseModelFormSet):
             raw = str(form.data.get(form.add_prefix("traffic_share"), "")).strip()
             if form.data.get(form.add_prefix("DELETE")) or not raw:
                 continue
-            try:
-                value = Decimal(raw)
-            except InvalidOperation:
-                return None
-            if not value.is_finite():
+            value = parse_decimal(raw, max_abs=MAX_SHARE_TYPED)
+            if value is None:
                 return None
             total += value
         return total

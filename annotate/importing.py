@@ -37,6 +37,7 @@ import math
 import os
 import queue
 import random
+import re
 import sys
 import threading
 import time
@@ -59,6 +60,7 @@ __all__ = [
     "CSV_COLUMNS",
     "DEFAULT_JUDGE",
     "FORMATS",
+    "MAX_JSON_DEPTH",
     "MAX_LINE_BYTES",
     "Counts",
     "ImportFailed",
@@ -69,6 +71,10 @@ __all__ = [
 ]
 
 MAX_LINE_BYTES = 1 << 20  # 1 MiB per line (JSONL) or per physical line (CSV)
+# Objects and arrays nested inside one JSONL line, the line itself included: an interaction
+# needs 5, metadata gets the rest. Deeper lines are refused before decoding, since decoders
+# recurse once per level (msgspec and json raise RecursionError at about 1,000).
+MAX_JSON_DEPTH = 64
 MAX_PROBLEMS = 20
 DEFAULT_JUDGE = "judge"
 DEFAULT_BATCH_SIZE = 5000
@@ -460,6 +466,72 @@ def _explain_types(obj: Any) -> _LineError | None:
     return None
 
 
+# A JSON string (escapes included) or one of the characters that open, close or key a level.
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}:]')
+
+
+def _too_deep(raw: bytes) -> _LineError | None:
+    """The field where a line nests deeper than ``MAX_JSON_DEPTH``, or None.
+
+    Counting brackets bounds the depth from above at C speed, so only a line with more than
+    ``MAX_JSON_DEPTH`` of them is scanned, string-aware, keeping the key of each level.
+    """
+    if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH:
+        return None
+    keys: list[str | None] = []  # per open level: the key being read (None in an array)
+    pending: bytes = b""
+    for match in _JSON_TOKENS.finditer(raw):
+        token = match.group()
+        if token[:1] == b'"':
+            pending = token
+        elif token == b":":
+            if keys:
+                keys[-1] = pending[1:-1].decode("utf-8", "replace")
+        elif token in (b"{", b"["):
+            keys.append(None)
+            if len(keys) > MAX_JSON_DEPTH:
+                path = ".".join(k for k in keys if k is not None)[:200] or "line"
+                return _LineError(
+                    path,
+                    f"JSON nested deeper than {MAX_JSON_DEPTH} levels",
+                    f"at most {MAX_JSON_DEPTH} levels of objects and arrays in a line",
+                )
+        elif keys:
+            keys.pop()
+    return None
+
+
+def _bounded_int(text: str) -> int | float:
+    """``json.loads``'s integers: one too long for ``int()`` (over 4,300 digits) is ±inf,
+    so that it is reported as out of range instead of raising ValueError."""
+    try:
+        return int(text)
+    except ValueError:
+        return -math.inf if text.startswith("-") else math.inf
+
+
+def _out_of_range(value: Any, where: str) -> _LineError | None:
+    """The first number of a decoded line that msgspec cannot hold (±inf, NaN), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return _LineError(
+            where or "line",
+            f"{value} is out of range" if value == value else "NaN is not a number",
+            "a finite number (at most about 1.8e308 and 4,300 digits)",
+        )
+    if isinstance(value, dict):
+        items: Iterable[tuple[str, Any]] = (
+            (f"{where}.{k}" if where else str(k), v) for k, v in value.items()
+        )
+    elif isinstance(value, list):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for at, item in items:
+        if err := _out_of_range(item, at):
+            return err
+    return None
+
+
 def _explain(raw: bytes, exc: Exception, line: int, offset: int) -> _LineError:
     """Turn a fast-path decoding failure into a message that names the field."""
     try:
@@ -472,12 +544,16 @@ def _explain(raw: bytes, exc: Exception, line: int, offset: int) -> _LineError:
             "UTF-8 text",
         )
     try:
-        obj = json.loads(text.rstrip("\r\n"))
+        obj = json.loads(text.rstrip("\r\n"), parse_int=_bounded_int, parse_constant=float)
     except json.JSONDecodeError as e:
         return _LineError("json", f"malformed JSON: {e.msg} at column {e.colno}", "one JSON object")
-    except RecursionError:
+    except RecursionError:  # not reached after _too_deep; kept so that no line is a 500
         return _LineError("json", "JSON nested too deeply", "one JSON object")
-    return _explain_types(obj) or _LineError("line", str(exc), "a valid interaction")
+    return (
+        _explain_types(obj)
+        or _out_of_range(obj, "")
+        or _LineError("line", str(exc), "a valid interaction")
+    )
 
 
 # --------------------------------------------------------------------------- reading
@@ -535,6 +611,11 @@ class _Problems:
 def _parse_jsonl(stream: IO[bytes], schema: _Schema, sink: _Problems) -> Iterator[_Staged]:
     for number, offset, raw in _physical_lines(stream, sink):
         if raw.isspace():
+            continue
+        if (deep := _too_deep(raw)) is not None:
+            sink.add(number, deep.field, deep.message, deep.expected)
+            if sink.full:
+                return
             continue
         try:
             obj = _decode_line(raw)
@@ -1243,7 +1324,7 @@ def _sample_scores(
         arms = [key for key, _ in schema.arms]
         keys = [rule.key for rule in schema.rules]
         for _, _, raw in _physical_lines(stream, _Problems("", MAX_PROBLEMS)):
-            if raw.isspace():
+            if raw.isspace() or _too_deep(raw) is not None:
                 continue
             try:
                 responses = _decode_scores(raw).responses

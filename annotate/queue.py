@@ -566,17 +566,44 @@ def _lock_annotator(annotator: Any) -> None:
         _advisory_lock(_T.user, annotator.pk, skip_locked=False)
 
 
-def _current_assignment(*, study: Study, annotator: Any, now: datetime) -> Assignment | None:
+def _current_assignment(
+    *, study: Study, annotator: Any, now: datetime, partners: bool = True
+) -> Assignment | None:
+    """The annotator's latest open lease in the study; with ``partners=False`` never the
+    partner half of a side-by-side pair (see ``_is_partner_half``)."""
     found = list(
         Assignment.objects.raw(
             f"""SELECT * FROM {_T.assignment}
                 WHERE study_id = %s AND annotator_id = %s
                   AND completed_at IS NULL AND expires_at > %s
-                ORDER BY leased_at DESC, id DESC LIMIT 1""",
+                ORDER BY leased_at DESC, id DESC""",
             [study.pk, annotator.pk, _db_time(now)],
         )
     )
+    if not partners:
+        found = [a for a in found if not _is_partner_half(a, found)]
     return found[0] if found else None
+
+
+def _is_partner_half(assignment: Assignment, leases: list[Assignment]) -> bool:
+    """Whether an open lease is the half of a pair picked second, to go with the first.
+
+    Policy ``partner`` says so; an overlap pick's partner has policy ``overlap`` like the
+    first, and is the later of the two. Which arm a partner comes from follows from the
+    first pick (the incumbent's for a candidate's), so a client that could tell the two
+    halves apart would learn the arm: only the page, which shows both, serves it.
+    """
+    if assignment.pair_key is None:
+        return False
+    if assignment.policy == Assignment.Policy.PARTNER:
+        return True
+    order = (assignment.leased_at, assignment.pk)
+    return any(
+        other.pair_key == assignment.pair_key
+        and other.policy != Assignment.Policy.PARTNER
+        and (other.leased_at, other.pk) < order
+        for other in leases
+    )
 
 
 def _lease(
@@ -616,8 +643,13 @@ def next_item(
     annotator: Any,
     now: datetime | None = None,
     rng: np.random.Generator | None = None,
+    partners: bool = True,
 ) -> Assignment:
     """The annotator's current item: their open lease, or a new pick leased to them.
+
+    ``partners=False`` (the queue API) never serves the partner half of a pair the page
+    leased: the first pick is served alone, and once it is answered a new pick is leased
+    while the partner's lease runs out (the page still shows it).
 
     Raises ``QueueClosed`` (with ``reason``) when the study is not active, the budget is
     spent, the selection rule says every verdict is settled, or nothing is left.
@@ -639,7 +671,7 @@ def next_item(
             raise QueueClosed(reason or "the study needs no more labels")
 
         _lock_annotator(annotator)
-        current = _current_assignment(study=study, annotator=annotator, now=now)
+        current = _current_assignment(study=study, annotator=annotator, now=now, partners=partners)
         if current is not None:
             return current
 

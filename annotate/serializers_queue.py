@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from .numbers import DB_INT_MAX
+
 
 class DimensionItemSerializer(serializers.Serializer):
     key = serializers.CharField()
@@ -47,7 +49,9 @@ class SubmitSerializer(serializers.Serializer):
     flag_reason = serializers.CharField(
         required=False, allow_blank=True, default="", max_length=200
     )
-    time_spent_ms = serializers.IntegerField(required=False, default=0, min_value=0)
+    time_spent_ms = serializers.IntegerField(
+        required=False, default=0, min_value=0, max_value=DB_INT_MAX
+    )
 
 
 class SkipSerializer(serializers.Serializer):

@@ -37,6 +37,7 @@ from django_htmx.middleware import HtmxDetails
 
 from . import history, permissions, queue
 from .models import Annotation, Assignment, Membership, Study
+from .numbers import parse_id
 from .permissions import get_study_for
 from .queue import AssignmentDone, LeaseExpired, QueueClosed, UndoRefused
 
@@ -484,10 +485,9 @@ def grade_skip(request: HtmxHttpRequest, slug: str, assignment_id: int) -> HttpR
 def grade_undo(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """Take back the last grade or skip (within the window) and show that item again."""
     study = _study_for_annotator(request, slug)
-    annotation_id = request.POST.get("annotation_id", "")
     annotation = get_object_or_404(
         Annotation,
-        pk=int(annotation_id) if annotation_id.isdigit() else 0,
+        pk=parse_id(request.POST.get("annotation_id", "")) or 0,
         study=study,
         annotator=request.user,
     )

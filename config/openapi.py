@@ -72,3 +72,57 @@ def document_error_responses(result: dict[str, Any], **_: Any) -> dict[str, Any]
                 "503", _json(UNAVAILABLE, "The database is unreachable; retry shortly.")
             )
     return result
+
+
+# The annotation queue as a workflow: which answer's field feeds which next request. Clients
+# reading the schema (and schemathesis' stateful run in tests/test_api_fuzz.py) follow them.
+_ITEM_TO_ANSWER = {
+    "SubmitThisItem": "annotate_submit",
+    "SkipThisItem": "annotate_skip",
+}
+QUEUE_LINKS: dict[str, dict[str, dict[str, Any]]] = {
+    # operationId → response status → links
+    "annotate_next_item": {
+        "200": {
+            name: {
+                "operationId": op,
+                "parameters": {"assignment_id": "$response.body#/assignment_id"},
+            }
+            for name, op in _ITEM_TO_ANSWER.items()
+        }
+    },
+    "annotate_undo": {
+        "200": {
+            name: {
+                "operationId": op,
+                "parameters": {"assignment_id": "$response.body#/assignment_id"},
+            }
+            for name, op in _ITEM_TO_ANSWER.items()
+        }
+    },
+    **{
+        answer: {
+            status: {
+                "UndoThisAnswer": {
+                    "operationId": "annotate_undo",
+                    "parameters": {"annotation_id": "$response.body#/id"},
+                }
+            }
+            for status in ("200", "201")
+        }
+        for answer in ("annotate_submit", "annotate_skip")
+    },
+}
+
+
+def document_queue_links(result: dict[str, Any], **_: Any) -> dict[str, Any]:
+    """drf-spectacular POSTPROCESSING_HOOKS entry: OpenAPI links next → submit → undo → …"""
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            for status, links in QUEUE_LINKS.get(operation.get("operationId", ""), {}).items():
+                response = operation.get("responses", {}).get(status)
+                if response is not None:
+                    response.setdefault("links", {}).update(links)
+    return result

@@ -228,6 +228,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",  # the default
         "config.openapi.document_error_responses",  # 400/403/404/415/503 on every operation
+        "config.openapi.document_queue_links",  # next → submit → undo → submit, as links
     ],
 }
 

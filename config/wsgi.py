@@ -8,3 +8,9 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 application = get_wsgi_application()
+
+# Before the first request: what concurrent first requests would race on (config/warmup.py).
+if os.environ.get("BATON_WARMUP", "1") != "0":
+    from config.warmup import warm_up
+
+    warm_up()

@@ -34,6 +34,7 @@ import schemathesis
 from django.core.signals import got_request_exception, request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Flaky, FlakyStrategyDefinition
 from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
@@ -339,3 +340,127 @@ def _fuzz_all(schema: Any, world: dict[str, Any], tally: Tally) -> None:
     out.write_text(json.dumps(summary, indent=2) + "\n")
     assert not tally.failures, json.dumps(tally.failures[:5], indent=2)
     assert tally.total >= MIN_CASES, summary["cases_per_operation"]
+
+
+# --------------------------------------------------------------------------- stateful
+
+#: Stateful steps (API calls) the sequence run must reach (BATON_FUZZ_SEQUENCES sets its size).
+MIN_STATEFUL_STEPS = 5000
+STATEFUL_SEQUENCES = int(os.environ.get("BATON_FUZZ_SEQUENCES", "360"))
+STATEFUL_STEP_COUNT = 25  # at most, per sequence; a sequence ends early at random
+STATEFUL_RESULTS = ROOT / "test-output" / "api_fuzz_stateful.json"
+QUEUE_OPERATIONS = {"annotate_next_item", "annotate_submit", "annotate_skip", "annotate_undo"}
+
+
+def test_queue_sequences_next_submit_undo_submit_never_fail(wsgi_app, world):
+    """Schemathesis' state machine follows the schema's links: next → submit or skip →
+    undo → submit or skip …, with the values each answer gives (the assignment, then the
+    annotation). Two in three submits carry valid labels, so grades are stored, undone and
+    stored again; every 8th call comes from someone who may not make it. No answer may be a
+    server error or leave the schema."""
+    # Enough responses that ~5,000 calls do not use up the annotator's queue.
+    more = [interaction(n, region=("eu", "us")[n % 2]) for n in range(60, 400)]
+    import_file(jsonl(*more), study=world["study"], filename="more.jsonl")
+    schema = schemathesis.openapi.from_wsgi(SCHEMA_URL, wsgi_app)
+    # Only the queue: the other operations are covered above and have no links.
+    schema = schema.include(operation_id=sorted(QUEUE_OPERATIONS))
+    tally = Tally()
+    steps = Counter[str]()
+    sequences = Counter[str]()
+
+    def keep_traceback(sender: Any, request: Any = None, **_: Any) -> None:
+        tally.exceptions.append(traceback.format_exc(limit=-6))
+
+    class Queue(schema.as_state_machine()):  # type: ignore[misc]
+        def setup(self) -> None:
+            sequences["n"] += 1
+
+        def before_call(self, case: Any) -> None:
+            op_id = case.operation.definition.raw["operationId"]
+            steps["i"] += 1
+            if op_id == "annotate_submit" and steps["i"] % 3 and isinstance(case.body, dict):
+                case.body["labels"] = dict(GOOD_LABELS)
+            if "slug" in (case.path_parameters or {}):
+                case.path_parameters["slug"] = world["study"].slug
+
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            i = steps["i"]
+            persona = _refused_persona(("annotator",), i) if i % REFUSED_EVERY == 0 else "annotator"
+            if persona is None:
+                return {}
+            return {"headers": {"Authorization": f"Token {world['tokens'][persona]}"}}
+
+        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+            label = case.operation.label
+            tally.statuses[response.status_code] += 1
+            tally.per_operation[label][f"stateful:{response.status_code}"] += 1
+            try:
+                case.validate_response(response, checks=CHECKS)
+            except (AssertionError, FailureGroup) as failure:
+                tally.failures.append(
+                    {
+                        "operation": label,
+                        "status": response.status_code,
+                        "failure": str(failure)[:3000],
+                        "exception": tally.exceptions[-1] if response.status_code >= 500 else "",
+                    }
+                )
+
+    t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    got_request_exception.connect(keep_traceback, weak=False)
+    batches, replays_refused = 0, 0
+    try:
+        # In batches: Hypothesis replays the start of earlier sequences to build new ones,
+        # and against a server whose data has moved on (graded, undone) a replay can meet
+        # another answer; it then stops the batch (Flaky). Failures are not raised but
+        # recorded above, so a stopped batch loses no finding: the next batch goes on.
+        while tally.total < MIN_STATEFUL_STEPS and batches < STATEFUL_SEQUENCES // 10:
+            batches += 1
+            try:
+                Queue.run(
+                    settings=settings(
+                        max_examples=20,
+                        stateful_step_count=STATEFUL_STEP_COUNT,
+                        deadline=None,
+                        database=None,
+                        phases=[Phase.generate],
+                        suppress_health_check=list(HealthCheck),
+                    )
+                )
+            except (Flaky, FlakyStrategyDefinition):
+                replays_refused += 1
+    finally:
+        got_request_exception.disconnect(keep_traceback)
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    graded = Annotation.objects.filter(annotator=world["users"]["annotator"])
+    summary = {
+        "benchmark": "api_fuzz_stateful",
+        "what": "schemathesis state machine over the queue's links, in process (WSGI)",
+        "command": "python -m pytest tests/test_api_fuzz.py -k sequences",
+        "schemathesis": schemathesis.__version__,
+        "sequences": sequences["n"],
+        "steps": tally.total,
+        "batches": batches,
+        "batches_stopped_by_a_replay": replays_refused,
+        "statuses_per_operation": {
+            k: dict(sorted(v.items())) for k, v in tally.per_operation.items()
+        },
+        "status_histogram": {str(k): v for k, v in sorted(tally.statuses.items())},
+        "annotations": {
+            "stored": graded.count(),
+            "undone": graded.filter(undone_at__isnull=False).count(),
+        },
+        "failures": tally.failures,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "cpu_seconds": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    out = Path(os.environ.get("BATON_FUZZ_STATEFUL_OUT", STATEFUL_RESULTS))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    assert not tally.failures, json.dumps(tally.failures[:5], indent=2)
+    assert tally.total >= MIN_STATEFUL_STEPS, summary
+    # The sequences went through the whole cycle, not only refusals.
+    for op_id, status in (("submit", "201"), ("undo", "200"), ("next", "200")):
+        label = next(k for k in tally.per_operation if op_id in k)
+        assert tally.per_operation[label][f"stateful:{status}"] > 0, summary

@@ -77,3 +77,25 @@ def test_an_import_form_error_matches_the_documented_400(schema, study, admin_us
     response = client.post(f"/api/studies/{study.slug}/imports/", {})
     assert response.status_code == 400
     assert response.json() == {"file": ["No file was submitted."]}
+
+
+def test_the_queue_operations_link_next_submit_undo_submit(schema):
+    """Links let a client (and the stateful fuzzing) carry ids from one answer to the next."""
+    links = {
+        op["operationId"]: {
+            status: {
+                name: (link["operationId"], link["parameters"]) for name, link in r["links"].items()
+            }
+            for status, r in op["responses"].items()
+            if "links" in r
+        }
+        for operations in schema["paths"].values()
+        for op in operations.values()
+    }
+    from_item = ("annotate_submit", {"assignment_id": "$response.body#/assignment_id"})
+    assert links["annotate_next_item"]["200"]["SubmitThisItem"] == from_item
+    assert links["annotate_submit"]["201"]["UndoThisAnswer"] == (
+        "annotate_undo",
+        {"annotation_id": "$response.body#/id"},
+    )
+    assert links["annotate_undo"]["200"]["SubmitThisItem"] == from_item
