@@ -55,6 +55,7 @@ from annotate.models import Annotation, Arm, Assignment, Dimension, Label, Study
 from calibration import agreement
 from calibration.bayes.decision import required_z
 from calibration.models import Fit
+from calibration.summaries import is_settled
 
 __all__ = [
     "ACTIVE_WINDOW",
@@ -112,7 +113,8 @@ def decision_matrix(fit: Fit) -> dict[str, Any]:
                 "model_name": cand["model_name"],
                 "verdict": cand["verdict"],
                 "cells": cells,
-                "undecided": [c["title"] for c in cells if c and c["verdict"] == "undecided"],
+                # Open = what the queue still grades for (calibration.summaries).
+                "undecided": [c["title"] for c in cells if c and not is_settled(c["verdict"])],
                 "no_go": [c["title"] for c in cells if c and c["verdict"] == "no-go"],
             }
         )

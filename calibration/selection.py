@@ -48,6 +48,7 @@ from django.utils import timezone
 from annotate.models import Annotation, Arm, Assignment, Dimension, Label, Response, Study
 from calibration.bayes.select import UNDECIDED, DimensionDraws, Selector, choose_cell
 from calibration.models import CellTotal, Fit
+from calibration.summaries import open_verdicts
 
 __all__ = [
     "CACHE_TTL",
@@ -282,23 +283,6 @@ def _ordered_dimensions(study: Study) -> list[Dimension]:
     return list(study.dimensions.order_by("position", "id"))
 
 
-def _open_from_summary(
-    summary: dict[str, Any], candidates: tuple[str, ...], dimensions: list[str]
-) -> np.ndarray | None:
-    """``(C, D)`` mask of the verdicts the fit summary leaves undecided (None if absent)."""
-    try:
-        table = summary["candidates"]
-        return np.array(
-            [
-                [table[c]["dimensions"][d]["overall"]["verdict"] == UNDECIDED for d in dimensions]
-                for c in candidates
-            ],
-            dtype=bool,
-        )
-    except (KeyError, TypeError):
-        return None
-
-
 def labels_since(
     *, study: Study, fit: Fit, dimensions: list[Dimension] | None = None
 ) -> list[tuple[int, int, str, dict[int, int]]]:
@@ -430,7 +414,7 @@ def _static_for(study: Study, fit: Fit) -> _Static | None:
                 arm_index={arms[k].pk: i for i, k in enumerate(arm_keys)},
                 region_index={regions[k].pk: i for i, k in enumerate(region_keys)},
                 traffic=traffic / traffic.sum(),
-                undecided=_open_from_summary(fit.summary or {}, arm_keys[1:], keys),
+                undecided=open_verdicts(fit.summary, arm_keys[1:], keys),
             )
     with _context_lock:
         _forget_other_fits(_static_cache, key)
@@ -607,7 +591,7 @@ def _open_verdicts(study: Study, fit: Fit) -> np.ndarray | None:
             return hit[1]
     dimensions = [d.key for d in _ordered_dimensions(study)]
     candidates = tuple(a.key for a in study.candidates().order_by("position", "id"))
-    open_ = _open_from_summary(fit.summary or {}, candidates, dimensions)
+    open_ = open_verdicts(fit.summary, candidates, dimensions)
     if open_ is None:
         ctx = selector_for(study=study, fit=fit)
         open_ = None if ctx is None else ctx.selector.verdicts() == UNDECIDED

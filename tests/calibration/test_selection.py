@@ -71,11 +71,18 @@ def _draws(*, n_bins: int, seed: int, gap: float = 0.0) -> DimensionFit:
 
 
 def _summary(verdicts: dict[tuple[str, str], str]) -> dict:
+    """The shape :func:`calibration.services.build_summary` writes (lists, not dicts)."""
     cands: dict = {}
     for (cand, dim), v in verdicts.items():
-        cands.setdefault(cand, {"candidate": cand, "verdict": "undecided", "dimensions": {}})
-        cands[cand]["dimensions"][dim] = {"overall": {"verdict": v}}
-    return {"incumbent": "inc", "confidence": 0.95, "candidates": cands}
+        cands.setdefault(
+            cand, {"arm": cand, "model_name": cand, "verdict": "undecided", "dimensions": []}
+        )
+        cands[cand]["dimensions"].append({"dimension": dim, "verdict": v})
+    return {
+        "incumbent": {"arm": "inc", "model_name": "inc"},
+        "confidence": 0.95,
+        "candidates": list(cands.values()),
+    }
 
 
 DIMS = ("correctness", "refusal", "style")
@@ -266,6 +273,25 @@ def test_status_closes_when_every_verdict_is_settled(study):
     verdicts[("cand2", "refusal")] = "no-go"
     _fit(study, verdicts=verdicts)
     assert selection_status(study=study) == (False, "every verdict is settled")
+
+
+def test_settled_is_read_from_the_summary_the_dashboard_reads_not_from_stale_draws(study):
+    """Regression: the queue looked for ``summary["candidates"][c]["dimensions"][d]``, a
+    shape build_summary never wrote, found nothing and fell back to the draws reweighted
+    by later labels, so it could say "settled" where the dashboard said "undecided" and
+    the reverse. Here the draws (gap 0, both arms at 0.7) leave every verdict open, and the
+    dashboard shows every verdict settled: the queue must close."""
+    from calibration.dashboards import decision_matrix
+
+    verdicts = {(c, d): "go" for c in ("cand1", "cand2") for d in DIMS}
+    fit = _fit(study, verdicts=verdicts)
+    ctx = selector_for(study=study, fit=fit)
+    assert (ctx.selector.verdicts() == "undecided").any()  # the draws alone: still open
+    matrix = decision_matrix(fit)
+    assert all(c["verdict"] == "go" for row in matrix["rows"] for c in row["cells"])
+    assert selection_status(study=study) == (False, "every verdict is settled")
+    # And the selector is told the same: nothing open, so no cell is worth a label.
+    assert not ctx.selector.undecided.any()
 
 
 def test_an_untrustworthy_fit_cannot_close_the_study(study):
