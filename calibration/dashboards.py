@@ -60,6 +60,7 @@ from calibration.summaries import is_settled
 __all__ = [
     "ACTIVE_WINDOW",
     "annotator_stats",
+    "bar",
     "decision_matrix",
     "fit_health",
     "forecast_labels",
@@ -105,6 +106,7 @@ def decision_matrix(fit: Fit) -> dict[str, Any]:
                     "upper": d["upper"],
                     "p_noninferior": d["p_noninferior"],
                     "margin": d["margin"],
+                    "bar": bar(d),
                 }
             )
         rows.append(
@@ -129,6 +131,28 @@ def decision_matrix(fit: Fit) -> dict[str, Any]:
             rows, incumbent=incumbent, confidence=confidence, trustworthy=fit.trustworthy
         ),
     }
+
+
+def bar(d: dict[str, Any]) -> str | None:
+    """The probability the sequential rule asks for now, in words, from a summary cell.
+
+    "needs 99.6% at 3% of the budget": ``Φ(b)`` (``required_p``) at this candidate's
+    information fraction (``fraction``; calibration.bayes.decision). None for a summary
+    written before these were stored.
+    """
+    if d.get("final"):
+        return "final: the budget was reached"
+    p, t = d.get("required_p"), d.get("fraction")
+    if p is None or t is None:
+        return None
+    if t <= 0:
+        return "no verdict until both models have grades"
+    if p >= 0.9995:
+        need = f"{p:.2%}" if p < 0.99995 else "more than 99.99%"
+    else:
+        need = f"{p:.1%}"
+    where = "at the budget" if t >= 1.0 else f"at {max(t, 0.01):.0%} of the budget"
+    return f"needs {need} {where}"
 
 
 def _join(words: list[str]) -> str:
@@ -640,6 +664,8 @@ def pair_data(study: Study, fit: Fit, cand: str) -> dict[str, Any] | None:
                 "upper": ds["upper"],
                 "p_noninferior": ds["p_noninferior"],
                 "p_inferior": ds["p_inferior"],
+                "bar": bar(ds),
+                "fraction": ds.get("fraction"),
                 "naive": ds["naive_judge_delta"],
                 "delta_draws": delta,
                 "regions": [

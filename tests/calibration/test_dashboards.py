@@ -111,6 +111,36 @@ def test_matrix_cells_carry_the_summary_numbers(study, fitted):
     assert cell["p_noninferior"] == src["p_noninferior"]
 
 
+def test_the_bar_says_the_probability_the_rule_needs_now():
+    assert dashboards.bar({"required_p": 0.9962, "fraction": 0.03}) == (
+        "needs 99.6% at 3% of the budget"
+    )
+    assert dashboards.bar({"required_p": 0.975, "fraction": 1.0}) == "needs 97.5% at the budget"
+    assert dashboards.bar({"required_p": 1.0, "fraction": 0.0}).startswith("no verdict until")
+    assert dashboards.bar({"final": True}) == "final: the budget was reached"
+    assert dashboards.bar({"p_noninferior": 0.9}) is None  # a summary from before the bar
+
+
+def test_overview_pair_page_and_report_state_the_bar_beside_the_probability(
+    client, study, lead, fitted
+):
+    from statistics import NormalDist
+
+    src = fitted.summary["candidates"][0]["dimensions"][0]
+    # Per candidate: its own arm's and the incumbent's grades, not the study-wide count.
+    counts = fitted.summary["arm_labels"]
+    n_inc, n_c = counts["inc"], counts["cand1"]
+    t = 4 * n_inc * n_c / (study.label_budget * (n_inc + n_c))
+    assert src["fraction"] == pytest.approx(min(t, 1.0))
+    assert src["required_p"] == pytest.approx(NormalDist().cdf(src["required_z"]))
+    client.force_login(lead)
+    want = dashboards.bar(src)
+    assert want and want.startswith("needs ")
+    for url in (page(study), page(study, "calibration-pair", arm="cand1"),
+                page(study, "calibration-report")):  # fmt: skip
+        assert want in client.get(url).content.decode(), url
+
+
 def test_recommendation_in_plain_words():
     rows = [
         {"model_name": "nova-1", "verdict": "go", "undecided": [], "no_go": []},
@@ -357,3 +387,18 @@ def test_refit_button_queues_a_fit_and_the_page_follows_it(
     queued = Fit.objects.get(status="queued")
     html = client.get(r.url).content.decode()
     assert f"Fit {queued.pk} is queued" in html and "updates by itself" in html
+
+
+def test_grades_past_the_budget_never_flip_a_verdict(study, fitted):
+    """Once a fit has seen the budget, later fits report its verdicts (decision docstring)."""
+    study.label_budget = fitted.n_labels
+    study.save(update_fields=["label_budget"])
+    at_budget = services.run_fit(fit_id=services.request_fit(study=study, trigger="manual").pk)
+    summary = at_budget.summary
+    summary["candidates"][0]["dimensions"][0]["verdict"] = "no-go"  # what the budget said
+    Fit.objects.filter(pk=at_budget.pk).update(summary=summary)
+    later = services.run_fit(fit_id=services.request_fit(study=study, trigger="manual").pk)
+    cell = later.summary["candidates"][0]["dimensions"][0]
+    assert cell["verdict"] == "no-go" and cell["final"] is True
+    assert later.summary["candidates"][0]["verdict"] == "no-go"
+    assert dashboards.bar(cell) == "final: the budget was reached"
