@@ -147,10 +147,8 @@ def bar(d: dict[str, Any]) -> str | None:
         return None
     if t <= 0:
         return "no verdict until both models have grades"
-    if p >= 0.9995:
-        need = f"{p:.2%}" if p < 0.99995 else "more than 99.99%"
-    else:
-        need = f"{p:.1%}"
+    # Φ(b) is within 1e-16 of 1 for b > 8: past 99.99% the digits say nothing.
+    need = f"{p:.1%}" if p < 0.9995 else (f"{p:.2%}" if p < 0.99995 else "more than 99.99%")
     where = "at the budget" if t >= 1.0 else f"at {max(t, 0.01):.0%} of the budget"
     return f"needs {need} {where}"
 
