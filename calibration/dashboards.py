@@ -60,7 +60,9 @@ from calibration.summaries import is_settled
 __all__ = [
     "ACTIVE_WINDOW",
     "annotator_stats",
+    "audit_text",
     "bar",
+    "held_reason",
     "decision_matrix",
     "fit_health",
     "forecast_labels",
@@ -107,6 +109,8 @@ def decision_matrix(fit: Fit) -> dict[str, Any]:
                     "p_noninferior": d["p_noninferior"],
                     "margin": d["margin"],
                     "bar": bar(d),
+                    "held": held_reason(d),
+                    "audit": audit_text(d),
                 }
             )
         rows.append(
@@ -153,6 +157,28 @@ def bar(d: dict[str, Any]) -> str | None:
     return f"needs {need} {where}"
 
 
+def held_reason(d: dict[str, Any]) -> str | None:
+    """Why a go is held, in words (None unless the verdict is ``held``)."""
+    if d.get("verdict") != "held":
+        return None
+    if d.get("audit") is None:
+        return "held: too few audit grades to check the model's go"
+    return "held: the model and the audit disagree"
+
+
+def audit_text(d: dict[str, Any]) -> str | None:
+    """The audit's Δ beside the model's, in words (None without an audit estimate)."""
+    a = d.get("audit")
+    if not a:
+        return None
+    agrees = d.get("audit_agrees")
+    word = "agrees with" if agrees else "disagrees with"
+    return (
+        f"Audit (uniform sample, {a['n']} grades): Δ = {100 * a['mean']:+.1f} "
+        f"[{100 * a['lower']:+.1f}, {100 * a['upper']:+.1f}] pts; it {word} the model."
+    )
+
+
 def _join(words: list[str]) -> str:
     if len(words) <= 1:
         return "".join(words)
@@ -173,7 +199,8 @@ def recommendation(
     if not rows:
         return {"level": "undecided", "text": "No candidate in this fit."}
     go_ = [r["model_name"] for r in rows if r["verdict"] == "go"]
-    undecided = [r for r in rows if r["verdict"] == "undecided"]
+    undecided = [r for r in rows if r["verdict"] in ("undecided", "held")]
+    held = [r["model_name"] for r in rows if r["verdict"] == "held"]
     if go_:
         text = (
             f"{_join(go_)} can replace {incumbent}: "
@@ -183,11 +210,15 @@ def recommendation(
         return {"level": "go", "text": text}
     if undecided:
         parts = [f"{r['model_name']} on {_join(r['undecided'])}" for r in undecided]
-        return {
-            "level": "undecided",
-            "text": f"Keep {incumbent} for now: no candidate is a go yet. Still undecided: "
-            f"{'; '.join(parts)}. More labels will settle it (see each pair's forecast).",
-        }
+        text = (
+            f"Keep {incumbent} for now: no candidate is a go yet. Still open: {'; '.join(parts)}."
+        )
+        if held:
+            text += (
+                f" Held: the model says {_join(held)} can replace {incumbent}, but the audit "
+                "sample (graded uniformly, no model) does not confirm it; see the pair page."
+            )
+        return {"level": "held" if held else "undecided", "text": text}
     return {
         "level": "no-go",
         "text": f"Keep {incumbent}: every candidate is worse than it by more than the margin "
@@ -664,6 +695,9 @@ def pair_data(study: Study, fit: Fit, cand: str) -> dict[str, Any] | None:
                 "p_inferior": ds["p_inferior"],
                 "bar": bar(ds),
                 "fraction": ds.get("fraction"),
+                "held": held_reason(ds),
+                "audit": audit_text(ds),
+                "audit_estimate": ds.get("audit"),
                 "naive": ds["naive_judge_delta"],
                 "delta_draws": delta,
                 "regions": [

@@ -401,6 +401,7 @@ def _compute(fit: Fit) -> dict[str, Any]:
     data = study_counts(study=study)
     # Counted with the data, not after sampling: the boundary must use what the fit saw.
     arm_labels = graded_per_arm(study=study)
+    audits = _audits(study=study, data=data)
     seed = fit_seed(fit.pk)
     # Record what the fit saw as soon as it is known (note_new_labels counts from it).
     Fit.objects.filter(pk=fit.pk).update(
@@ -423,7 +424,7 @@ def _compute(fit: Fit) -> dict[str, Any]:
             seconds = time.perf_counter() - t0
             fits[key] = dim_fit
             diagnostics[key] = _dimension_diagnostics(dim_fit, seconds)
-    summary = build_summary(study=study, fits=fits, data=data, arm_labels=arm_labels)
+    summary = build_summary(study=study, fits=fits, data=data, arm_labels=arm_labels, audits=audits)
     return {
         "diagnostics": diagnostics,
         "trustworthy": all(f.ok for f in fits.values()),
@@ -580,6 +581,15 @@ def graded_per_arm(*, study: Study) -> dict[str, int]:
     return {r["response__arm__key"]: int(r["n"]) for r in rows}
 
 
+def _audits(*, study: Study, data: StudyCounts) -> dict[tuple[str, str], Any] | None:
+    """The audit sample's Δ per (candidate, dimension), or None when the study has no audit."""
+    if study.audit_share <= 0:
+        return None
+    from calibration.audit_data import audit_estimates
+
+    return audit_estimates(study=study, weights=data.traffic_shares)
+
+
 def _final_at_budget(*, study: Study, n_labels: int) -> dict[str, Any] | None:
     """The summary whose verdicts are final: the first fit at or past the budget.
 
@@ -628,6 +638,7 @@ def build_summary(
     fits: dict[str, DimensionFit],
     data: StudyCounts,
     arm_labels: dict[str, int] | None = None,
+    audits: dict[tuple[str, str], Any] | None = None,
 ) -> dict:
     """The verdict matrix, per-region deltas and judge behaviour, as JSON for Fit.summary.
 
@@ -640,6 +651,10 @@ def build_summary(
 
     if arm_labels is None:
         arm_labels = graded_per_arm(study=study)
+    if study.audit_share <= 0:
+        audits = None
+    elif audits is None:
+        audits = _audits(study=study, data=data)
     raw = summarise(
         fits,
         weights=data.traffic_shares,
@@ -651,6 +666,7 @@ def build_summary(
         labels=data.n_labels,
         budget=study.label_budget,
         arm_labels=arm_labels,
+        audits=audits,
     ).to_dict()
     final = _final_at_budget(study=study, n_labels=data.n_labels)
     if final is not None:
@@ -697,6 +713,9 @@ def build_summary(
                     "margin": ds["margin"],
                     **_delta(ds["overall"]),
                     "final": bool(ds.get("final", False)),
+                    # The design-based check (calibration.bayes.audit); None: no estimate.
+                    "audit": ds["audit"],
+                    "audit_agrees": ds["audit_agrees"],
                     "fit_ok": ds["fit_ok"],
                     "naive_judge_delta": ds["naive_judge_delta"],
                     "regions": [{"region": g.key, **_delta(ds["regions"][g.key])} for g in regions],
@@ -721,6 +740,7 @@ def build_summary(
         {
             "confidence": study.confidence,
             "label_budget": study.label_budget,
+            "audit_share": study.audit_share,
             "arm_labels": arm_labels,
             "incumbent": {"arm": incumbent.key, "model_name": incumbent.model_name},
             "regions": [

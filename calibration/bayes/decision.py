@@ -123,7 +123,7 @@ Everything returned is plain dataclasses of floats/strings (``to_dict()`` is JSO
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from math import sqrt
 from statistics import NormalDist
 from typing import Any, Literal
@@ -131,6 +131,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from calibration.bayes.audit import AuditEstimate, agree
 from calibration.bayes.data import CellCounts
 from calibration.bayes.fit import DimensionFit
 
@@ -139,8 +140,10 @@ __all__ = [
     "Design",
     "DeltaSummary",
     "DimensionSummary",
+    "HELD",
     "JudgeSummary",
     "StudySummary",
+    "audited_verdict",
     "combine_verdicts",
     "delta_draws",
     "delta_draws_by_region",
@@ -159,7 +162,10 @@ __all__ = [
     "verdict",
 ]
 
-Verdict = Literal["go", "no-go", "undecided"]
+Verdict = Literal["go", "no-go", "undecided", "held"]
+
+#: A go the audit sample does not confirm (calibration.bayes.audit, *The agreement rule*).
+HELD: Verdict = "held"
 
 #: Two judges "treat arms differently" when a confusion row moves by more than this
 #: (total-variation distance; for a binary judge, a change of sensitivity or specificity).
@@ -555,6 +561,8 @@ class DimensionSummary:
     naive_judge_delta: float | None
     fit_ok: bool
     diagnostics: dict[str, float]
+    audit: AuditEstimate | None = None
+    audit_agrees: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -585,7 +593,24 @@ def _combine(verdicts: list[Verdict], all_ok: bool) -> Verdict:
         return "no-go"
     if verdicts and all(v == "go" for v in verdicts):
         return "go" if all_ok else "undecided"
+    if verdicts and all(v in ("go", HELD) for v in verdicts):
+        return HELD if all_ok else "undecided"
     return "undecided"
+
+
+def audited_verdict(
+    model: Verdict, *, mean: float, sd: float, audit: AuditEstimate | None
+) -> tuple[Verdict, bool | None]:
+    """The verdict once the audit has been consulted, and whether the two agree.
+
+    A go stands only if the audit's ``Δ`` agrees with the model's
+    (:func:`calibration.bayes.audit.agree`); otherwise, or without an audit estimate (too
+    few audit grades to check the go), it is **held**. Other verdicts are unchanged.
+    """
+    agrees = None if audit is None else agree(mean, sd, audit)
+    if model == "go" and not agrees:
+        return HELD, agrees
+    return model, agrees
 
 
 def summarise(
@@ -601,6 +626,7 @@ def summarise(
     budget: int | None = None,
     arm_labels: Mapping[str, int] | None = None,
     designs: Mapping[tuple[str, str], tuple[Design, Design]] | None = None,
+    audits: Mapping[tuple[str, str], AuditEstimate | None] | None = None,
 ) -> StudySummary:
     """Verdicts and summaries for every candidate and dimension of a study.
 
@@ -630,6 +656,9 @@ def summarise(
     designs
         ``{(candidate, dimension): (go, no-go)}`` boundaries after re-plans (default: the
         original plan); per-region verdicts always use the original plan's boundary.
+    audits
+        ``{(candidate, dimension): audit estimate or None}``: a go then needs the audit to
+        agree (:func:`audited_verdict`). None (not an empty mapping) skips the check.
     """
     if not fits:
         raise ValueError("no fits to summarise")
@@ -657,18 +686,28 @@ def summarise(
             naive = None
             if counts is not None and dim in counts:
                 naive = naive_judge_delta(counts[dim], weights, c, incumbent)
+            overall = summarise_delta(
+                d,
+                margin=margin,
+                confidence=confidence,
+                fraction=fraction,
+                design=(designs or {}).get((cand, dim)),
+            )
+            audit = agrees = None
+            if audits is not None:
+                audit = audits.get((cand, dim))
+                v, agrees = audited_verdict(
+                    overall.verdict, mean=overall.mean, sd=overall.sd, audit=audit
+                )
+                overall = replace(overall, verdict=v)
             dims[dim] = DimensionSummary(
                 dimension=dim,
                 candidate=cand,
                 incumbent=arms[incumbent],
                 margin=margin,
-                overall=summarise_delta(
-                    d,
-                    margin=margin,
-                    confidence=confidence,
-                    fraction=fraction,
-                    design=(designs or {}).get((cand, dim)),
-                ),
+                audit=audit,
+                audit_agrees=agrees,
+                overall=overall,
                 regions={
                     reg: summarise_delta(
                         d_r[:, i], margin=margin, confidence=confidence, fraction=fraction
@@ -680,8 +719,8 @@ def summarise(
                 fit_ok=fit.ok,
                 diagnostics=dict(fit.diagnostics),
             )
-        overall = _combine(
+        cand_verdict = _combine(
             [s.overall.verdict for s in dims.values()], all(s.fit_ok for s in dims.values())
         )
-        candidates[cand] = CandidateSummary(candidate=cand, verdict=overall, dimensions=dims)
+        candidates[cand] = CandidateSummary(candidate=cand, verdict=cand_verdict, dimensions=dims)
     return StudySummary(incumbent=arms[incumbent], confidence=confidence, candidates=candidates)

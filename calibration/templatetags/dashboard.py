@@ -49,7 +49,7 @@ def num(value: float | None, digits: int = 2) -> str:
     return f"{float(value):.{int(digits)}f}"
 
 
-VERDICT_MARK = {"go": "✓", "no-go": "✗", "undecided": "?"}
+VERDICT_MARK = {"go": "✓", "no-go": "✗", "undecided": "?", "held": "‖"}
 
 
 @register.filter
