@@ -590,7 +590,7 @@ def _audits(*, study: Study, data: StudyCounts) -> dict[tuple[str, str], Any] | 
     return audit_estimates(study=study, weights=data.traffic_shares)
 
 
-def _final_at_budget(*, study: Study, n_labels: int) -> dict[str, Any] | None:
+def _final_at_budget(*, study: Study, n_labels: int, plan: int = 0) -> dict[str, Any] | None:
     """The summary whose verdicts are final: the first fit at or past the budget.
 
     None while the budget is not reached. The sequential rule's guarantee covers looks up
@@ -600,7 +600,7 @@ def _final_at_budget(*, study: Study, n_labels: int) -> dict[str, Any] | None:
     """
     if n_labels < study.label_budget:
         return None
-    first = (
+    summaries = (
         Fit.objects.filter(
             study=study,
             status=Fit.Status.SUCCEEDED,
@@ -609,9 +609,9 @@ def _final_at_budget(*, study: Study, n_labels: int) -> dict[str, Any] | None:
         )
         .order_by("finished_at", "id")
         .values_list("summary", flat=True)
-        .first()
     )
-    return first or None
+    # Of the plan in force (a re-plan to another budget and back is a new plan).
+    return next((s for s in summaries if (s or {}).get("plan", 0) == plan), None)
 
 
 def _keep_verdicts(raw: dict[str, Any], final: dict[str, Any]) -> None:
@@ -651,6 +651,9 @@ def build_summary(
 
     if arm_labels is None:
         arm_labels = graded_per_arm(study=study)
+    from calibration.replans import current_designs
+
+    plan, designs = current_designs(study)
     if study.audit_share <= 0:
         audits = None
     elif audits is None:
@@ -667,8 +670,9 @@ def build_summary(
         budget=study.label_budget,
         arm_labels=arm_labels,
         audits=audits,
+        designs=designs,
     ).to_dict()
-    final = _final_at_budget(study=study, n_labels=data.n_labels)
+    final = _final_at_budget(study=study, n_labels=data.n_labels, plan=plan)
     if final is not None:
         _keep_verdicts(raw, final)
     arms = {a.key: a for a in study.arms.all()}
@@ -741,6 +745,7 @@ def build_summary(
             "confidence": study.confidence,
             "label_budget": study.label_budget,
             "audit_share": study.audit_share,
+            "plan": plan,
             "arm_labels": arm_labels,
             "incumbent": {"arm": incumbent.key, "model_name": incumbent.model_name},
             "regions": [
