@@ -38,8 +38,9 @@ We report the smallest ``k`` (on a geometric grid) at which at least half of the
 simulations reach a verdict, and the ``k`` for 80%. The pages show it only through
 :func:`honest_forecast`, which fixes the truth at the least favourable plausible value
 and says "close call" instead of a count when the margin is plausible (drawing the truth
-from the posterior promised settlement at the margin that did not happen). Labels are counted study-wide (one
-graded response carries every dimension), as ``Fit.n_labels`` counts them.
+from the posterior promised settlement at the margin that did not happen). Labels are
+counted study-wide (one graded response carries every dimension), as ``Fit.n_labels``
+counts them.
 """
 
 from __future__ import annotations

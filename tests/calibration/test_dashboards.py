@@ -360,7 +360,7 @@ def _brownian_forecasts(truth: float, n0: int, studies: int, seed: int):
     for s in range(studies):
         cs = np.cumsum(rng.normal(truth, sigma, budget))
 
-        def z(n):
+        def z(n, cs=cs):
             return (cs[n - 1] / n + margin) / (sigma / n**0.5)
 
         if abs(z(n0)) >= required_z(n0, budget, 0.95):
