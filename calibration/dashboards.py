@@ -178,10 +178,11 @@ def audit_text(d: dict[str, Any]) -> str | None:
         return None
     agrees = d.get("audit_agrees")
     word = "agrees with" if agrees else "disagrees with"
-    return (
+    text = (
         f"Audit (uniform sample, {a['n']} grades): Δ = {100 * a['mean']:+.1f} "
         f"[{100 * a['lower']:+.1f}, {100 * a['upper']:+.1f}] pts; it {word} the model."
     )
+    return text.replace("-", "\u2212")  # the minus sign the pts filter uses
 
 
 def _join(words: list[str]) -> str:
@@ -214,10 +215,14 @@ def recommendation(
         )
         return {"level": "go", "text": text}
     if undecided:
-        parts = [f"{r['model_name']} on {_join(r['undecided'])}" for r in undecided]
-        text = (
-            f"Keep {incumbent} for now: no candidate is a go yet. Still open: {'; '.join(parts)}."
-        )
+        parts = [
+            f"{r['model_name']} on {_join(r['undecided'])}"
+            for r in undecided
+            if r["verdict"] == "undecided"
+        ]
+        text = f"Keep {incumbent} for now: no candidate is a go yet."
+        if parts:
+            text += f" Still undecided: {'; '.join(parts)}."
         if held:
             text += (
                 f" Held: the model says {_join(held)} can replace {incumbent}, but the audit "

@@ -84,7 +84,7 @@ def test_a_go_the_audit_disagrees_with_is_held_in_words(client, study, lead, fak
     ):
         html = client.get(url).content.decode()
         assert "held: the model and the audit disagree" in html.lower(), url
-        assert "Audit (uniform sample, 40 grades)" in html, url
+        assert "Audit (uniform sample, 40 grades)" in html and "\u221245.0" in html, url
     m = dashboards.decision_matrix(fit)
     assert m["recommendation"]["level"] == "held"
 
