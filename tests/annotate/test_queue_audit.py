@@ -78,3 +78,20 @@ def test_audit_draws_are_uniform_over_responses(study):
         Assignment.objects.filter(pk=a.pk).delete()  # free it again
     n = np.array(list(counts.values()))
     assert len(counts) == 8 and n.min() >= 8  # 20 expected per response
+
+
+def test_side_by_side_pairs_start_from_an_audit_pick_and_only_it_is_audited(study, annotator):
+    """The pair queue asks next_item for its first half, so audit picks reach it too; the
+    partner is drawn given the first (policy partner) and is not part of the audit."""
+    from annotate import queue_pairs
+    from tests.annotate.test_side_by_side import add_prompts
+
+    Study.objects.filter(pk=study.pk).update(side_by_side=True, overlap_share=0,
+                                             audit_share=0.999)  # fmt: skip
+    study.refresh_from_db()
+    add_prompts(study, 6)
+    pair = queue_pairs.next_pair(study=study, annotator=annotator, rng=np.random.default_rng(2))
+    policies = sorted(h.policy for h in pair.halves)
+    assert policies == [Assignment.Policy.AUDIT, Assignment.Policy.PARTNER]
+    audited = next(h for h in pair.halves if h.policy == Assignment.Policy.AUDIT)
+    assert audit_response_ids(study) == {audited.response_id}
