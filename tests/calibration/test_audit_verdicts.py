@@ -47,7 +47,9 @@ def _audit_all_graded(study: Study) -> None:
         )  # fmt: skip
 
 
-def test_each_summary_carries_the_audit_estimate_beside_the_model(study, fake_fitter):
+def test_each_summary_carries_the_audit_estimate_beside_the_model(study, lead, fake_fitter):
+    from rest_framework.test import APIClient
+
     _clear_go(study)
     _audit_all_graded(study)
     fit = _fit(study)
@@ -56,6 +58,12 @@ def test_each_summary_carries_the_audit_estimate_beside_the_model(study, fake_fi
     assert cell["audit"]["lower"] < cell["audit"]["mean"] < cell["audit"]["upper"]
     assert cell["audit_agrees"] in (True, False)
     assert cell["verdict"] == ("go" if cell["audit_agrees"] else "held")
+    api = APIClient()
+    api.force_authenticate(lead)
+    url = reverse("calibration-api-posterior", kwargs={"slug": study.slug})
+    served = api.get(url).json()["candidates"][0]["dimensions"][0]
+    assert served["audit"]["n"] == cell["audit"]["n"]
+    assert served["audit_agrees"] == cell["audit_agrees"]
 
 
 def test_a_go_the_audit_disagrees_with_is_held_in_words(client, study, lead, fake_fitter,
