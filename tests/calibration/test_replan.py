@@ -120,3 +120,22 @@ def test_the_replan_page_asks_for_confirmation_and_the_report_lists_it(
     assert Replan.objects.get().after["label_budget"] == 50
     html = client.get(reverse("calibration-report", kwargs={"slug": graded.slug})).content
     assert b"Re-plan 1" in html and b"Cut the budget" in html and b"1000 \xe2\x86\x92 50" in html
+
+
+def test_the_django_admin_shows_the_frozen_plan_read_only(graded, rf, django_user_model):
+    from django.contrib import admin
+
+    from annotate.models import Study as StudyModel
+
+    su = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+    request = rf.get("/")
+    request.user = su
+    study_admin = admin.site._registry[StudyModel]
+    assert {"label_budget", "confidence", "audit_share"} <= set(
+        study_admin.get_readonly_fields(request, graded)
+    )
+    dim_admin = admin.site._registry[Dimension]
+    dim = Dimension.objects.filter(study=graded).first()
+    assert "margin" in dim_admin.get_readonly_fields(request, dim)
+    fresh = StudyModel.objects.create(name="New", slug="new-one")
+    assert "label_budget" not in study_admin.get_readonly_fields(request, fresh)
