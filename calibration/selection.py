@@ -349,6 +349,21 @@ def labels_since(
     return out
 
 
+def _strictest_boundary(summary: dict[str, Any] | None) -> float | None:
+    """The largest ``required_z`` over the summary's open verdicts (``inf`` when one has
+    none yet: stored as null); None for a summary that predates per-candidate boundaries."""
+    cells = [
+        d
+        for c in (summary or {}).get("candidates", [])
+        for d in c.get("dimensions", [])
+        if "fraction" in d and d.get("verdict") not in ("go", "no-go")
+    ]
+    if not cells:
+        return None
+    values = [d.get("required_z") for d in cells]
+    return float("inf") if any(v is None for v in values) else float(max(values))
+
+
 def _parse_cell(cell: str, n_dims: int) -> list[int]:
     parts = cell.split(".") if cell else []
     if len(parts) != n_dims:
@@ -474,15 +489,20 @@ def selector_for(*, study: Study, fit: Fit) -> _Context | None:
     # Lazy: calibration.bayes.decision imports the fit module, hence PyMC (seconds).
     from calibration.bayes.decision import required_z
 
+    bound = _strictest_boundary(fit.summary)
     selector = Selector(
         dimensions=static.draws,
         traffic=static.traffic,
         confidence=study.confidence,
         undecided=static.undecided,
         # Verdicts settle by the sequential rule (calibration.bayes.decision), so do scores.
-        required_z=required_z(
-            fit.n_labels + labels_key.total(), study.label_budget, study.confidence
-        ),
+        # The rule's boundary is per candidate (its own information fraction, re-plans);
+        # the selector takes one, so it gets the strictest the summary holds: a verdict the
+        # dashboard shows open must never look settled to the selector and stop attracting
+        # grades (the study-wide n/N is laxer than a candidate's own fraction).
+        required_z=bound
+        if bound is not None
+        else required_z(fit.n_labels + labels_key.total(), study.label_budget, study.confidence),
         log_weights=list(base.log_weights) if base is not None else [],
         n_observed=base.n_observed if base is not None else 0,
     )

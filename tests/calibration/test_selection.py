@@ -343,3 +343,27 @@ def test_a_newer_fit_replaces_the_cached_draws_of_its_study(study):
         fits_of = {k[1] for k in cache if k[0] == study.pk}
         assert fits_of == {new.pk}
         assert kept.pk in {k[1] for k in cache if k[0] == other.pk}
+
+
+def test_the_selector_uses_the_strictest_per_candidate_boundary_of_the_summary(study):
+    """A candidate's own boundary (its information fraction) is stricter than the study-wide
+    n/N one: with the laxer one the selector would think verdicts settled that the
+    dashboard shows open, and stop sending them grades."""
+    fit = _fit(study)
+    summary = fit.summary
+    for i, cand in enumerate(summary["candidates"]):
+        for d in cand["dimensions"]:
+            d.update(fraction=0.1, required_z=5.0 + i)
+    summary["candidates"][0]["dimensions"][0].update(verdict="go", required_z=99.0)  # settled
+    Fit.objects.filter(pk=fit.pk).update(summary=summary)
+    fit.refresh_from_db()
+    assert selector_for(study=study, fit=fit).selector.required_z == 6.0
+    summary["candidates"][1]["dimensions"][1]["required_z"] = None  # inf, stored as null
+    Fit.objects.filter(pk=fit.pk).update(summary=summary)
+    fit.refresh_from_db()
+    forget_cell_totals()
+    from calibration.selection import _context_cache, _static_cache
+
+    _context_cache.clear()
+    _static_cache.clear()
+    assert selector_for(study=study, fit=fit).selector.required_z == float("inf")
