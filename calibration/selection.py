@@ -360,7 +360,8 @@ def _strictest_boundary(summary: dict[str, Any] | None) -> float | None:
     ]
     if not cells:
         return None
-    values = [d.get("required_z") for d in cells]
+    # The no-go side's boundary differs from the go side's only after a re-plan.
+    values = [d.get(k) for d in cells for k in ("required_z", "required_z_nogo") if k in d]
     return float("inf") if any(v is None for v in values) else float(max(values))
 
 

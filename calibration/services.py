@@ -562,6 +562,7 @@ def _delta(d: dict[str, Any]) -> dict[str, Any]:
         "z",
         "required_z",
         "required_p",
+        "required_z_nogo",
         "fraction",
         "sd",
         "verdict",

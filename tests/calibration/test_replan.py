@@ -87,6 +87,7 @@ def test_a_replan_is_recorded_audited_and_anchors_new_boundaries(graded, admin_u
     # The next fit follows the new boundary and records the plan number.
     later = services.run_fit(fit_id=services.request_fit(study=graded, trigger="manual").pk)
     assert later.summary["plan"] == 1 and later.summary["label_budget"] == 2000
+    assert "required_z_nogo" in later.summary["candidates"][0]["dimensions"][0]
     assert replans.current_designs(graded)[0] == 1
 
 
