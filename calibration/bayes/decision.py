@@ -64,14 +64,19 @@ largest, ``N/4``, when the two arms split it evenly, so
     t_c = \frac{e}{N/4} = \frac{4\, n_{inc}\, n_c}{N (n_{inc} + n_c)} \le 1,
     \qquad b = z_{1-α/2} / \sqrt{t_c}.
 
-In the Brownian scale the go boundary is then ``W(I) ≥ z_{1-α/2} √(I_N)`` with
-``I_N = (N/4)/σ²`` a constant, fixed before any grade: whatever order the labels come in,
-to whichever arm, a crossing at any look is a crossing of that *constant* level by a
-Brownian path on ``[0, I_N]``, which has probability ``α`` by reflection. Judge-only
-information and active selection only make ``I_n ≥ t_c I_N`` (conservative). With two arms
-graded evenly ``t_c = n/N``, today's rule. The price with ``M > 2`` arms: an even split
-``N/M`` per arm ends at ``t_c = 2/M``, so the last look asks ``b = 1.96 √(M/2)`` (2.40 for
-three arms); a re-plan (below) can move the budget.
+Let ``I_max`` be the information (posterior precision) of ``Δ_c`` at the budget with an even
+split, judge-only information included, and ``c = z_{1-α/2}``. The go boundary in the
+Brownian scale is ``W(I_n) ≥ b √I_n = c √(I_n / t_c)``. Two conditions make it safe:
+(i) ``I_n ≤ I_max`` at every look (``n_inc + n_c ≤ N``) and (ii) ``I_n / t_c ≥ I_max``,
+which holds whenever information is a concave function of ``e`` with ``I(0) ≥ 0``: linear in
+the labels, plus judge-only information before any grade, plus the diminishing returns of
+active selection. Then a go at any look means ``W`` reached the *constant* level
+``c √I_max`` on ``[0, I_max]``, which has probability ``α`` by reflection, **whatever order
+the labels come in and to whichever arm**. (The one approximation: information is taken to
+depend on the arms' labels through ``e`` only, i.e. similar per-label variance on both
+arms.) With two arms graded evenly ``t_c = n/N``, today's rule. The price with ``M > 2``
+arms: an even split ``N/M`` per arm ends at ``t_c = 2/M``, so the last look asks
+``b = 1.96 √(M/2)`` (2.40 for three arms); a re-plan (below) can move the budget.
 
 Grades past the budget never flip a verdict: the reflection bound covers ``I ≤ I_N`` only,
 so the verdict of the first fit at or past the budget is final
