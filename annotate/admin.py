@@ -1,8 +1,18 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 
 from . import models
+
+# Frozen once the study has a grade: changed only by a re-plan (calibration.replans), never
+# here, where no confirmation, audit entry or error accounting would follow.
+STUDY_PLAN_FIELDS = ("label_budget", "confidence", "audit_share")
+
+
+def _frozen(study: models.Study | None) -> bool:
+    return study is not None and study.pk is not None and study.plan_frozen()
 
 
 class ArmInline(admin.TabularInline):
@@ -13,6 +23,10 @@ class ArmInline(admin.TabularInline):
 class DimensionInline(admin.StackedInline):
     model = models.Dimension
     extra = 0
+
+    def get_readonly_fields(self, request: Any, obj: Any = None) -> Any:
+        extra = ("margin",) if _frozen(obj) else ()
+        return (*super().get_readonly_fields(request, obj), *extra)
 
 
 class RegionInline(admin.TabularInline):
@@ -34,6 +48,10 @@ class StudyAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     inlines = [ArmInline, DimensionInline, RegionInline, MembershipInline]
 
+    def get_readonly_fields(self, request: Any, obj: Any = None) -> Any:
+        extra = STUDY_PLAN_FIELDS if _frozen(obj) else ()
+        return (*super().get_readonly_fields(request, obj), *extra)
+
 
 @admin.register(models.Arm)
 class ArmAdmin(admin.ModelAdmin):
@@ -45,6 +63,10 @@ class ArmAdmin(admin.ModelAdmin):
 class DimensionAdmin(admin.ModelAdmin):
     list_display = ["title", "key", "scale", "pass_threshold", "margin", "study"]
     list_filter = ["scale", "study"]
+
+    def get_readonly_fields(self, request: Any, obj: Any = None) -> Any:
+        extra = ("margin",) if obj is not None and _frozen(obj.study) else ()
+        return (*super().get_readonly_fields(request, obj), *extra)
 
 
 @admin.register(models.Region)

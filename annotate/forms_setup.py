@@ -26,7 +26,10 @@ STUDY_FIELDS = [
     "lease_seconds",
     "refit_every",
     "side_by_side",
+    "audit_share",
 ]
+#: Shown read-only once grading started (annotate.services_setup.PLAN_FIELDS).
+FROZEN_HELP = "Frozen since grading started: change it with a re-plan (study overview)."
 
 
 class StudyForm(forms.ModelForm):
@@ -44,9 +47,14 @@ class StudyForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["audit_share"].required = False
         if self.instance.pk:
             # URLs, bookmarks and API clients use the slug: it is fixed once created.
             self.fields["slug"].disabled = True
+            if self.instance.plan_frozen():
+                for name in ("label_budget", "confidence", "audit_share"):
+                    self.fields[name].disabled = True
+                    self.fields[name].help_text = FROZEN_HELP
         else:
             self.fields["slug"].required = False
             self.fields["slug"].label = "Slug (optional)"
@@ -59,6 +67,14 @@ class StudyForm(forms.ModelForm):
         if self.instance.pk or slug:
             return slug
         return unique_slug(self.data.get("name", ""))
+
+    def clean_audit_share(self) -> float:
+        value = self.cleaned_data["audit_share"]
+        if value is None:  # left empty (or a client that predates the field): the default
+            return float(Study._meta.get_field("audit_share").get_default())
+        if not 0 <= value < 1:
+            raise forms.ValidationError("A share from 0 up to (not including) 1 (e.g. 0.10).")
+        return value
 
     def clean_confidence(self) -> float:
         value = self.cleaned_data["confidence"]
@@ -174,6 +190,9 @@ class DimensionForm(forms.ModelForm):
             "scale_max"
         ].help_text = "K for an ordinal scale 1..K (2 to 10); ignored for binary."
         self.fields["pass_threshold"].help_text = "Ordinal only: grades at or above this pass."
+        if self.instance.pk and study.plan_frozen():
+            self.fields["margin"].disabled = True
+            self.fields["margin"].help_text = FROZEN_HELP
 
     def clean_key(self) -> str:
         key = self.cleaned_data["key"]

@@ -61,6 +61,11 @@ class Study(models.Model):
     side_by_side = models.BooleanField(
         default=False, help_text="Show two arms' responses to the same prompt together."
     )
+    audit_share = models.FloatField(
+        default=0.10,
+        help_text="Share of picks drawn uniformly over all responses for the model-free audit "
+        "(fixed once grading starts).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -79,6 +84,10 @@ class Study(models.Model):
             models.CheckConstraint(
                 condition=Q(overlap_share__gte=0, overlap_share__lt=1),
                 name="study_overlap_share_is_a_share",
+            ),
+            models.CheckConstraint(
+                condition=Q(audit_share__gte=0, audit_share__lt=1),
+                name="study_audit_share_is_a_share",
             ),
             models.CheckConstraint(
                 condition=Q(lease_seconds__gte=10), name="study_lease_at_least_10s"
@@ -100,6 +109,14 @@ class Study(models.Model):
 
     def candidates(self) -> models.QuerySet[Arm]:
         return self.arms.filter(role=Arm.Role.CANDIDATE)
+
+    def plan_frozen(self) -> bool:
+        """The plan (budget, margins, confidence, audit share) is frozen once a grade exists.
+
+        From then on it changes only through an audited re-plan
+        (:mod:`calibration.replans`), which keeps the sequential rule's error guarantee.
+        """
+        return self.annotations.filter(status=Annotation.Status.GRADED).exists()
 
     def traffic_share_error(self) -> str | None:
         """Say what is wrong with the regions' traffic shares, or None when they sum to 1."""
@@ -478,6 +495,7 @@ class Assignment(models.Model):
         OVERLAP = "overlap", "Overlap (second annotator)"
         UNIFORM = "uniform", "Uniform (no posterior yet)"
         PARTNER = "partner", "Partner (side-by-side, given the first pick)"
+        AUDIT = "audit", "Audit (uniform over all responses)"
 
     class Side(models.IntegerChoices):
         LEFT = 0, "Left"

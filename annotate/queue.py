@@ -6,6 +6,10 @@ Rules (issue 4):
   nothing); otherwise, with probability ``overlap_share`` it gives a response graded by
   exactly one *other* annotator (policy ``overlap``), else it asks the selection rule for a
   cell and draws a response uniformly inside it.
+- Before asking the selection rule, with probability ``audit_share`` it makes an *audit*
+  pick (policy ``audit``): a response drawn uniformly over all the study's responses,
+  whatever has been graded (:func:`_draw_audit`), for the model-free check of
+  :mod:`calibration.bayes.audit`.
 - *Available* means: no live graded annotation by anyone (undone ones do not count), no
   live annotation (grade or skip) by this annotator, no unexpired open lease by anyone.
   A response is never leased to two annotators at once, except for overlap picks.
@@ -519,6 +523,54 @@ def _draw_overlap(
     return None
 
 
+def _labelled_elsewhere(response_id: int, *, annotator: Any, now: datetime) -> bool:
+    """Graded live by anyone, or leased (unexpired, open) to another annotator."""
+    return (
+        Annotation.objects.filter(
+            response_id=response_id, status=Annotation.Status.GRADED, undone_at__isnull=True
+        ).exists()
+        or Assignment.objects.filter(
+            response_id=response_id, completed_at__isnull=True, expires_at__gt=now
+        )
+        .exclude(annotator=annotator)
+        .exists()
+    )
+
+
+def _draw_audit(
+    *, study: Study, annotator: Any, now: datetime, rng: np.random.Generator
+) -> tuple[int, int] | None:
+    """One response drawn uniformly over *all* the study's responses, for the audit.
+
+    Not through the selection rule, and not only over what is still available: a draw
+    that lands on a response already graded (or leased to someone else) puts that response
+    in the audit sample as it is (a completed ``audit`` assignment records the draw; its
+    grade is, or will be, someone else's), and the draw goes on. Returns (response id,
+    responses drawn over) for a response to lease, or None (then the usual pick follows).
+    """
+    total = _study_extent(study)[0]
+    if total == 0:
+        return None
+    for _ in range(MAX_REJECTIONS):
+        candidate = _offset_candidate(study=study, pick=None, total=total, rng=rng)
+        if candidate is None or not _lock_response(candidate, skip_locked=True):
+            continue
+        if _is_available(candidate, annotator=annotator, now=now):
+            return candidate, total
+        if _labelled_elsewhere(candidate, annotator=annotator, now=now):
+            Assignment.objects.create(
+                study=study,
+                response_id=candidate,
+                annotator=annotator,
+                policy=Assignment.Policy.AUDIT,
+                probability=min(1.0, study.audit_share / total),
+                leased_at=now,
+                expires_at=now + timedelta(seconds=1),
+                completed_at=now,
+            )
+    return None
+
+
 def _is_overlap_candidate(response_id: int, *, annotator: Any, now: datetime) -> bool:
     live = Annotation.objects.filter(response_id=response_id, undone_at__isnull=True)
     graded = [a for a in live if a.status == Annotation.Status.GRADED]
@@ -691,6 +743,21 @@ def next_item(
 
         if graded + study.reserved >= study.label_budget:  # type: ignore[attr-defined]
             raise QueueClosed(REASON_BUDGET_RESERVED)
+
+        if study.audit_share > 0 and rng.random() < study.audit_share:
+            found = _draw_audit(study=study, annotator=annotator, now=now, rng=rng)
+            if found is not None:
+                response_id, n = found
+                return _lease(
+                    study=study,
+                    annotator=annotator,
+                    response_id=response_id,
+                    now=now,
+                    clock=clock,
+                    policy=Assignment.Policy.AUDIT,
+                    # Conditional on the branch, as every policy's: uniform over all N.
+                    probability=study.audit_share / n,
+                )
 
         pick = _selection_pick(study=study, rng=rng)
         if pick is not None:

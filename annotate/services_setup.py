@@ -40,6 +40,16 @@ FIT_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
     ),
     Region: ("traffic_share",),
 }
+# The plan the sequential rule's guarantee rests on: frozen once the study has a grade,
+# changed only by an audited re-plan (calibration.replans).
+PLAN_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
+    Study: ("label_budget", "confidence", "audit_share"),
+    Dimension: ("margin",),
+}
+PLAN_FROZEN = (
+    "The plan (label budget, margins, confidence, audit share) is frozen since grading "
+    "started: change it with a re-plan, from the study's overview."
+)
 # How judge scores are cut into bins: changing one re-bins the scores already imported.
 BINNING_FIELDS = ("judge_score_type", "judge_min", "judge_max", "judge_bins", "judge_cuts")
 AUDITED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
@@ -54,6 +64,7 @@ AUDITED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
         "lease_seconds",
         "refit_every",
         "side_by_side",
+        "audit_share",
     ),
     Arm: ("key", "model_name", "role", "position"),
     Dimension: (
@@ -109,6 +120,15 @@ def _changes(instance: models.Model, *, label: str | None = None) -> list[Change
         for name in fields
         if getattr(old, name) != getattr(instance, name)
     ]
+
+
+def _refuse_plan_changes(study: Study, instance: models.Model, changes: Iterable[Change]) -> None:
+    """Raise when an edit of an existing row touches the frozen plan."""
+    fields = PLAN_FIELDS.get(type(instance), ())
+    if instance.pk is None or not fields:
+        return
+    if any(c.field in fields for c in changes) and study.plan_frozen():
+        raise SetupError(PLAN_FROZEN)
 
 
 def needs_confirmation(study: Study, changes: Iterable[Change]) -> bool:
@@ -171,6 +191,7 @@ def update_study(*, user: Any, study: Study) -> list[Change]:
         changes = _changes(study, label="study")
         if not changes:
             return []
+        _refuse_plan_changes(study, study, changes)
         study.save()
         refit = _refit_if_needed(user=user, study=study, changes=changes)
         record(
@@ -250,6 +271,7 @@ def save_dimension(*, user: Any, study: Study, dimension: Dimension) -> list[Cha
         changes = _changes(dimension)
         if not changes:
             return []
+        _refuse_plan_changes(study, dimension, changes)
         rebins = _rebins(dimension, changes)
         dimension.save()
         if rebins:

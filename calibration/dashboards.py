@@ -35,8 +35,12 @@ For an undecided cell with posterior draws ``Δ_s`` (mean ``μ₀``, variance ``
    budget (without a budget, the one-look ``b = Φ⁻¹(γ)``).
 
 We report the smallest ``k`` (on a geometric grid) at which at least half of the
-simulations reach a verdict, and the ``k`` for 80%. Labels are counted study-wide (one
-graded response carries every dimension), as ``Fit.n_labels`` counts them.
+simulations reach a verdict, and the ``k`` for 80%. The pages show it only through
+:func:`honest_forecast`, which fixes the truth at the least favourable plausible value
+and says "close call" instead of a count when the margin is plausible (drawing the truth
+from the posterior promised settlement at the margin that did not happen). Labels are
+counted study-wide (one graded response carries every dimension), as ``Fit.n_labels``
+counts them.
 """
 
 from __future__ import annotations
@@ -53,15 +57,20 @@ from numpy.typing import ArrayLike
 
 from annotate.models import Annotation, Arm, Assignment, Dimension, Label, Study
 from calibration import agreement
-from calibration.bayes.decision import required_z
+from calibration.bayes.decision import required_z, required_z_at
 from calibration.models import Fit
+from calibration.summaries import is_settled
 
 __all__ = [
     "ACTIVE_WINDOW",
     "annotator_stats",
+    "audit_text",
+    "bar",
+    "held_reason",
     "decision_matrix",
     "fit_health",
     "forecast_labels",
+    "honest_forecast",
     "judge_comparison",
     "label_progress",
     "pair_data",
@@ -104,6 +113,9 @@ def decision_matrix(fit: Fit) -> dict[str, Any]:
                     "upper": d["upper"],
                     "p_noninferior": d["p_noninferior"],
                     "margin": d["margin"],
+                    "bar": bar(d),
+                    "held": held_reason(d),
+                    "audit": audit_text(d),
                 }
             )
         rows.append(
@@ -112,7 +124,8 @@ def decision_matrix(fit: Fit) -> dict[str, Any]:
                 "model_name": cand["model_name"],
                 "verdict": cand["verdict"],
                 "cells": cells,
-                "undecided": [c["title"] for c in cells if c and c["verdict"] == "undecided"],
+                # Open = what the queue still grades for (calibration.summaries).
+                "undecided": [c["title"] for c in cells if c and not is_settled(c["verdict"])],
                 "no_go": [c["title"] for c in cells if c and c["verdict"] == "no-go"],
             }
         )
@@ -127,6 +140,49 @@ def decision_matrix(fit: Fit) -> dict[str, Any]:
             rows, incumbent=incumbent, confidence=confidence, trustworthy=fit.trustworthy
         ),
     }
+
+
+def bar(d: dict[str, Any]) -> str | None:
+    """The probability the sequential rule asks for now, in words, from a summary cell.
+
+    "needs 99.6% at 3% of the budget": ``Φ(b)`` (``required_p``) at this candidate's
+    information fraction (``fraction``; calibration.bayes.decision). None for a summary
+    written before these were stored.
+    """
+    if d.get("final"):
+        return "final: the budget was reached"
+    p, t = d.get("required_p"), d.get("fraction")
+    if p is None or t is None:
+        return None
+    if t <= 0:
+        return "no verdict until both models have grades"
+    # Φ(b) is within 1e-16 of 1 for b > 8: past 99.99% the digits say nothing.
+    need = f"{p:.1%}" if p < 0.9995 else (f"{p:.2%}" if p < 0.99995 else "more than 99.99%")
+    where = "at the budget" if t >= 1.0 else f"at {max(t, 0.01):.0%} of the budget"
+    return f"needs {need} {where}"
+
+
+def held_reason(d: dict[str, Any]) -> str | None:
+    """Why a go is held, in words (None unless the verdict is ``held``)."""
+    if d.get("verdict") != "held":
+        return None
+    if d.get("audit") is None:
+        return "held: too few audit grades to check the model's go"
+    return "held: the model and the audit disagree"
+
+
+def audit_text(d: dict[str, Any]) -> str | None:
+    """The audit's Δ beside the model's, in words (None without an audit estimate)."""
+    a = d.get("audit")
+    if not a:
+        return None
+    agrees = d.get("audit_agrees")
+    word = "agrees with" if agrees else "disagrees with"
+    text = (
+        f"Audit (uniform sample, {a['n']} grades): Δ = {100 * a['mean']:+.1f} "
+        f"[{100 * a['lower']:+.1f}, {100 * a['upper']:+.1f}] pts; it {word} the model."
+    )
+    return text.replace("-", "\u2212")  # the minus sign the pts filter uses
 
 
 def _join(words: list[str]) -> str:
@@ -149,7 +205,8 @@ def recommendation(
     if not rows:
         return {"level": "undecided", "text": "No candidate in this fit."}
     go_ = [r["model_name"] for r in rows if r["verdict"] == "go"]
-    undecided = [r for r in rows if r["verdict"] == "undecided"]
+    undecided = [r for r in rows if r["verdict"] in ("undecided", "held")]
+    held = [r["model_name"] for r in rows if r["verdict"] == "held"]
     if go_:
         text = (
             f"{_join(go_)} can replace {incumbent}: "
@@ -158,12 +215,20 @@ def recommendation(
         )
         return {"level": "go", "text": text}
     if undecided:
-        parts = [f"{r['model_name']} on {_join(r['undecided'])}" for r in undecided]
-        return {
-            "level": "undecided",
-            "text": f"Keep {incumbent} for now: no candidate is a go yet. Still undecided: "
-            f"{'; '.join(parts)}. More labels will settle it (see each pair's forecast).",
-        }
+        parts = [
+            f"{r['model_name']} on {_join(r['undecided'])}"
+            for r in undecided
+            if r["verdict"] == "undecided"
+        ]
+        text = f"Keep {incumbent} for now: no candidate is a go yet."
+        if parts:
+            text += f" Still undecided: {'; '.join(parts)}."
+        if held:
+            text += (
+                f" Held: the model says {_join(held)} can replace {incumbent}, but the audit "
+                "sample (graded uniformly, no model) does not confirm it; see the pair page."
+            )
+        return {"level": "held" if held else "undecided", "text": text}
     return {
         "level": "no-go",
         "text": f"Keep {incumbent}: every candidate is worse than it by more than the margin "
@@ -489,6 +554,8 @@ def forecast_labels(
     max_labels: int = 20_000,
     seed: int = 0,
     sims: int = 1000,
+    truth: float | None = None,
+    fraction: float | None = None,
 ) -> dict[str, Any]:
     """Labels expected to reach a verdict for one cell (module docstring: method).
 
@@ -517,17 +584,21 @@ def forecast_labels(
     if lam is None:
         lam = (1.0 / v0) / max(int(n_labels), 1)
     rng = np.random.default_rng(seed)
-    truth = rng.choice(d, size=sims, replace=True)
+    truths = rng.choice(d, size=sims, replace=True) if truth is None else np.full(sims, truth)
     z = rng.standard_normal(sims)
     grid = np.unique(np.geomspace(5, max_labels, 40).round().astype(int))
     reach, lean = [], []
     for k in grid:
         vk = 1.0 / (1.0 / v0 + lam * k)
-        est = truth + z / math.sqrt(lam * k)
+        est = truths + z / math.sqrt(lam * k)
         mu_k = vk * (mu0 / v0 + lam * k * est)
         z_k = (mu_k + margin) / math.sqrt(vk)
         if budget is None:
             bound = float(ndtri(confidence))
+        elif fraction is not None:
+            # This candidate's information fraction, grown in proportion to the labels.
+            grown = fraction * (int(n_labels) + int(k)) / max(int(n_labels), 1)
+            bound = required_z_at(grown, confidence)
         else:
             bound = required_z(int(n_labels) + int(k), budget, confidence)
         go_ = z_k >= bound
@@ -548,6 +619,73 @@ def forecast_labels(
         "grid": grid.tolist(),
         "reach": reach,
         "max_labels": max_labels,
+    }
+
+
+#: The posterior interval whose end nearest the margin the forecast takes as the truth.
+FORECAST_INTERVAL = 0.80
+
+
+def honest_forecast(
+    draws: ArrayLike,
+    *,
+    margin: float,
+    confidence: float,
+    n_labels: int,
+    budget: int,
+    fraction: float | None = None,
+    history_n: ArrayLike = (),
+    history_sd: ArrayLike = (),
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The forecast as the pages state it: only what it can promise.
+
+    :func:`forecast_labels` draws the truth from the posterior. Near the margin that
+    promises far too much: with Δ truly at the margin it said P(settled within the budget)
+    0.41–0.64 where 7–10% settled (simulated here on a Brownian study, budget 1,000, looks
+    every 20; the review found 0.49–0.61 against 0–8% on the app's own loop). So:
+
+    * if the posterior's 80% interval contains the margin (``close``), no label count is
+      promised: the page says it is a close call and how often a study with Δ exactly at
+      the margin settles within the labels left (``p_at_margin``);
+    * otherwise the truth is taken at the end of that interval nearest the margin (the
+      least favourable plausible value, not a draw), which is what the counts, and
+      ``p_within`` (settled within the labels left), are computed for.
+
+    ``left`` is the budget still unspent; ``beyond`` says the 50% count exceeds it.
+    Same simulation of the same rule as :func:`forecast_labels` otherwise.
+    """
+    d = np.asarray(draws, dtype=np.float64).ravel()
+    left = max(int(budget) - int(n_labels), 0)
+    lo, hi = np.quantile(d, [(1 - FORECAST_INTERVAL) / 2, (1 + FORECAST_INTERVAL) / 2])
+    close = bool(lo <= -margin <= hi)
+    truth = -margin if close else (float(lo) if lo > -margin else float(hi))
+    f = forecast_labels(
+        d,
+        margin=margin,
+        confidence=confidence,
+        n_labels=n_labels,
+        budget=budget,
+        fraction=fraction,
+        history_n=history_n,
+        history_sd=history_sd,
+        max_labels=max(20 * budget, 5000),
+        seed=seed,
+        truth=truth,
+    )
+    grid, reach = np.asarray(f["grid"], dtype=float), np.asarray(f["reach"], dtype=float)
+    p_left = float(np.interp(left, grid, reach, left=0.0)) if grid.size and left > 0 else 0.0
+    median = f["median"]
+    return {
+        **f,
+        "close": close,
+        "left": left,
+        "p_at_margin": p_left if close else None,
+        "p_within": None if close else p_left,
+        "beyond": bool(not close and (median is None or median > left)),
+        "median": None if close else median,
+        "p80": None if close else f["p80"],
+        "truth": truth,
     }
 
 
@@ -610,16 +748,16 @@ def pair_data(study: Study, fit: Fit, cand: str) -> dict[str, Any] | None:
         h = history.get(key, {"n": [], "mean": [], "lower": [], "upper": []})
         hist_sd = (np.array(h["upper"]) - np.array(h["lower"])) / 3.92
         forecast = None
-        if ds["verdict"] == "undecided":
-            forecast = forecast_labels(
+        if ds["verdict"] == "undecided" and not ds.get("final"):
+            forecast = honest_forecast(
                 delta,
                 margin=ds["margin"],
                 confidence=s["confidence"],
                 n_labels=fit.n_labels,
                 budget=progress_budget,
+                fraction=ds.get("fraction"),
                 history_n=h["n"],
                 history_sd=hist_sd,
-                max_labels=max(20 * progress_budget, 5000),
                 seed=fit.seed,
             )
         judge = judge_comparison(
@@ -641,6 +779,11 @@ def pair_data(study: Study, fit: Fit, cand: str) -> dict[str, Any] | None:
                 "upper": ds["upper"],
                 "p_noninferior": ds["p_noninferior"],
                 "p_inferior": ds["p_inferior"],
+                "bar": bar(ds),
+                "fraction": ds.get("fraction"),
+                "held": held_reason(ds),
+                "audit": audit_text(ds),
+                "audit_estimate": ds.get("audit"),
                 "naive": ds["naive_judge_delta"],
                 "delta_draws": delta,
                 "regions": [

@@ -120,3 +120,41 @@ class CellTotal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.responses} responses in cell {self.cell!r} of study {self.study_id}"
+
+
+class Replan(models.Model):
+    """An explicit, audited change of a study's plan after grading started.
+
+    The plan is the label budget, the margins, the confidence and the audit share. Each
+    re-plan stores the plan before and after, where the study stood (graded responses, the
+    fit it was computed from) and, per candidate and dimension, the sequential boundary it
+    leaves (``designs``: ``{candidate: {dimension: {"go": [q, t, w], "no-go": [...]}}}``,
+    :class:`calibration.bayes.decision.Design`) with the conditional wrong-go probability
+    it carried over (``spent``). Fits read the latest one's designs.
+    """
+
+    study = models.ForeignKey("annotate.Study", on_delete=models.CASCADE, related_name="replans")
+    number = models.PositiveIntegerField(help_text="1 for the first re-plan of the study, …")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    reason = models.TextField()
+    before = models.JSONField(help_text="The plan before: label_budget, confidence, …")
+    after = models.JSONField(help_text="The plan after.")
+    labels_at = models.PositiveIntegerField(help_text="Graded responses when it was made.")
+    fit = models.ForeignKey(
+        Fit, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The fit whose verdicts the new boundaries start from.",
+    )  # fmt: skip
+    designs = models.JSONField(default=dict, blank=True)
+    spent = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["study", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "number"], name="replan_number_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"re-plan {self.number} of {self.study}"

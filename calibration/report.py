@@ -183,6 +183,8 @@ def build_report(*, study: Study, fit: Fit, generated_by: Any = None) -> str:
         ),
         "progress": dashboards.label_progress(study),
         "candidates": candidates,
+        # Every change of the plan after grading started (calibration.replans).
+        "replans": list(study.replans.order_by("number")),
         "bins": json.dumps(fit.bins, indent=1, sort_keys=True),
         "generated_at": timezone.now(),
         "generated_by": getattr(generated_by, "username", ""),

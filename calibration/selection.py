@@ -49,6 +49,7 @@ from annotate.models import Annotation, Arm, Assignment, Dimension, Label, Respo
 from calibration.bayes.select import UNDECIDED, DimensionDraws, Selector, choose_cell
 from calibration.counts import parse_cell
 from calibration.models import CellTotal, Fit
+from calibration.summaries import open_verdicts
 
 __all__ = [
     "CACHE_TTL",
@@ -283,23 +284,6 @@ def _ordered_dimensions(study: Study) -> list[Dimension]:
     return list(study.dimensions.order_by("position", "id"))
 
 
-def _open_from_summary(
-    summary: dict[str, Any], candidates: tuple[str, ...], dimensions: list[str]
-) -> np.ndarray | None:
-    """``(C, D)`` mask of the verdicts the fit summary leaves undecided (None if absent)."""
-    try:
-        table = summary["candidates"]
-        return np.array(
-            [
-                [table[c]["dimensions"][d]["overall"]["verdict"] == UNDECIDED for d in dimensions]
-                for c in candidates
-            ],
-            dtype=bool,
-        )
-    except (KeyError, TypeError):
-        return None
-
-
 def labels_since(
     *, study: Study, fit: Fit, dimensions: list[Dimension] | None = None
 ) -> list[tuple[int, int, str, dict[int, int]]]:
@@ -364,6 +348,22 @@ def labels_since(
         if 2 * passed != total:  # a tie gives no y
             out[-1][3][dim] = int(2 * passed > total)
     return out
+
+
+def _strictest_boundary(summary: dict[str, Any] | None) -> float | None:
+    """The largest ``required_z`` over the summary's open verdicts (``inf`` when one has
+    none yet: stored as null); None for a summary that predates per-candidate boundaries."""
+    cells = [
+        d
+        for c in (summary or {}).get("candidates", [])
+        for d in c.get("dimensions", [])
+        if "fraction" in d and d.get("verdict") not in ("go", "no-go")
+    ]
+    if not cells:
+        return None
+    # The no-go side's boundary differs from the go side's only after a re-plan.
+    values = [d.get(k) for d in cells for k in ("required_z", "required_z_nogo") if k in d]
+    return float("inf") if any(v is None for v in values) else float(max(values))
 
 
 @dataclass(frozen=True)
@@ -439,7 +439,7 @@ def _static_for(study: Study, fit: Fit) -> _Static | None:
                 arm_index={arms[k].pk: i for i, k in enumerate(arm_keys)},
                 region_index={regions[k].pk: i for i, k in enumerate(region_keys)},
                 traffic=traffic / traffic.sum(),
-                undecided=_open_from_summary(fit.summary or {}, arm_keys[1:], keys),
+                undecided=open_verdicts(fit.summary, arm_keys[1:], keys),
                 combos=combos,
             )
     with _context_lock:
@@ -500,15 +500,20 @@ def selector_for(*, study: Study, fit: Fit) -> _Context | None:
     # Lazy: calibration.bayes.decision imports the fit module, hence PyMC (seconds).
     from calibration.bayes.decision import required_z
 
+    bound = _strictest_boundary(fit.summary)
     selector = Selector(
         dimensions=static.draws,
         traffic=static.traffic,
         confidence=study.confidence,
         undecided=static.undecided,
         # Verdicts settle by the sequential rule (calibration.bayes.decision), so do scores.
-        required_z=required_z(
-            fit.n_labels + labels_key.total(), study.label_budget, study.confidence
-        ),
+        # The rule's boundary is per candidate (its own information fraction, re-plans);
+        # the selector takes one, so it gets the strictest the summary holds: a verdict the
+        # dashboard shows open must never look settled to the selector and stop attracting
+        # grades (the study-wide n/N is laxer than a candidate's own fraction).
+        required_z=bound
+        if bound is not None
+        else required_z(fit.n_labels + labels_key.total(), study.label_budget, study.confidence),
         log_weights=list(base.log_weights) if base is not None else [],
         n_observed=base.n_observed if base is not None else 0,
     )
@@ -625,7 +630,7 @@ def _open_verdicts(study: Study, fit: Fit) -> np.ndarray | None:
             return hit[1]
     dimensions = [d.key for d in _ordered_dimensions(study)]
     candidates = tuple(a.key for a in study.candidates().order_by("position", "id"))
-    open_ = _open_from_summary(fit.summary or {}, candidates, dimensions)
+    open_ = open_verdicts(fit.summary, candidates, dimensions)
     if open_ is None:
         ctx = selector_for(study=study, fit=fit)
         open_ = None if ctx is None else ctx.selector.verdicts() == UNDECIDED

@@ -6,7 +6,8 @@ from rest_framework import serializers
 
 from calibration.models import Fit
 
-VERDICTS = ["go", "no-go", "undecided"]
+# "held": a go the audit sample does not confirm (calibration.bayes.audit).
+VERDICTS = ["go", "no-go", "undecided", "held"]
 
 
 class FitSerializer(serializers.ModelSerializer):
@@ -95,9 +96,25 @@ class JudgeSerializer(serializers.Serializer):
     arms = JudgeArmSerializer(many=True)
 
 
+class AuditSerializer(serializers.Serializer):
+    """Δ from the audit sample alone (uniform draws, PPI++: calibration.bayes.audit)."""
+
+    mean = serializers.FloatField()
+    se = serializers.FloatField()
+    lower = serializers.FloatField()
+    upper = serializers.FloatField()
+    n = serializers.IntegerField(help_text="Audit grades of the two arms.")
+
+
 class CandidateDimensionSerializer(DeltaSerializer):
     dimension = serializers.CharField()
     margin = serializers.FloatField()
+    audit = AuditSerializer(
+        allow_null=True, help_text="Null when some arm and region has too few audit grades."
+    )
+    audit_agrees = serializers.BooleanField(
+        allow_null=True, help_text="A go stands only when the model and the audit agree."
+    )
     fit_ok = serializers.BooleanField()
     naive_judge_delta = serializers.FloatField(
         allow_null=True, help_text="Δ if the judge's verdicts were taken at face value."

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from annotate.models import Annotation, Study
@@ -401,6 +402,9 @@ def _compute(fit: Fit) -> dict[str, Any]:
 
     study = fit.study
     data = study_counts(study=study)
+    # Counted with the data, not after sampling: the boundary must use what the fit saw.
+    arm_labels = graded_per_arm(study=study)
+    audits = _audits(study=study, data=data)
     seed = fit_seed(fit.pk)
     # Record what the fit saw as soon as it is known (note_new_labels counts from it).
     Fit.objects.filter(pk=fit.pk).update(
@@ -424,7 +428,7 @@ def _compute(fit: Fit) -> dict[str, Any]:
             seconds = time.perf_counter() - t0
             fits[key] = dim_fit
             diagnostics[key] = _dimension_diagnostics(dim_fit, seconds)
-    summary = build_summary(study=study, fits=fits, data=data)
+    summary = build_summary(study=study, fits=fits, data=data, arm_labels=arm_labels, audits=audits)
     return {
         "diagnostics": diagnostics,
         "trustworthy": all(f.ok for f in fits.values()),
@@ -553,11 +557,94 @@ def _finite(x: Any) -> Any:
 
 
 def _delta(d: dict[str, Any]) -> dict[str, Any]:
-    keys = ("mean", "lower", "upper", "p_noninferior", "p_inferior", "z", "required_z", "verdict")
+    keys = (
+        "mean",
+        "lower",
+        "upper",
+        "p_noninferior",
+        "p_inferior",
+        "z",
+        "required_z",
+        "required_p",
+        "required_z_nogo",
+        "fraction",
+        "sd",
+        "verdict",
+    )
     return {k: d[k] for k in keys}
 
 
-def build_summary(*, study: Study, fits: dict[str, DimensionFit], data: StudyCounts) -> dict:
+def graded_per_arm(*, study: Study) -> dict[str, int]:
+    """Graded responses per arm key (live graded annotations), as ``count_labels`` counts."""
+    rows = (
+        Annotation.objects.filter(
+            study=study, status=Annotation.Status.GRADED, undone_at__isnull=True
+        )
+        .values("response__arm__key")
+        .annotate(n=Count("response_id", distinct=True))
+    )
+    return {r["response__arm__key"]: int(r["n"]) for r in rows}
+
+
+def _audits(*, study: Study, data: StudyCounts) -> dict[tuple[str, str], Any] | None:
+    """The audit sample's Δ per (candidate, dimension), or None when the study has no audit."""
+    if study.audit_share <= 0:
+        return None
+    from calibration.audit_data import audit_estimates
+
+    return audit_estimates(study=study, weights=data.traffic_shares)
+
+
+def _final_at_budget(*, study: Study, n_labels: int, plan: int = 0) -> dict[str, Any] | None:
+    """The summary whose verdicts are final: the first fit at or past the budget.
+
+    None while the budget is not reached. The sequential rule's guarantee covers looks up
+    to the budget only (grading on to twice the budget and looking again gave 7.5% wrong
+    go), so once a fit of the current plan has seen ``n ≥ N`` graded responses, later fits
+    report its verdicts, whatever their own draws say.
+    """
+    if n_labels < study.label_budget:
+        return None
+    summaries = (
+        Fit.objects.filter(
+            study=study,
+            status=Fit.Status.SUCCEEDED,
+            n_labels__gte=study.label_budget,
+            summary__label_budget=study.label_budget,
+        )
+        .order_by("finished_at", "id")
+        .values_list("summary", flat=True)
+    )
+    # Of the plan in force (a re-plan to another budget and back is a new plan).
+    return next((s for s in summaries if (s or {}).get("plan", 0) == plan), None)
+
+
+def _keep_verdicts(raw: dict[str, Any], final: dict[str, Any]) -> None:
+    """Overwrite ``raw``'s verdicts (decision.summarise's dict) with those of ``final``."""
+    from calibration.bayes.decision import combine_verdicts
+    from calibration.summaries import verdict_table
+
+    table = verdict_table(final) or {}
+    for cand_key, cand in raw["candidates"].items():
+        for dim_key, ds in cand["dimensions"].items():
+            kept = table.get((cand_key, dim_key))
+            if kept is not None:
+                ds["overall"]["verdict"] = kept
+                ds["final"] = True
+        cand["verdict"] = combine_verdicts(
+            [d["overall"]["verdict"] for d in cand["dimensions"].values()],
+            all(d["fit_ok"] for d in cand["dimensions"].values()),
+        )
+
+
+def build_summary(
+    *,
+    study: Study,
+    fits: dict[str, DimensionFit],
+    data: StudyCounts,
+    arm_labels: dict[str, int] | None = None,
+    audits: dict[tuple[str, str], Any] | None = None,
+) -> dict:
     """The verdict matrix, per-region deltas and judge behaviour, as JSON for Fit.summary.
 
     Numbers come from :func:`calibration.bayes.decision.summarise` (traffic-weighted Δ per
@@ -567,16 +654,32 @@ def build_summary(*, study: Study, fits: dict[str, DimensionFit], data: StudyCou
     """
     from calibration.bayes.decision import summarise
 
+    if arm_labels is None:
+        arm_labels = graded_per_arm(study=study)
+    from calibration.replans import current_designs
+
+    plan, designs = current_designs(study)
+    if study.audit_share <= 0:
+        audits = None
+    elif audits is None:
+        audits = _audits(study=study, data=data)
     raw = summarise(
         fits,
         weights=data.traffic_shares,
         margins=data.margins,
         confidence=study.confidence,
         counts=data.counts,
-        # Verdicts are read at every fit: the sequential rule needs how far into the budget.
+        # Verdicts are read at every fit: the sequential rule needs how far into the budget,
+        # per candidate (its own arm and the incumbent's), not study-wide.
         labels=data.n_labels,
         budget=study.label_budget,
+        arm_labels=arm_labels,
+        audits=audits,
+        designs=designs,
     ).to_dict()
+    final = _final_at_budget(study=study, n_labels=data.n_labels, plan=plan)
+    if final is not None:
+        _keep_verdicts(raw, final)
     arms = {a.key: a for a in study.arms.all()}
     regions = list(study.regions.order_by("position", "id"))
     dimensions = {d.key: d for d in study.dimensions.all()}
@@ -618,6 +721,10 @@ def build_summary(*, study: Study, fits: dict[str, DimensionFit], data: StudyCou
                     "dimension": dim_key,
                     "margin": ds["margin"],
                     **_delta(ds["overall"]),
+                    "final": bool(ds.get("final", False)),
+                    # The design-based check (calibration.bayes.audit); None: no estimate.
+                    "audit": ds["audit"],
+                    "audit_agrees": ds["audit_agrees"],
                     "fit_ok": ds["fit_ok"],
                     "naive_judge_delta": ds["naive_judge_delta"],
                     "regions": [{"region": g.key, **_delta(ds["regions"][g.key])} for g in regions],
@@ -643,6 +750,10 @@ def build_summary(*, study: Study, fits: dict[str, DimensionFit], data: StudyCou
     return _finite(
         {
             "confidence": study.confidence,
+            "label_budget": study.label_budget,
+            "audit_share": study.audit_share,
+            "plan": plan,
+            "arm_labels": arm_labels,
             "incumbent": {"arm": incumbent.key, "model_name": incumbent.model_name},
             "regions": [
                 {"key": g.key, "name": g.name, "traffic_share": w[i]} for i, g in enumerate(regions)

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -26,8 +28,9 @@ from django_htmx.middleware import HtmxDetails
 
 from accounts.services import record
 from annotate.models import Arm, Membership, Study
-from annotate.permissions import LEAD_OR_ADMIN, get_study_for, study_and_role_for
-from calibration import charts, dashboards, report, services
+from annotate.permissions import ADMIN, LEAD_OR_ADMIN, get_study_for, study_and_role_for
+from calibration import charts, dashboards, replans, report, services
+from calibration.forms import ReplanForm
 from calibration.models import Fit
 
 #: Bump when the cached pair view model changes shape.
@@ -215,3 +218,37 @@ def draws_download(request: HttpRequest, slug: str) -> HttpResponse:
     name = f"{study.slug}-draws-fit{fit.number}.nc"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
+
+
+@login_required
+def replan(request: HttpRequest, slug: str) -> HttpResponse:
+    """The plan and its re-plans (leads and admins); admins change a frozen plan here with an
+    explicit, confirmed, audited re-plan (calibration.replans)."""
+    study, role = study_and_role_for(request.user, slug, roles=LEAD_OR_ADMIN)
+    if request.method == "POST" and role not in ADMIN:
+        raise PermissionDenied("Only the study's admins re-plan it.")
+    form = ReplanForm(request.POST or None, study=study)
+    if request.method == "POST" and form.is_valid():
+        try:
+            row = replans.replan(
+                study=study,
+                user=request.user,
+                label_budget=form.cleaned_data["label_budget"],
+                confidence=form.cleaned_data["confidence"],
+                audit_share=form.cleaned_data["audit_share"],
+                margins=form.margins(),
+                reason=form.cleaned_data["reason"],
+            )
+        except replans.PlanError as e:
+            form.add_error(None, str(e))
+        else:
+            messages.success(request, f"Re-plan {row.number} recorded; a refit was requested.")
+            return redirect("calibration-study", slug=study.slug)
+    ctx = {
+        "study": study,
+        "form": form,
+        "frozen": study.plan_frozen(),
+        "can_replan": role in ADMIN,
+        "replans": study.replans.order_by("number"),
+    }
+    return render(request, "calibration/study_replan.html", ctx)

@@ -26,6 +26,9 @@ class StudyFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"Study {n}")
     slug = factory.Sequence(lambda n: f"study-{n}")
     status = models.Study.Status.ACTIVE
+    # No audit picks unless a test asks (the app's default is 10%): the queue's tests
+    # count policies and probabilities exactly, and the audit's own tests set it.
+    audit_share = 0.0
 
 
 class ArmFactory(factory.django.DjangoModelFactory):

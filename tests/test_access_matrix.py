@@ -142,6 +142,7 @@ RULES: dict[str, Rule] = {
     ),
     "calibration-api-fits": _rule(API_ANON, 403, 404, 200, 200),
     "calibration-pair": LEAD_OR_ADMIN,
+    "calibration-replan": LEAD_OR_ADMIN,  # reading the plan; re-planning: admins (POST)
     "calibration-annotators": LEAD_OR_ADMIN,
     "calibration-report": _rule(
         LOGIN, 403, 404, Body(404, "No posterior yet"), Body(404, "No posterior yet")
@@ -212,6 +213,13 @@ POST_RULES: dict[str, Rule] = {
         "admin": 403,
     },  # fmt: skip
     "calibration-refit": {"anonymous": LOGIN, "annotator": 403, "other_annotator": 404},
+    # An empty re-plan is refused by the form (200, nothing changes); leads may not post.
+    "calibration-replan": {
+        "anonymous": LOGIN,
+        "annotator": 403,
+        "other_annotator": 404,
+        "lead": 403,
+    },  # fmt: skip
     "annotate-api-import": {
         "anonymous": API_ANON,
         "annotator": 403,

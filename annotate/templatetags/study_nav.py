@@ -14,9 +14,9 @@ register = template.Library()
 @register.inclusion_tag("annotate/_study_nav.html", takes_context=True)
 def study_nav(context: template.Context, study: Study, current: str = "") -> dict[str, Any]:
     """The study's nav for the viewer: leads and admins see the dashboard, the candidate
-    pages and the annotators; admins the setup and audit log too; annotators (and members
+    pages, the annotators and the plan; admins the setup and audit log too; annotators (and members
     of any role that also grade) see their grading page. ``current`` names the page shown
-    (``decision``, ``pair:<key>``, ``annotators``, ``setup``, ``audit``, ``grade``)."""
+    (``decision``, ``pair:<key>``, ``annotators``, ``plan``, ``setup``, ``audit``, ``grade``)."""
     request = context.get("request")
     user = getattr(request, "user", None)
     role = study.role_of(user) if user is not None else None

@@ -47,6 +47,75 @@ guards against the over-confident posteriors of the first hundred grades. The pr
 labels: a verdict that the one-look rule would have reached early now waits, and at the
 budget the rule asks ``P(Δ > −δ) ≈ 1 − (1 − γ)/2`` rather than ``γ``.
 
+Information per candidate, not labels per study
+-----------------------------------------------
+The argument needs ``I_n / I_N`` to be at most the fraction the boundary uses. With several
+candidates, study-wide ``n / N`` breaks it: while labels go to candidate 1, candidate 2's
+information hardly grows, then grows fast (labels diverted between candidates gave 4.6–7.3%
+wrong go at Δ = −δ). So the boundary of candidate ``c`` uses its own information fraction
+(:func:`information_fraction`). ``Δ_c`` is a difference of two arms; with ``n_inc`` and
+``n_c`` graded responses on them and a per-label variance ``σ²`` on each arm, its precision
+is ``1/(σ²/n_inc + σ²/n_c) = e/σ²`` with the *effective labels*
+``e = n_inc n_c / (n_inc + n_c)``. The study's budget caps ``n_inc + n_c ≤ N``, and ``e`` is
+largest, ``N/4``, when the two arms split it evenly, so
+
+.. math::
+
+    t_c = \frac{e}{N/4} = \frac{4\, n_{inc}\, n_c}{N (n_{inc} + n_c)} \le 1,
+    \qquad b = z_{1-α/2} / \sqrt{t_c}.
+
+Let ``I_max`` be the information (posterior precision) of ``Δ_c`` at the budget with an even
+split, judge-only information included, and ``c = z_{1-α/2}``. The go boundary in the
+Brownian scale is ``W(I_n) ≥ b √I_n = c √(I_n / t_c)``. Two conditions make it safe:
+(i) ``I_n ≤ I_max`` at every look (``n_inc + n_c ≤ N``) and (ii) ``I_n / t_c ≥ I_max``,
+which holds whenever information is a concave function of ``e`` with ``I(0) ≥ 0``: linear in
+the labels, plus judge-only information before any grade, plus the diminishing returns of
+active selection. Then a go at any look means ``W`` reached the *constant* level
+``c √I_max`` on ``[0, I_max]``, which has probability ``α`` by reflection, **whatever order
+the labels come in and to whichever arm**. (The one approximation: information is taken to
+depend on the arms' labels through ``e`` only, i.e. similar per-label variance on both
+arms.) With two arms graded evenly ``t_c = n/N``, today's rule. The price with ``M > 2``
+arms: an even split ``N/M`` per arm ends at ``t_c = 2/M``, so the last look asks
+``b = 1.96 √(M/2)`` (2.40 for three arms); a re-plan (below) can move the budget.
+
+Grades past the budget never flip a verdict: the reflection bound covers ``I ≤ I_N`` only,
+so the verdict of the first fit at or past the budget is final
+(:func:`calibration.services.build_summary` keeps it).
+
+Re-plans: the conditional error principle
+------------------------------------------
+The budget, margins, confidence and audit share are frozen once grading starts; changing
+them is a *re-plan*. Changing the budget after looking at the data is the gaming the rule
+must survive (lowering it to the current count once ``z ≥ 1.96`` gave 11–18% wrong go), so a
+re-plan keeps the **conditional** wrong-go probability of the design in force (Müller and
+Schäfer 2001: any data-dependent change that does not raise it keeps the overall error).
+Write a design side (go; the no-go side is the mirror with ``−z``) as a constant level in
+the normalised Brownian scale ``w(t) = z √t``:
+
+.. math::
+
+    \text{go when } w(t) \ge B,\qquad B = w_a + q \sqrt{1 - t_a},
+
+with anchor ``(t_a, w_a)`` and quantile ``q`` (the original plan: ``t_a = w_a = 0``,
+``q = z_{1-α/2}``). At a re-plan at ``(t_0, w_0 = z_0 √t_0)``, with no go yet (``w_0 < B``,
+``t_0 < 1``), the chance under ``Δ = −δ`` of a go before the old budget is, by reflection from
+the current point,
+
+.. math::
+
+    A = 2\left(1 - Φ\!\left(\frac{B - w_0}{\sqrt{1 - t_0}}\right)\right).
+
+The new plan (budget ``N'``, confidence ``γ'``) rescales information: ``t' = t · N/N'`` and
+``w' = w √(N/N')``. It starts from the current point, ``t_a' = t_0 N/N'``,
+``w_a' = z_0 √t_a'``, with ``A' = \min(1, A · α'/α)`` and ``q' = z_{1 - A'/2}``: the chance of a
+go from here to the new budget is again, by reflection, exactly ``A'``, so the overall wrong
+go is ``E[A'] ≤ α'`` (and across a chain of re-plans, at most the last confidence's
+``1 − γ'``). Lowering the budget to the current count (``t_a' = 1``) leaves no information
+to spend: the boundary is ``w_0`` itself and the verdict cannot change. A new margin
+recomputes ``z_0`` at that margin; that is exact when the margin is not chosen by looking at
+``Δ`` (the re-plan form says so), since each margin's test is then a fixed design.
+Implemented in :class:`Design` and :func:`replan_design`.
+
 ``z_n`` is used rather than the share of draws past the margin because ``b_n`` can ask
 for tail probabilities (``Φ(6) ≈ 1 − 10^{-9}``) that a few thousand draws cannot resolve:
 "every draw past the margin" only says ``z ≳ 3``. Without ``labels``/``budget``
@@ -59,7 +128,7 @@ Everything returned is plain dataclasses of floats/strings (``to_dict()`` is JSO
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from math import sqrt
 from statistics import NormalDist
 from typing import Any, Literal
@@ -67,22 +136,31 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from calibration.bayes.audit import AuditEstimate, agree
 from calibration.bayes.curve import judge_difference
 from calibration.bayes.data import CellCounts
 from calibration.bayes.fit import DimensionFit
 
 __all__ = [
     "CandidateSummary",
+    "Design",
     "DeltaSummary",
     "DimensionSummary",
+    "HELD",
     "JudgeSummary",
     "StudySummary",
+    "audited_verdict",
+    "combine_verdicts",
     "delta_draws",
     "delta_draws_by_region",
+    "information_fraction",
     "judge_summary",
     "naive_judge_delta",
+    "replan_design",
     "required_probability",
+    "required_probability_at",
     "required_z",
+    "required_z_at",
     "sequential_verdict",
     "standardised_distance",
     "summarise",
@@ -90,7 +168,10 @@ __all__ = [
     "verdict",
 ]
 
-Verdict = Literal["go", "no-go", "undecided"]
+Verdict = Literal["go", "no-go", "undecided", "held"]
+
+#: A go the audit sample does not confirm (calibration.bayes.audit, *The agreement rule*).
+HELD: Verdict = "held"
 
 #: Two judges "treat arms differently" when a confusion row moves by more than this
 #: (total-variation distance; for a binary judge, a change of sensitivity or specificity).
@@ -155,6 +236,9 @@ def _check_confidence(confidence: float) -> None:
 def required_z(labels: int, budget: int, confidence: float) -> float:
     """Boundary ``b_n = z_{1-(1-γ)/2} √(max(N/n, 1))`` of the sequential rule.
 
+    The two-arm, study-wide form of :func:`required_z_at` (fraction ``n/N``); the app's
+    verdicts use each candidate's own fraction (:func:`information_fraction`).
+
     Parameters
     ----------
     labels
@@ -169,16 +253,132 @@ def required_z(labels: int, budget: int, confidence: float) -> float:
         raise ValueError(f"label budget must be at least 1, got {budget!r}")
     if labels < 0:
         raise ValueError(f"labels must be non-negative, got {labels!r}")
-    if labels == 0:
-        return float("inf")
-    c = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0)
-    return c * sqrt(max(budget / labels, 1.0))
+    return required_z_at(labels / budget, confidence)
 
 
 def required_probability(labels: int, budget: int, confidence: float) -> float:
     """``Φ(b_n)``: the posterior probability the sequential rule asks for (for selectors)."""
     b = required_z(labels, budget, confidence)
     return 1.0 if b == float("inf") else NormalDist().cdf(b)
+
+
+def _critical(confidence: float) -> float:
+    _check_confidence(confidence)
+    return NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0)
+
+
+def information_fraction(n_incumbent: int, n_candidate: int, budget: int) -> float:
+    """``t_c = 4 n_inc n_c / (N (n_inc + n_c))``: candidate ``c``'s information fraction.
+
+    The precision of ``Δ_c`` from ``n_inc`` and ``n_c`` graded responses on the two arms,
+    over its largest value within the budget ``N`` (module docstring). ``0`` when either
+    arm has no grade; at most 1 while ``n_inc + n_c ≤ N``, and capped at 1 beyond.
+    """
+    if budget < 1:
+        raise ValueError(f"label budget must be at least 1, got {budget!r}")
+    if n_incumbent < 0 or n_candidate < 0:
+        raise ValueError("label counts must be non-negative")
+    if n_incumbent == 0 or n_candidate == 0:
+        return 0.0
+    e = n_incumbent * n_candidate / (n_incumbent + n_candidate)
+    return min(4.0 * e / budget, 1.0)
+
+
+def required_z_at(fraction: float, confidence: float) -> float:
+    """Boundary ``b = z_{1-(1-γ)/2} / √t`` at information fraction ``t`` (``inf`` at 0)."""
+    c = _critical(confidence)
+    if fraction <= 0:
+        return float("inf")
+    return c / sqrt(min(fraction, 1.0))
+
+
+def required_probability_at(fraction: float, confidence: float) -> float:
+    """``Φ(b)`` at information fraction ``t``: what ``P(Δ > −δ)`` must reach for a go now.
+
+    This is the bar the dashboard shows ("needs 99.6% at 3% of the budget").
+    """
+    b = required_z_at(fraction, confidence)
+    return 1.0 if b == float("inf") else NormalDist().cdf(b)
+
+
+@dataclass(frozen=True)
+class Design:
+    """One side of the boundary in the normalised Brownian scale ``w(t) = z √t``.
+
+    Go (for the no-go side: ``−z``) when ``w(t) ≥ level = w_a + q √(1 − t_a)``, i.e.
+    ``z ≥ level / √t``; see the module docstring, *Re-plans*. The original plan is
+    ``Design.initial(γ)``; each re-plan gives a new one through :func:`replan_design`.
+    """
+
+    q: float
+    t_anchor: float = 0.0
+    w_anchor: float = 0.0
+
+    @classmethod
+    def initial(cls, confidence: float) -> Design:
+        return cls(q=_critical(confidence))
+
+    @property
+    def level(self) -> float:
+        return self.w_anchor + self.q * sqrt(max(1.0 - self.t_anchor, 0.0))
+
+    def required_z(self, fraction: float) -> float:
+        """``b = level / √t`` (``inf`` at ``t = 0``; ``t`` capped at 1: the budget is final)."""
+        if fraction <= 0:
+            return float("inf")
+        if self.q == float("inf"):
+            return float("inf")
+        return self.level / sqrt(min(fraction, 1.0))
+
+    def conditional_error(self, *, fraction: float, z: float) -> float:
+        """``A``: the chance under the null of a crossing from ``(t, z)`` before ``t = 1``."""
+        t = min(max(fraction, 0.0), 1.0)
+        w = z * sqrt(t)
+        if self.q == float("inf"):
+            return 0.0
+        if w >= self.level:
+            return 1.0
+        if t >= 1.0:
+            return 0.0
+        return 2.0 * (1.0 - NormalDist().cdf((self.level - w) / sqrt(1.0 - t)))
+
+    def to_list(self) -> list[float]:
+        return [self.q, self.t_anchor, self.w_anchor]
+
+    @classmethod
+    def from_list(cls, v: list[float]) -> Design:
+        return cls(q=float(v[0]), t_anchor=float(v[1]), w_anchor=float(v[2]))
+
+
+def replan_design(
+    design: Design,
+    *,
+    fraction: float,
+    z: float,
+    old_budget: int,
+    new_budget: int,
+    old_confidence: float,
+    new_confidence: float,
+) -> Design:
+    """The design after a re-plan that keeps the conditional wrong-go probability.
+
+    ``fraction`` and ``z`` are where the verdict stands now under the old plan (``z`` at the
+    margin in force after the re-plan). Module docstring, *Re-plans*, for the derivation.
+    """
+    _check_confidence(old_confidence)
+    _check_confidence(new_confidence)
+    if old_budget < 1 or new_budget < 1:
+        raise ValueError("label budgets must be at least 1")
+    a = design.conditional_error(fraction=fraction, z=z)
+    a = min(1.0, a * (1.0 - new_confidence) / (1.0 - old_confidence))
+    t_new = min(max(fraction, 0.0), 1.0) * old_budget / new_budget
+    t_new = min(t_new, 1.0)
+    w_new = z * sqrt(t_new)
+    if a >= 1.0:  # already past the boundary: the go stands
+        return Design(q=0.0, t_anchor=t_new, w_anchor=w_new)
+    if a <= 0.0 or t_new >= 1.0:  # nothing to spend, or no information left to spend it on
+        return Design(q=float("inf"), t_anchor=t_new, w_anchor=w_new)
+    return Design(q=NormalDist().inv_cdf(1.0 - a / 2.0), t_anchor=t_new, w_anchor=w_new)
 
 
 def standardised_distance(draws: ArrayLike, *, margin: float) -> float:
@@ -193,11 +393,14 @@ def standardised_distance(draws: ArrayLike, *, margin: float) -> float:
     return float("inf") if num > 0 else (float("-inf") if num < 0 else 0.0)
 
 
-def sequential_verdict(z: float, required: float) -> Verdict:
-    """The sequential rule: go when ``z ≥ b``, no-go when ``z ≤ −b`` (module docstring)."""
+def sequential_verdict(z: float, required: float, required_nogo: float | None = None) -> Verdict:
+    """The sequential rule: go when ``z ≥ b``, no-go when ``z ≤ −b`` (module docstring).
+
+    ``required_nogo``: the no-go side's own boundary after a re-plan (default ``b``).
+    """
     if z >= required:
         return "go"
-    if z <= -required:
+    if z <= -(required if required_nogo is None else required_nogo):
         return "no-go"
     return "undecided"
 
@@ -207,7 +410,9 @@ class DeltaSummary:
     """Posterior summary of one ``Δ``: mean, 95% equal-tailed interval, probabilities.
 
     ``z`` is the standardised distance to the margin; ``required_z`` the boundary ``b_n`` of
-    the sequential rule when it decided the verdict (None: the one-look rule did).
+    the sequential rule when it decided the verdict (None: the one-look rule did),
+    ``required_p = Φ(b_n)`` the probability it asks for now, at information fraction
+    ``fraction``; ``sd`` the posterior standard deviation of ``Δ``.
     """
 
     mean: float
@@ -218,6 +423,10 @@ class DeltaSummary:
     verdict: Verdict
     z: float = 0.0
     required_z: float | None = None
+    required_p: float | None = None
+    fraction: float | None = None
+    sd: float = 0.0
+    required_z_nogo: float | None = None
 
 
 def summarise_delta(
@@ -227,26 +436,38 @@ def summarise_delta(
     confidence: float,
     labels: int | None = None,
     budget: int | None = None,
+    fraction: float | None = None,
+    design: tuple[Design, Design] | None = None,
 ) -> DeltaSummary:
     """Summarise ``Δ`` draws against the margin ``δ ≥ 0``.
 
-    With ``labels`` and ``budget`` the verdict follows the sequential rule (module
-    docstring), which every repeated look (the app, the replay) must use; without them the
+    With ``labels`` and ``budget`` (fraction ``n/N``), or an information ``fraction``
+    (:func:`information_fraction`), the verdict follows the sequential rule (module
+    docstring), which every repeated look (the app, the replay) must use; ``design`` gives
+    the (go, no-go) boundaries after re-plans (default: the original plan). Without any, the
     one-look rule ``P(Δ > −δ) ≥ γ``.
     """
     if (labels is None) != (budget is None):
         raise ValueError("give both labels and budget (sequential rule) or neither")
+    if fraction is None and labels is not None and budget is not None:
+        if budget < 1:
+            raise ValueError(f"label budget must be at least 1, got {budget!r}")
+        if labels < 0:
+            raise ValueError(f"labels must be non-negative, got {labels!r}")
+        fraction = labels / budget
     d = np.asarray(draws, dtype=np.float64).ravel()
     lo, hi = np.quantile(d, [0.025, 0.975])
     p_ok = float(np.mean(d > -margin))
     p_bad = float(np.mean(d < -margin))
     z = standardised_distance(d, margin=margin)
-    if labels is None or budget is None:
-        b = None
+    b = b_nogo = p_req = None
+    if fraction is None:
         v = verdict(p_ok, p_bad, confidence)
     else:
-        b = required_z(labels, budget, confidence)
-        v = sequential_verdict(z, b)
+        go_side, nogo_side = design or (Design.initial(confidence), Design.initial(confidence))
+        b, b_nogo = go_side.required_z(fraction), nogo_side.required_z(fraction)
+        p_req = 1.0 if b == float("inf") else NormalDist().cdf(b)
+        v = sequential_verdict(z, b, b_nogo)
     return DeltaSummary(
         mean=float(d.mean()),
         lower=float(lo),
@@ -256,6 +477,10 @@ def summarise_delta(
         verdict=v,
         z=z,
         required_z=b,
+        required_p=p_req,
+        fraction=fraction,
+        sd=float(d.std()),
+        required_z_nogo=b_nogo,
     )
 
 
@@ -352,6 +577,8 @@ class DimensionSummary:
     naive_judge_delta: float | None
     fit_ok: bool
     diagnostics: dict[str, float]
+    audit: AuditEstimate | None = None
+    audit_agrees: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -372,12 +599,34 @@ class StudySummary:
         return asdict(self)
 
 
+def combine_verdicts(verdicts: list[Verdict], all_ok: bool) -> Verdict:
+    """A candidate's verdict from its dimensions' (intersection-union, module docstring)."""
+    return _combine(verdicts, all_ok)
+
+
 def _combine(verdicts: list[Verdict], all_ok: bool) -> Verdict:
     if any(v == "no-go" for v in verdicts):
         return "no-go"
     if verdicts and all(v == "go" for v in verdicts):
         return "go" if all_ok else "undecided"
+    if verdicts and all(v in ("go", HELD) for v in verdicts):
+        return HELD if all_ok else "undecided"
     return "undecided"
+
+
+def audited_verdict(
+    model: Verdict, *, mean: float, sd: float, audit: AuditEstimate | None
+) -> tuple[Verdict, bool | None]:
+    """The verdict once the audit has been consulted, and whether the two agree.
+
+    A go stands only if the audit's ``Δ`` agrees with the model's
+    (:func:`calibration.bayes.audit.agree`); otherwise, or without an audit estimate (too
+    few audit grades to check the go), it is **held**. Other verdicts are unchanged.
+    """
+    agrees = None if audit is None else agree(mean, sd, audit)
+    if model == "go" and not agrees:
+        return HELD, agrees
+    return model, agrees
 
 
 def summarise(
@@ -391,6 +640,9 @@ def summarise(
     judge_tol: float = JUDGE_DIFF_TOL,
     labels: int | None = None,
     budget: int | None = None,
+    arm_labels: Mapping[str, int] | None = None,
+    designs: Mapping[tuple[str, str], tuple[Design, Design]] | None = None,
+    audits: Mapping[tuple[str, str], AuditEstimate | None] | None = None,
 ) -> StudySummary:
     """Verdicts and summaries for every candidate and dimension of a study.
 
@@ -414,6 +666,15 @@ def summarise(
     labels, budget
         Graded responses the fits saw and the study's label budget: verdicts then follow
         the sequential rule (module docstring). The app always passes both.
+    arm_labels
+        Graded responses per arm key: each candidate's boundary then uses its own
+        information fraction (:func:`information_fraction`) instead of ``labels / budget``.
+    designs
+        ``{(candidate, dimension): (go, no-go)}`` boundaries after re-plans (default: the
+        original plan); per-region verdicts always use the original plan's boundary.
+    audits
+        ``{(candidate, dimension): audit estimate or None}``: a go then needs the audit to
+        agree (:func:`audited_verdict`). None (not an empty mapping) skips the check.
     """
     if not fits:
         raise ValueError("no fits to summarise")
@@ -427,6 +688,13 @@ def summarise(
         if c == incumbent:
             continue
         dims: dict[str, DimensionSummary] = {}
+        fraction: float | None = None
+        if budget is not None and arm_labels is not None:
+            fraction = information_fraction(
+                arm_labels.get(arms[incumbent], 0), arm_labels.get(cand, 0), budget
+            )
+        elif budget is not None and labels is not None:
+            fraction = labels / budget
         for dim, fit in fits.items():
             margin = float(margins if isinstance(margins, int | float) else margins[dim])
             d = delta_draws(fit.theta, weights, c, incumbent)
@@ -434,21 +702,31 @@ def summarise(
             naive = None
             if counts is not None and dim in counts:
                 naive = naive_judge_delta(counts[dim], weights, c, incumbent)
+            overall = summarise_delta(
+                d,
+                margin=margin,
+                confidence=confidence,
+                fraction=fraction,
+                design=(designs or {}).get((cand, dim)),
+            )
+            audit = agrees = None
+            if audits is not None:
+                audit = audits.get((cand, dim))
+                v, agrees = audited_verdict(
+                    overall.verdict, mean=overall.mean, sd=overall.sd, audit=audit
+                )
+                overall = replace(overall, verdict=v)
             dims[dim] = DimensionSummary(
                 dimension=dim,
                 candidate=cand,
                 incumbent=arms[incumbent],
                 margin=margin,
-                overall=summarise_delta(
-                    d, margin=margin, confidence=confidence, labels=labels, budget=budget
-                ),
+                audit=audit,
+                audit_agrees=agrees,
+                overall=overall,
                 regions={
                     reg: summarise_delta(
-                        d_r[:, i],
-                        margin=margin,
-                        confidence=confidence,
-                        labels=labels,
-                        budget=budget,
+                        d_r[:, i], margin=margin, confidence=confidence, fraction=fraction
                     )
                     for i, reg in enumerate(fit.regions)
                 },
@@ -457,8 +735,8 @@ def summarise(
                 fit_ok=fit.ok,
                 diagnostics=dict(fit.diagnostics),
             )
-        overall = _combine(
+        cand_verdict = _combine(
             [s.overall.verdict for s in dims.values()], all(s.fit_ok for s in dims.values())
         )
-        candidates[cand] = CandidateSummary(candidate=cand, verdict=overall, dimensions=dims)
+        candidates[cand] = CandidateSummary(candidate=cand, verdict=cand_verdict, dimensions=dims)
     return StudySummary(incumbent=arms[incumbent], confidence=confidence, candidates=candidates)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import template
 
 register = template.Library()
@@ -49,9 +51,15 @@ def num(value: float | None, digits: int = 2) -> str:
     return f"{float(value):.{int(digits)}f}"
 
 
-VERDICT_MARK = {"go": "✓", "no-go": "✗", "undecided": "?"}
+VERDICT_MARK = {"go": "✓", "no-go": "✗", "undecided": "?", "held": "‖"}
 
 
 @register.filter
 def verdict_mark(verdict: str) -> str:
     return VERDICT_MARK.get(verdict, "")
+
+
+@register.filter
+def get_item(mapping: dict[str, Any] | None, key: str) -> Any:
+    """``mapping[key]`` in a template (None when absent)."""
+    return (mapping or {}).get(key)

@@ -118,6 +118,10 @@ def test_summary_serialises_to_json() -> None:
         "verdict",
         "z",
         "required_z",
+        "required_p",
+        "fraction",
+        "sd",
+        "required_z_nogo",
     }
     assert payload["confidence"] == 0.9
 

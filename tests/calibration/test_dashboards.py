@@ -111,6 +111,36 @@ def test_matrix_cells_carry_the_summary_numbers(study, fitted):
     assert cell["p_noninferior"] == src["p_noninferior"]
 
 
+def test_the_bar_says_the_probability_the_rule_needs_now():
+    assert dashboards.bar({"required_p": 0.9962, "fraction": 0.03}) == (
+        "needs 99.6% at 3% of the budget"
+    )
+    assert dashboards.bar({"required_p": 0.975, "fraction": 1.0}) == "needs 97.5% at the budget"
+    assert dashboards.bar({"required_p": 1.0, "fraction": 0.0}).startswith("no verdict until")
+    assert dashboards.bar({"final": True}) == "final: the budget was reached"
+    assert dashboards.bar({"p_noninferior": 0.9}) is None  # a summary from before the bar
+
+
+def test_overview_pair_page_and_report_state_the_bar_beside_the_probability(
+    client, study, lead, fitted
+):
+    from statistics import NormalDist
+
+    src = fitted.summary["candidates"][0]["dimensions"][0]
+    # Per candidate: its own arm's and the incumbent's grades, not the study-wide count.
+    counts = fitted.summary["arm_labels"]
+    n_inc, n_c = counts["inc"], counts["cand1"]
+    t = 4 * n_inc * n_c / (study.label_budget * (n_inc + n_c))
+    assert src["fraction"] == pytest.approx(min(t, 1.0))
+    assert src["required_p"] == pytest.approx(NormalDist().cdf(src["required_z"]))
+    client.force_login(lead)
+    want = dashboards.bar(src)
+    assert want and want.startswith("needs ")
+    for url in (page(study), page(study, "calibration-pair", arm="cand1"),
+                page(study, "calibration-report")):  # fmt: skip
+        assert want in client.get(url).content.decode(), url
+
+
 def test_recommendation_in_plain_words():
     rows = [
         {"model_name": "nova-1", "verdict": "go", "undecided": [], "no_go": []},
@@ -303,6 +333,61 @@ def test_forecast_follows_the_sequential_boundary_of_the_verdicts():
     assert one_look["median"] <= spent["median"] < early["median"]
 
 
+def test_near_the_margin_the_forecast_says_close_call_and_promises_no_count():
+    rng = np.random.default_rng(0)
+    on = dashboards.honest_forecast(rng.normal(-0.015, 0.02, 2000), margin=0.02,
+                                    confidence=0.95, n_labels=300, budget=1000)  # fmt: skip
+    assert on["close"] and on["median"] is None and on["p80"] is None
+    assert on["left"] == 700 and on["p_at_margin"] < 0.15
+
+
+def test_a_forecast_past_the_labels_left_says_beyond_the_budget():
+    rng = np.random.default_rng(1)
+    f = dashboards.honest_forecast(rng.normal(0.015, 0.02, 2000), margin=0.02, confidence=0.95,
+                                   n_labels=950, budget=1000)  # fmt: skip
+    assert not f["close"] and f["left"] == 50
+    assert f["beyond"] and (f["median"] is None or f["median"] > 50)
+
+
+def _brownian_forecasts(truth: float, n0: int, studies: int, seed: int):
+    """(close?, promised P(settled within budget), settled?) on Gaussian studies: the
+    estimate after n labels is the mean of n draws N(truth, 0.6²); looks every 20."""
+    from calibration.bayes.decision import required_z
+
+    rng = np.random.default_rng(seed)
+    budget, sigma, margin = 1000, 0.6, 0.02
+    out = []
+    for s in range(studies):
+        cs = np.cumsum(rng.normal(truth, sigma, budget))
+
+        def z(n, cs=cs):
+            return (cs[n - 1] / n + margin) / (sigma / n**0.5)
+
+        if abs(z(n0)) >= required_z(n0, budget, 0.95):
+            continue
+        draws = rng.normal(cs[n0 - 1] / n0, sigma / n0**0.5, 2000)
+        f = dashboards.honest_forecast(draws, margin=margin, confidence=0.95, n_labels=n0,
+                                       budget=budget, seed=s)  # fmt: skip
+        settled = any(
+            abs(z(n)) >= required_z(n, budget, 0.95) for n in range(n0 + 20, budget + 1, 20)
+        )
+        out.append((f["close"], f["p_at_margin"] if f["close"] else f["p_within"], settled))
+    return out
+
+
+def test_at_the_margin_the_forecast_no_longer_promises_settlement():
+    """The review: with Δ at the margin the forecast said P(settle) 0.49–0.61 where 0–8%
+    settled. Now most such studies read 'close call' with a low chance, and the average
+    promise stays within reach of what happens (measured, 60 studies)."""
+    rows = _brownian_forecasts(-0.02, 200, 60, seed=3)
+    close = np.array([r[0] for r in rows])
+    promised = np.array([r[1] for r in rows])
+    settled = np.array([r[2] for r in rows])
+    assert close.mean() >= 0.6
+    assert promised[close].mean() <= 0.1
+    assert promised.mean() <= settled.mean() + 0.2
+
+
 def test_forecast_uses_the_measured_information_per_label_when_history_allows():
     rng = np.random.default_rng(0)
     n = np.array([50, 100, 200])
@@ -357,3 +442,18 @@ def test_refit_button_queues_a_fit_and_the_page_follows_it(
     queued = Fit.objects.get(status="queued")
     html = client.get(r.url).content.decode()
     assert f"Fit {queued.number} is queued" in html and "updates by itself" in html
+
+
+def test_grades_past_the_budget_never_flip_a_verdict(study, fitted):
+    """Once a fit has seen the budget, later fits report its verdicts (decision docstring)."""
+    study.label_budget = fitted.n_labels
+    study.save(update_fields=["label_budget"])
+    at_budget = services.run_fit(fit_id=services.request_fit(study=study, trigger="manual").pk)
+    summary = at_budget.summary
+    summary["candidates"][0]["dimensions"][0]["verdict"] = "no-go"  # what the budget said
+    Fit.objects.filter(pk=at_budget.pk).update(summary=summary)
+    later = services.run_fit(fit_id=services.request_fit(study=study, trigger="manual").pk)
+    cell = later.summary["candidates"][0]["dimensions"][0]
+    assert cell["verdict"] == "no-go" and cell["final"] is True
+    assert later.summary["candidates"][0]["verdict"] == "no-go"
+    assert dashboards.bar(cell) == "final: the budget was reached"

@@ -71,11 +71,18 @@ def _draws(*, n_bins: int, seed: int, gap: float = 0.0) -> DimensionFit:
 
 
 def _summary(verdicts: dict[tuple[str, str], str]) -> dict:
+    """The shape :func:`calibration.services.build_summary` writes (lists, not dicts)."""
     cands: dict = {}
     for (cand, dim), v in verdicts.items():
-        cands.setdefault(cand, {"candidate": cand, "verdict": "undecided", "dimensions": {}})
-        cands[cand]["dimensions"][dim] = {"overall": {"verdict": v}}
-    return {"incumbent": "inc", "confidence": 0.95, "candidates": cands}
+        cands.setdefault(
+            cand, {"arm": cand, "model_name": cand, "verdict": "undecided", "dimensions": []}
+        )
+        cands[cand]["dimensions"].append({"dimension": dim, "verdict": v})
+    return {
+        "incumbent": {"arm": "inc", "model_name": "inc"},
+        "confidence": 0.95,
+        "candidates": list(cands.values()),
+    }
 
 
 DIMS = ("correctness", "refusal", "style")
@@ -268,6 +275,25 @@ def test_status_closes_when_every_verdict_is_settled(study):
     assert selection_status(study=study) == (False, "every verdict is settled")
 
 
+def test_settled_is_read_from_the_summary_the_dashboard_reads_not_from_stale_draws(study):
+    """Regression: the queue looked for ``summary["candidates"][c]["dimensions"][d]``, a
+    shape build_summary never wrote, found nothing and fell back to the draws reweighted
+    by later labels, so it could say "settled" where the dashboard said "undecided" and
+    the reverse. Here the draws (gap 0, both arms at 0.7) leave every verdict open, and the
+    dashboard shows every verdict settled: the queue must close."""
+    from calibration.dashboards import decision_matrix
+
+    verdicts = {(c, d): "go" for c in ("cand1", "cand2") for d in DIMS}
+    fit = _fit(study, verdicts=verdicts)
+    ctx = selector_for(study=study, fit=fit)
+    assert (ctx.selector.verdicts() == "undecided").any()  # the draws alone: still open
+    matrix = decision_matrix(fit)
+    assert all(c["verdict"] == "go" for row in matrix["rows"] for c in row["cells"])
+    assert selection_status(study=study) == (False, "every verdict is settled")
+    # And the selector is told the same: nothing open, so no cell is worth a label.
+    assert not ctx.selector.undecided.any()
+
+
 def test_an_untrustworthy_fit_cannot_close_the_study(study):
     verdicts = {(c, d): "go" for c in ("cand1", "cand2") for d in DIMS}
     _fit(study, verdicts=verdicts, trustworthy=False)
@@ -317,3 +343,27 @@ def test_a_newer_fit_replaces_the_cached_draws_of_its_study(study):
         fits_of = {k[1] for k in cache if k[0] == study.pk}
         assert fits_of == {new.pk}
         assert kept.pk in {k[1] for k in cache if k[0] == other.pk}
+
+
+def test_the_selector_uses_the_strictest_per_candidate_boundary_of_the_summary(study):
+    """A candidate's own boundary (its information fraction) is stricter than the study-wide
+    n/N one: with the laxer one the selector would think verdicts settled that the
+    dashboard shows open, and stop sending them grades."""
+    fit = _fit(study)
+    summary = fit.summary
+    for i, cand in enumerate(summary["candidates"]):
+        for d in cand["dimensions"]:
+            d.update(fraction=0.1, required_z=5.0 + i)
+    summary["candidates"][0]["dimensions"][0].update(verdict="go", required_z=99.0)  # settled
+    Fit.objects.filter(pk=fit.pk).update(summary=summary)
+    fit.refresh_from_db()
+    assert selector_for(study=study, fit=fit).selector.required_z == 6.0
+    summary["candidates"][1]["dimensions"][1]["required_z"] = None  # inf, stored as null
+    Fit.objects.filter(pk=fit.pk).update(summary=summary)
+    fit.refresh_from_db()
+    forget_cell_totals()
+    from calibration.selection import _context_cache, _static_cache
+
+    _context_cache.clear()
+    _static_cache.clear()
+    assert selector_for(study=study, fit=fit).selector.required_z == float("inf")
