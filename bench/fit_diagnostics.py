@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     from calibration.bayes.posterior import MODEL_VERSION
     from calibration.services import FIT_SETTINGS
 
+    commit = git_head()  # at the start: the code that runs, even if a commit lands meanwhile
     fitter = Fitter()
     rows: list[dict[str, Any]] = []
     started = time.time()
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(summarise(rows)), flush=True)
     result = {
         "command": "python bench/fit_diagnostics.py " + " ".join(argv or sys.argv[1:]),
-        "commit": git_head(),
+        "commit": commit,
         "model_version": MODEL_VERSION,
         "machine": machine_info(),
         "settings": {**FIT_SETTINGS, "ess_top_ups": 2, "labels": list(LABELS)},
