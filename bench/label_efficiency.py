@@ -529,9 +529,9 @@ class _ShortChainFitter(Fitter):
     and the labels, not the diagnostics.
     """
 
-    def fit(self, counts: Any, **kwargs: Any) -> Any:
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("ess_top_ups", 0)
-        return super().fit(counts, **kwargs)
+        return super().fit(*args, **kwargs)
 
 
 _fitter: Fitter | None = None

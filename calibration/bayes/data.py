@@ -286,6 +286,21 @@ class JointCells:
         if (self.passes > self.labelled).any() or (self.labelled > self.totals[None]).any():
             raise ValueError("passes <= labelled <= totals must hold in every cell")
 
+    @classmethod
+    def from_counts(cls, counts: CellCounts) -> JointCells:
+        """The cells of a one-dimension study given as per-bin tables: each judge bin is a
+        combination of its own (exact: with one dimension, the cell is the bin)."""
+        lab = counts.labelled  # (M, R, 2, J)
+        return cls(
+            arms=counts.arms,
+            regions=counts.regions,
+            n_bins=(counts.n_bins,),
+            combos=np.arange(counts.n_bins)[:, None],
+            totals=counts.judge_bin_totals(),
+            labelled=lab.sum(axis=2)[None],
+            passes=lab[:, :, 1][None],
+        )
+
     @property
     def shape(self) -> tuple[int, int, int]:
         """``(M, R, K)``."""

@@ -1,11 +1,11 @@
 """Fitting: a cache of compiled models, data swapping, sampling and diagnostics.
 
-Compiling the model (PyTensor graph → numba) costs 10–30 s; sampling it costs about a
-second. A long-lived worker therefore keeps one :class:`Fitter`, which compiles each model
-shape ``(M, R, J)`` once and, for every refit, only swaps the count tables into the
-compiled model (nutpie's ``CompiledPyMCModel.with_data``, the counterpart of
-``pm.set_data``) before sampling. Chains run as threads inside nutpie, so no
-multiprocessing is needed.
+Compiling the model (PyTensor graph → numba) costs 10–30 s; sampling it costs a few
+seconds. A long-lived worker therefore keeps one :class:`Fitter`, which compiles each model
+shape (:func:`calibration.bayes.model.model_key`) once and, for every refit, only swaps the
+labelled counts and the cells' design into the compiled model (nutpie's
+``CompiledPyMCModel.with_data``, the counterpart of ``pm.set_data``) before sampling.
+Chains run as threads inside nutpie, so no multiprocessing is needed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from calibration.bayes.curve import design_for, expected_confusion, pass_probability, post_stratify
-from calibration.bayes.data import JointCells
+from calibration.bayes.data import CellCounts, JointCells
 
 # Re-exported: the data classes live in the light module so that readers of stored draws
 # never import PyMC; this module imports PyMC only when a model is first compiled.
@@ -196,7 +196,7 @@ class Fitter:
 
     def fit(
         self,
-        cells: JointCells,
+        cells: JointCells | CellCounts,
         dimension: int = 0,
         *,
         seed: int,
@@ -210,8 +210,10 @@ class Fitter:
 
         Parameters
         ----------
-        counts
-            The dimension's counts; a model of the same shape is reused if cached.
+        cells, dimension
+            The study's cells and the dimension to fit (a compiled model of the same
+            :func:`~calibration.bayes.model.model_key` is reused); a single dimension's
+            per-bin :class:`CellCounts` is accepted too (its bins are its cells).
         seed
             Sampler seed (stored with the fit; top-up runs use :func:`top_up_seed`).
         draws, tune, chains, target_accept
@@ -259,6 +261,8 @@ class Fitter:
         """
         if ess_top_ups < 0:
             raise ValueError("ess_top_ups must be >= 0")
+        if isinstance(cells, CellCounts):  # one dimension's per-bin tables
+            cells = JointCells.from_counts(cells)
         entry, compile_s, design = self._compiled(cells, dimension)
         ta = target_accept
         t0 = time.perf_counter()

@@ -201,3 +201,22 @@ def test_pass_probability_is_the_sigmoid_of_the_curve() -> None:
         + params["other_effect"][s, a, other].sum()
     )
     assert eta[s, a, g, k] == pytest.approx(by_hand)
+
+
+def test_per_bin_tables_of_one_dimension_are_its_cells() -> None:
+    from calibration.bayes.data import counts_from_arrays
+
+    rng = np.random.default_rng(4)
+    n = 300
+    arm, region, b = rng.integers(0, 2, n), rng.integers(0, 2, n), rng.integers(0, 3, n)
+    human = np.where(rng.random(n) < 0.4, rng.integers(0, 2, n), -1)
+    kwargs = {"arms": ("i", "c"), "regions": ("x", "y"), "arm_idx": arm, "region_idx": region}
+    counts = counts_from_arrays(n_bins=3, judge_bin=b, human=human, **kwargs)
+    direct = joint_cells_from_arrays(n_bins=(3,), bins=b[:, None], human=human[:, None], **kwargs)
+    via = JointCells.from_counts(counts)
+    for name in ("combos", "totals", "labelled", "passes"):
+        np.testing.assert_array_equal(getattr(via, name), getattr(direct, name))
+    # And back: the per-bin tables a dashboard reads are the ones given.
+    back = direct.dimension_counts(0)
+    np.testing.assert_array_equal(back.judge_only, counts.judge_only)
+    np.testing.assert_array_equal(back.labelled, counts.labelled)
