@@ -4,8 +4,9 @@ The human labels of a flat table are hidden; the loop asks for them one at a tim
 app's own rule (:mod:`calibration.bayes.select` on real :class:`~calibration.bayes.fit.Fitter`
 draws, refitting every ``batch`` labels and reweighting the draws in between), the hidden
 labels answer, and after every fit it records the labels used, ``Δ`` (mean, 95% interval,
-verdict) per (candidate, dimension), and the PPI++ interval on the same labels. At the end it
-reports the ``Δ`` that *all* human labels give. No database: ``manage.py replay`` only parses
+verdict) per (candidate, dimension), the judge's difference between the two models, and an
+audit: PPI++ on the picks drawn uniformly (:func:`audit_delta`). At the end it reports the
+``Δ`` that *all* human labels give. No database: ``manage.py replay`` only parses
 arguments (:mod:`annotate.management.commands.replay`), and the benchmarks call
 :func:`run_loop` directly.
 
@@ -69,6 +70,7 @@ __all__ = [
     "LoopResult",
     "Population",
     "all_labels_delta",
+    "audit_delta",
     "human_only_delta",
     "load_table",
     "population_from_table",
@@ -379,6 +381,22 @@ def ppi_delta(
     return _delta_ci(pop, c, d, labelled, prob, lam=None)
 
 
+def audit_delta(
+    pop: Population, c: int, d: int, picks: Sequence[int], policies: Sequence[str]
+) -> dict[str, float] | None:
+    """The design-based check: PPI++ on the picks drawn uniformly, with equal weights.
+
+    The picks of policy ``uniform`` (before the first fit) and ``explore`` (the exploration
+    share) were drawn uniformly among the responses not yet graded, whatever the model
+    said, so they are close to a simple random sample of the study (the actively chosen
+    ones they exclude are a small part of a large population). PPI++ on them needs no
+    model and no inverse-probability weights, which on greedy picks make it 3–4× wider
+    than the model and useless as a check (module docstring, PPI++).
+    """
+    uniform = [i for i, p in zip(picks, policies, strict=True) if p in ("uniform", "explore")]
+    return _delta_ci(pop, c, d, uniform, [1.0] * len(uniform), lam=None)
+
+
 def human_only_delta(
     pop: Population, c: int, d: int, labelled: Sequence[int], prob: Sequence[float]
 ) -> dict[str, float] | None:
@@ -459,7 +477,7 @@ def _summaries(
     *,
     confidence: float,
     picks: list[int],
-    probs: list[float],
+    policies: list[str],
     with_ppi: bool,
     budget: int,
 ) -> list[dict[str, Any]]:
@@ -490,7 +508,7 @@ def _summaries(
                 "judge": judge_difference(fits[name].confusion, candidate=c),
             }
             if with_ppi:
-                row["ppi"] = ppi_delta(pop, c, d, picks, probs)
+                row["audit"] = audit_delta(pop, c, d, picks, policies)
             out.append(row)
     return out
 
@@ -583,7 +601,7 @@ def run_loop(
                 fits,
                 confidence=confidence,
                 picks=picks,
-                probs=probs,
+                policies=policies,
                 with_ppi=with_ppi,
                 budget=budget,
             ),
@@ -680,7 +698,7 @@ def replay_report(
         c = pop.arms.index(row["candidate"])
         d = pop.dimensions.index(row["dimension"])
         t = float(truth[c - 1, d])
-        ppi = row.get("ppi")
+        audit = row.get("audit")
         final_rows.append(
             {
                 "candidate": row["candidate"],
@@ -688,8 +706,11 @@ def replay_report(
                 "all_labels_delta": t,
                 "model": {k: row[k] for k in ("mean", "lower", "upper", "verdict")},
                 "model_covers": bool(row["lower"] <= t <= row["upper"]),
-                "ppi": ppi,
-                "ppi_covers": None if ppi is None else bool(ppi["lower"] <= t <= ppi["upper"]),
+                "audit": audit,
+                "audit_covers": None
+                if audit is None
+                else bool(audit["lower"] <= t <= audit["upper"]),
+                "judge": row.get("judge"),
                 "human_only": human_only_delta(pop, c, d, result.picks, result.probabilities),
             }
         )

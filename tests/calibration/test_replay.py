@@ -235,7 +235,12 @@ def test_the_loop_asks_for_hidden_labels_and_refits_every_batch(table_path, poli
     json.dumps(report)
     assert report["labels_used"] == 45
     row = report["final"][0]
-    assert {"all_labels_delta", "model", "ppi", "human_only", "model_covers"} <= set(row)
+    assert {"all_labels_delta", "model", "audit", "human_only", "model_covers"} <= set(row)
+    assert "ppi" not in row  # no inverse-weighted PPI++ on active picks presented as a check
+    # The audit is PPI++ on the uniformly drawn picks alone, with equal weights.
+    uniform = [i for i, p in zip(res.picks, res.policies, strict=True) if p != "active"]
+    expected = ppi_delta(pop, 1, 0, uniform, [1.0] * len(uniform))
+    assert row["audit"] == pytest.approx(expected)
     assert len(report["batches"]) == 5 and len(report["batches"][0]["deltas"]) == 2
 
 
@@ -275,4 +280,4 @@ def test_replay_command_runs_the_real_fitter(table_path, tmp_path):
     assert [b["labels"] for b in report["batches"]] == [12, 24]
     final = report["final"][0]
     assert final["model"]["lower"] < final["model"]["upper"]
-    assert final["ppi"] is not None
+    assert final["audit"] is not None
