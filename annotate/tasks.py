@@ -9,10 +9,29 @@ from __future__ import annotations
 from django.tasks import task
 
 from annotate import services_import
+from annotate.models import ImportJob
+
+
+class ImportRefused(Exception):
+    """The file was refused: the job holds its problems, and the task ends as failed, so the
+    worker's log says so instead of reporting a refused import as a successful task."""
 
 
 @task
 def run_import(job_id: int) -> str:
     """Import an uploaded file (idempotent: a job that is not queued any more is left alone)."""
     job = services_import.run_import_job(job_id=job_id)
-    return job.status if job is not None else "skipped"
+    if job is None:
+        return "skipped"
+    if job.status == ImportJob.Status.FAILED:
+        first = (job.errors or [{}])[0]
+        where = ", ".join(
+            f"{k} {first[k]}" for k in ("file", "line", "field") if first.get(k) not in (None, "")
+        )
+        problem = first.get("message") or job.error_message or "refused"
+        raise ImportRefused(
+            f"import job {job.pk} of study {job.study.slug!r} ({job.filename}) refused: "
+            f"{job.error_count or 1} problem(s); first: {problem}"
+            + (f" ({where})" if where else "")
+        )
+    return job.status

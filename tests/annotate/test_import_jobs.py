@@ -394,3 +394,16 @@ def test_the_data_step_lists_the_uploads_with_their_status(client, study, admin_
     assert f'<a href="{job_url(waiting)}">second.jsonl</a>' in body
     assert f'<a href="{job_url(done)}">first.jsonl</a>' in body
     assert "<td>Succeeded</td><td>3</td>" in body and "<td>Queued</td>" in body
+
+
+def test_a_refused_import_ends_its_task_as_failed_with_the_first_problem(study, admin_user):
+    from annotate.tasks import ImportRefused, run_import
+
+    job = queued_job(study, admin_user, interaction(1), interaction(2, region="mars"))
+    with pytest.raises(ImportRefused, match=r"refused: 1 problem\(s\); first: .*line 2"):
+        run_import.call(job.pk)
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.FAILED
+    good = queued_job(study, admin_user, interaction(3), name="b.jsonl")
+    assert run_import.call(good.pk) == ImportJob.Status.SUCCEEDED
+    assert run_import.call(good.pk) == "skipped"  # not queued any more
