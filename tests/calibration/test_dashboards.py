@@ -99,7 +99,7 @@ def test_overview_shows_the_matrix_of_candidates_by_dimensions(client, study, le
             assert f"cell-{d['verdict']}" in row
     assert html.count('class="cell cell-') == 2 * 4  # overall + 3 dimensions per candidate
     assert "P(Δ &gt; −2.0)" in html and "Recommendation" in html
-    assert f"fit {fitted.pk}" in html.lower() and "Refit now" in html and "Diagnostics" in html
+    assert f"fit {fitted.number}" in html.lower() and "Refit now" in html and "Diagnostics" in html
 
 
 def test_matrix_cells_carry_the_summary_numbers(study, fitted):
