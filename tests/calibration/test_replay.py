@@ -277,7 +277,12 @@ def test_replay_command_runs_the_real_fitter(table_path, tmp_path):
     )
     report = json.loads(out.read_text())
     assert report["labels_used"] == 24
-    assert [b["labels"] for b in report["batches"]] == [12, 24]
+    batches = report["batches"]
+    # A fit every 12 labels, and an early one wherever the reweighted draws collapsed
+    # (few labels move a wide posterior a lot): never more, never out of order.
+    assert batches[0]["labels"] == 12 and batches[-1]["labels"] == 24
+    assert [b["labels"] for b in batches] == sorted({b["labels"] for b in batches})
+    assert all(b["reason"] == "ess" for b in batches[1:-1])
     final = report["final"][0]
     assert final["model"]["lower"] < final["model"]["upper"]
     assert final["audit"] is not None
