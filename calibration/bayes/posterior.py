@@ -302,13 +302,9 @@ class DimensionFit:
         if self.has_curve:
             assert self.params is not None and self.design is not None
             return pass_probability(self.params, self.design)
-        th = np.asarray(self.theta, dtype=np.float64)[..., None]
-        conf = np.asarray(self.confusion, dtype=np.float64)
-        pos = th * conf[:, :, None, 1, :]
-        total = (1.0 - th) * conf[:, :, None, 0, :] + pos
-        out = np.full_like(pos, 0.5)
-        np.divide(pos, total, out=out, where=total > 0)
-        return out
+        from calibration.bayes.select import pass_given_bin
+
+        return pass_given_bin(self.theta, self.confusion)
 
     def columns(self, bins: NDArray[np.int64], dimension: int) -> NDArray[np.int64]:
         """The column of :meth:`pass_by_cell` of responses with judge ``bins`` ``(N, D)``
