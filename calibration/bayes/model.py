@@ -45,7 +45,7 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from calibration.bayes.curve import CurveDesign
+from calibration.bayes.curve import PARAMS, CurveDesign
 from calibration.bayes.data import JointCells
 
 # The version string lives in the light module (reading draws needs no PyMC); bump it there.
@@ -138,15 +138,8 @@ def create_calibration_model(cells: JointCells, design: CurveDesign) -> pm.Model
 def numpy_params(posterior: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The :data:`~calibration.bayes.curve.PARAMS` of a ``(chain, draw, ...)`` posterior,
     chains concatenated."""
-    names = {
-        "intercept": "intercept",
-        "bin_effect": "bin_effect",
-        "region_effect": "region_effect",
-        "region_bin_effect": "region_bin_effect",
-        "other_effect": "other_effect",
-    }
     out = {}
-    for key, name in names.items():
+    for name in PARAMS:
         arr = np.asarray(posterior[name])
-        out[key] = arr.reshape(arr.shape[0] * arr.shape[1], *arr.shape[2:])
+        out[name] = arr.reshape(arr.shape[0] * arr.shape[1], *arr.shape[2:])
     return out
