@@ -78,6 +78,7 @@ from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "ESS_REFIT_FRACTION",
+    "SELECTION_DRAWS",
     "CellChoice",
     "DimensionDraws",
     "Selector",
@@ -93,6 +94,13 @@ __all__ = [
 ]
 
 Criterion = Literal["variance", "wrong_verdict"]
+
+#: Draws the selector keeps from a fit: as many as a stored fit holds
+#: (``calibration.services.DRAWS_STORED``), so a replay's selector, which gets the fit
+#: before storage, works as the app's does. Its work per pick grows with draws × cells (every
+#: arm × region × bin combination, thousands in a large study); a score only ranks cells,
+#: and verdicts are read from the fit's summary, over every draw.
+SELECTION_DRAWS = 1000
 
 #: Below this share of the stored draws' count, the reweighted draws are too few to trust:
 #: the caller should refit (scores are still computed, but from a handful of draws).
@@ -146,8 +154,14 @@ class DimensionDraws:
             raise ValueError("give the curve's cells or the judge's confusion")
 
     @classmethod
-    def from_fit(cls, fit: Any, *, margin: float) -> DimensionDraws:
-        """Wrap a :class:`~calibration.bayes.posterior.DimensionFit`."""
+    def from_fit(
+        cls, fit: Any, *, margin: float, max_draws: int | None = SELECTION_DRAWS
+    ) -> DimensionDraws:
+        """Wrap a :class:`~calibration.bayes.posterior.DimensionFit`, keeping at most
+        ``max_draws`` of its draws (:meth:`~calibration.bayes.posterior.DimensionFit.thinned`;
+        None keeps all)."""
+        if max_draws is not None:
+            fit = fit.thinned(max_draws)
         return cls(theta=np.asarray(fit.theta), cells=fit.pass_by_cell(), margin=margin)
 
     @property
@@ -350,20 +364,28 @@ def dimension_scores(
     if not open_mask.any():
         return np.zeros((m, r, j))
 
+    # One matrix product over the draws gives Σ u p and Σ u p x (x: Δ or the go indicator)
+    # for every cell: no (S, K) temporary, and one pass over p, which at thousands of cells
+    # costs more than everything else here.
     p = draws.pass_by_cell  # (S, K), K = M·R·J
-    up = u[:, None] * p
-    p_bar = up.sum(axis=0)  # (K,) P(y = 1 | j) under the current weights
+    if criterion == "variance":
+        # Centred, Σ u p (Δ − E Δ) is the covariance itself, with no cancellation.
+        x = delta - (u @ delta)[None, :]  # (S, C)
+    elif criterion == "wrong_verdict":
+        x = (delta > -draws.margin).astype(np.float64)  # (S, C)
+    else:
+        raise ValueError(f"unknown criterion {criterion!r}")
+    sums = np.vstack([u, (u[:, None] * x).T]) @ p  # (1 + C, K)
+    p_bar = sums[0]  # (K,) P(y = 1 | j) under the current weights
+    upx = sums[1:].T  # (K, C): Σ u p x
     var_y = p_bar * (1.0 - p_bar)
     safe = np.where(var_y > 1e-12, var_y, np.inf)  # a certain y tells nothing
 
     if criterion == "variance":
-        mean = u @ delta  # (C,)
-        cov = up.T @ delta - p_bar[:, None] * mean[None, :]  # (K, C)
-        per = cov**2 / safe[:, None]
-    elif criterion == "wrong_verdict":
-        g = (delta > -draws.margin).astype(np.float64)  # (S, C)
-        p_ok = u @ g
-        a = up.T @ g  # (K, C): Σ u p g
+        per = upx**2 / safe[:, None]  # Cov_u(Δ, p)² / (p̄(1 − p̄))
+    else:
+        p_ok = u @ x
+        a = upx  # (K, C): Σ u p g
         with np.errstate(invalid="ignore", divide="ignore"):
             p1 = np.where(p_bar[:, None] > 0, a / p_bar[:, None], p_ok)
             p0 = np.where(p_bar[:, None] < 1, (p_ok[None, :] - a) / (1.0 - p_bar[:, None]), p_ok)
@@ -373,8 +395,6 @@ def dimension_scores(
         )
         per = np.clip(before - after, 0.0, None)
         per[var_y <= 1e-12] = 0.0
-    else:
-        raise ValueError(f"unknown criterion {criterion!r}")
 
     mask = _involves(m) & open_mask[None, :]  # (M, C)
     per = per.reshape(m, r, j, m - 1)

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from calibration.bayes.posterior import DimensionFit
 from calibration.bayes.select import (
+    SELECTION_DRAWS,
     DimensionDraws,
     Selector,
     choose_cell,
@@ -129,6 +131,67 @@ def test_closed_form_matches_brute_force_on_every_cell(weighted):
     for m, r, j in itertools.product(range(3), range(2), range(3)):
         expected = _brute_force_score(draws, traffic, u, m, r, j)
         np.testing.assert_allclose(table[m, r, j], expected, rtol=1e-8, atol=1e-15)
+
+
+def _brute_force_wrong_verdict(
+    draws: DimensionDraws, traffic: np.ndarray, u: np.ndarray, m: int, r: int, j: int
+) -> float:
+    """min(P, 1 − P) − Σ_y P(y|j) min(P_y, 1 − P_y), P = P(Δ > −δ), with loops."""
+    delta = delta_draws(draws.theta, traffic)
+    p = pass_given_bin(draws.theta, draws.confusion)[:, m, r, j]
+    total = 0.0
+    for c in range(delta.shape[1]):
+        if m not in (0, c + 1):
+            continue
+        ok = (delta[:, c] > -draws.margin).astype(float)
+        p_ok = float(u @ ok) / u.sum()
+        after = 0.0
+        for lik in (p, 1.0 - p):
+            p_y = float(u @ lik) / u.sum()
+            p_ok_y = float((u * lik) @ ok) / float(u @ lik)
+            after += p_y * min(p_ok_y, 1.0 - p_ok_y)
+        total += max(min(p_ok, 1.0 - p_ok) - after, 0.0)
+    return total
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_wrong_verdict_criterion_matches_brute_force_on_every_cell(weighted):
+    draws = _random_draws(s=80, m=3, r=2, j=3, seed=5)
+    traffic = np.array([0.4, 0.6])
+    log_w = np.random.default_rng(2).normal(size=80) if weighted else None
+    table = dimension_scores(
+        draws, traffic=traffic, confidence=0.9999, log_weights=log_w, criterion="wrong_verdict"
+    )
+    u = np.ones(80) if log_w is None else np.exp(log_w)
+    assert table.max() > 0
+    for m, r, j in itertools.product(range(3), range(2), range(3)):
+        expected = _brute_force_wrong_verdict(draws, traffic, u, m, r, j)
+        np.testing.assert_allclose(table[m, r, j], expected, rtol=1e-8, atol=1e-15)
+
+
+def test_selector_keeps_a_stored_fits_share_of_a_fresh_fits_draws():
+    """A replay hands the selector a fresh fit (thousands of draws), the app a stored one
+    (thinned to 1,000): both select from the same evenly spaced draws."""
+    draws = _random_draws(s=4000, m=2, r=2, j=3, seed=7)
+    fit = DimensionFit(
+        arms=("inc", "cand"),
+        regions=("eu", "us"),
+        n_bins=3,
+        theta=draws.theta,
+        confusion=draws.confusion,
+        diagnostics={},
+        ok=True,
+        seed=0,
+        counts_digest="x",
+    )
+    kept = DimensionDraws.from_fit(fit, margin=0.02)
+    assert kept.n_draws == SELECTION_DRAWS
+    thinned = fit.thinned(SELECTION_DRAWS)
+    np.testing.assert_array_equal(kept.theta, thinned.theta)
+    np.testing.assert_allclose(
+        kept.pass_by_cell, pass_given_bin(thinned.theta, thinned.confusion).reshape(1000, -1)
+    )
+    assert DimensionDraws.from_fit(fit, margin=0.02, max_draws=None).n_draws == 4000
 
 
 def test_settled_verdicts_attract_no_labels():
