@@ -15,7 +15,9 @@ what we do not trust, so the scenarios break what a calibration model is tempted
   judge's bin predicts correctness inside a cell (the selector conditions on both);
 * ``binned_5M``: a continuous judge, not logistic in anything, cut into 5 bins, 5 million
   responses;
-* ``few_labels``: 50 labels, the flattering judge.
+* ``few_labels``: 50 labels, the flattering judge;
+* ``weak``: a weak judge (se .70, sp .65) alike for both models, where the curve has little
+  to lean on and must not cost labels.
 
 Each study runs to its budget. Its verdict is the first one the sequential rule settles
 (what the app shows, and where it stops asking); coverage and bias are read at the budget,
@@ -160,6 +162,12 @@ SCENARIOS = {
             "identical_go",
             "identical judges, the candidate as good (Δ = 0): how often the right go comes",
             theta=_flat(0.85, 0.0),
+        ),
+        Scenario(
+            "weak",
+            "a weak judge alike for both models (se .70, sp .65); Δ = −margin",
+            theta=_flat(0.85, -MARGIN),
+            judge=((0.70, 0.65), (0.70, 0.65)),
         ),
     ]
 }
