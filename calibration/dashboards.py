@@ -6,6 +6,7 @@ offline report. Nothing here renders HTML.
 * :func:`decision_matrix` — candidates × dimensions verdicts from ``Fit.summary`` (cheap:
   no draws), the overall verdicts and a recommendation in plain words.
 * :func:`fit_health` — diagnostics per dimension with what failed, in words.
+* :func:`fit_advice` — when they failed, whether more grades will likely cure it.
 * :func:`label_progress` — labels used against the budget, per arm × region and per
   dimension, annotators active in the last ten minutes (aggregate SQL).
 * :func:`pair_data` — everything about one candidate against the incumbent: Δ draws per
@@ -68,6 +69,7 @@ __all__ = [
     "bar",
     "held_reason",
     "decision_matrix",
+    "fit_advice",
     "fit_health",
     "forecast_labels",
     "honest_forecast",
@@ -278,6 +280,47 @@ def fit_health(fit: Fit, dimension_titles: dict[str, str]) -> list[dict[str, Any
             }
         )
     return rows
+
+
+#: Below this many grades a failed fit is most likely the grades being few: the curve's
+#: learnt scales (regions, region × bin, other dimensions) rest on a handful of grades per
+#: cell, a funnel the sampler struggles in, and the next grades sharpen it. At and above
+#: it, fits of the demo and of HANNA- and SummEval-shaped studies pass (``bench/
+#: fit_diagnostics.py``: every fit at 20, 40 and 100 grades), so a failure there points at
+#: the study rather than at the count.
+FEW_GRADES = 100
+
+
+def fit_advice(fit: Fit, health: list[dict[str, Any]]) -> str | None:
+    """What to do about a fit whose diagnostics failed, in words (None when none failed):
+    whether more grades will likely cure it or something in the study is unusual."""
+    failed = [row for row in health if not row["ok"]]
+    if not failed:
+        return None
+    names = ", ".join(row["title"] for row in failed)
+    from calibration.bayes.fit import DIVERGENCES_MAX
+
+    diverged = any((row["divergences"] or 0) > DIVERGENCES_MAX for row in failed)
+    what = (
+        "the sampler could not follow the posterior's shape (divergences)"
+        if diverged
+        else "the sampler's chains did not agree or mixed too slowly"
+    )
+    n = fit.n_labels
+    if n < FEW_GRADES:
+        return (
+            f"On {names}, {what}. With {n} grade{'s' if n != 1 else ''} this is most likely "
+            "the grades being few: the curve's region and bin terms rest on a handful of "
+            "grades per cell. More grades usually cure it; the next fit runs after "
+            f"{fit.study.refit_every} more. Until a fit passes, act on none of its verdicts."
+        )
+    return (
+        f"On {names}, {what}, with {n} grades: enough that fits of this size normally pass, "
+        "so something in this study is unusual (a dimension whose grades all agree, a judge "
+        "bin or region with very few responses, a judge score that does not separate "
+        "passes from failures). Refit once (a new seed); if it fails again, do not act on it "
+        f"and report fit {fit.number} (seed {fit.seed}) to whoever runs Baton."
+    )
 
 
 # ---------------------------------------------------------------------------------------

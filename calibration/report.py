@@ -174,13 +174,15 @@ def build_report(*, study: Study, fit: Fit, generated_by: Any = None) -> str:
             ]
             del dim["delta_draws"]
         candidates.append(data)
+    health = dashboards.fit_health(
+        fit, {d["key"]: d["title"] for d in fit.summary.get("dimensions", [])}
+    )
     context = {
         "study": study,
         "fit": fit,
         "matrix": dashboards.decision_matrix(fit),
-        "health": dashboards.fit_health(
-            fit, {d["key"]: d["title"] for d in fit.summary.get("dimensions", [])}
-        ),
+        "health": health,
+        "advice": dashboards.fit_advice(fit, health),
         "progress": dashboards.label_progress(study),
         "candidates": candidates,
         # Every change of the plan after grading started (calibration.replans).

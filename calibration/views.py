@@ -56,10 +56,12 @@ def _decision_context(study: Study, fit: Fit | None) -> dict[str, Any]:
     if fit is None:
         return {"fit": None}
     titles = {d["key"]: d["title"] for d in fit.summary.get("dimensions", [])}
+    health = dashboards.fit_health(fit, titles)
     return {
         "fit": fit,
         "matrix": dashboards.decision_matrix(fit),
-        "health": dashboards.fit_health(fit, titles),
+        "health": health,
+        "advice": dashboards.fit_advice(fit, health),
     }
 
 

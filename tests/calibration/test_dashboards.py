@@ -167,6 +167,30 @@ def test_untrustworthy_fit_says_so_with_what_failed(client, study, lead, fake_fi
     assert "the chains disagree" in html
 
 
+def test_a_failed_fit_says_whether_more_grades_will_cure_it(client, study, lead, fake_fitter):
+    fake_fitter.ok = False
+    populate(study, prompts_per_region=5, graded_share=0.5)
+    fit = services.run_fit(fit_id=services.request_fit(study=study, trigger="manual").pk)
+    assert fit.n_labels < dashboards.FEW_GRADES
+    client.force_login(lead)
+    html = client.get(page(study)).content.decode()
+    assert "most likely the grades being few" in html
+    assert f"the next fit runs after {study.refit_every} more" in html
+    assert "Refit once" not in html
+
+    many = newer_fit(fit, n_labels=dashboards.FEW_GRADES)
+    advice = dashboards.fit_advice(many, dashboards.fit_health(many, {}))
+    assert advice is not None
+    assert "something in this study is unusual" in advice
+    assert f"report fit {many.number} (seed {many.seed})" in advice
+    html = client.get(page(study)).content.decode()
+    assert "Refit once" in html and "grades being few" not in html
+
+
+def test_a_fit_that_passed_needs_no_advice(study, fitted):
+    assert dashboards.fit_advice(fitted, dashboards.fit_health(fitted, {})) is None
+
+
 def test_a_topped_up_dimension_says_how_many_chains_and_the_first_runs_ess(client, study, lead,
                                                                          fitted):  # fmt: skip
     key = next(iter(fitted.diagnostics))
