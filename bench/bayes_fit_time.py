@@ -8,9 +8,11 @@
   compile cache as it is (``~/.pytensor``, as on a machine that has fitted before), and
   with an empty compile dir (``PYTENSOR_FLAGS=compiledir=<tmp>``: a fresh CI machine).
 
-The counts are the only thing the fit sees, so 5M responses cost the same as 10k once
-aggregated; ``counts_from_arrays`` time on the raw rows is reported separately (the app
-aggregates in SQL instead).
+Each dimension is fitted as the worker fits it (``FIT_SETTINGS``) on the study's joint
+cells (arm, region and every dimension's judge bin; binary judges here). Only graded
+responses enter the likelihood, so 5M responses should cost what 10k do; this measures it.
+``joint_cells_from_arrays`` time on the raw rows is reported separately (the app aggregates
+in SQL instead).
 
 Run: ``/work/main/.venv/bin/python bench/bayes_fit_time.py`` (``--quick``: 1 repeat, no
 empty-cache cold run).
@@ -35,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bayes_common import ROOT, machine_info, write_result  # noqa: E402
 
-from calibration.bayes.data import CellCounts  # noqa: E402
+from calibration.bayes.data import JointCells, joint_cells_from_arrays  # noqa: E402
 from calibration.bayes.fit import Fitter  # noqa: E402
-from calibration.bayes.simulate import reveal_uniform, simulate_study  # noqa: E402
+from calibration.bayes.posterior import FIT_SETTINGS  # noqa: E402
 
 WEIGHTS = np.array([0.30, 0.20, 0.15, 0.15, 0.10, 0.10])
 LABELS_PER_ARM = 300
@@ -49,28 +51,37 @@ DIMENSIONS = {
 }
 
 
-def study_counts(total_responses: int, seed: int = 0) -> tuple[dict[str, CellCounts], float]:
-    """Counts of the 3 dimensions for ``total_responses`` over 3 arms, and seconds spent
-    in ``counts_from_arrays`` (aggregation of the raw rows)."""
+def study_counts(total_responses: int, seed: int = 0) -> tuple[JointCells, float]:
+    """The study's joint cells (every dimension's judge bin in each cell, as the app counts
+    them) for ``total_responses`` over 3 arms, ``LABELS_PER_ARM`` graded uniformly per arm
+    on every dimension, and the seconds spent aggregating the raw rows."""
     rng = np.random.default_rng(seed)
     region_fx = rng.normal(0, 0.4, size=WEIGHTS.size)
-    counts = {}
-    agg = 0.0
-    for k, (name, (mu, se, sp)) in enumerate(DIMENSIONS.items()):
-        theta = 1 / (1 + np.exp(-(np.array(mu)[:, None] + region_fx[None, :])))
-        study = simulate_study(
-            theta=theta,
-            weights=WEIGHTS,
-            sensitivity=se,
-            specificity=sp,
-            n_per_arm=total_responses // 3,
-            seed=seed + k,
-        )
-        human = reveal_uniform(study, LABELS_PER_ARM, seed=seed + 100 + k)
-        t0 = time.perf_counter()
-        counts[name] = study.counts(human)
-        agg += time.perf_counter() - t0
-    return counts, agg
+    n = total_responses // 3 * 3
+    arm = np.repeat(np.arange(3), n // 3)
+    region = rng.choice(WEIGHTS.size, size=n, p=WEIGHTS)
+    bins = np.empty((n, len(DIMENSIONS)), dtype=np.int64)
+    truth = np.empty((n, len(DIMENSIONS)), dtype=np.int64)
+    for d, (mu, se, sp) in enumerate(DIMENSIONS.values()):
+        p = 1 / (1 + np.exp(-(np.asarray(mu)[arm] + region_fx[region])))
+        truth[:, d] = rng.random(n) < p
+        u = rng.random(n)
+        bins[:, d] = np.where(truth[:, d] == 1, u < se, u < 1 - sp)
+    human = np.full((n, len(DIMENSIONS)), -1, dtype=np.int64)
+    for a in range(3):
+        chosen = rng.choice(np.flatnonzero(arm == a), size=LABELS_PER_ARM, replace=False)
+        human[chosen] = truth[chosen]
+    t0 = time.perf_counter()
+    cells = joint_cells_from_arrays(
+        arms=("inc", "cand1", "cand2"),
+        regions=tuple(f"r{i}" for i in range(WEIGHTS.size)),
+        n_bins=(2,) * len(DIMENSIONS),
+        arm_idx=arm,
+        region_idx=region,
+        bins=bins,
+        human=human,
+    )
+    return cells, time.perf_counter() - t0
 
 
 def _cpu(who: int = resource.RUSAGE_SELF) -> float:
@@ -78,14 +89,14 @@ def _cpu(who: int = resource.RUSAGE_SELF) -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def fit_all(fitter: Fitter, counts: dict[str, CellCounts], seed: int) -> dict[str, Any]:
+def fit_all(fitter: Fitter, cells: JointCells, seed: int) -> dict[str, Any]:
     # CPU seconds (all threads) are reported beside wall time: on this shared, overloaded
     # machine wall time mostly measures the other tenants.
     c0 = _cpu()
     t0 = time.perf_counter()
     per_dim = {}
-    for i, (name, c) in enumerate(counts.items()):
-        fit = fitter.fit(c, seed=seed + i)
+    for i, name in enumerate(DIMENSIONS):
+        fit = fitter.fit(cells, i, seed=seed + i, **FIT_SETTINGS)
         d = fit.diagnostics
         per_dim[name] = {
             k: d[k]
@@ -179,9 +190,7 @@ def main() -> None:
     c0 = _cpu()
     # Every model the warm runs need: small and large cells sample in other coordinates
     # (calibration.bayes.model.model_key), so each size may bring its own compiled model.
-    compile_s = sum(
-        fitter.compile(c) for counts, _ in counts_by_n.values() for c in counts.values()
-    )
+    compile_s = sum(fitter.compile(cells, d) for cells, _ in counts_by_n.values() for d in range(3))
     out["warm_compile_seconds"] = compile_s
     out["warm_compile_cpu_seconds"] = _cpu() - c0
     for n, (counts, agg) in counts_by_n.items():
@@ -189,7 +198,7 @@ def main() -> None:
         totals = [r["total_seconds"] for r in runs]
         cpus = [r["cpu_seconds"] for r in runs]
         out["warm"][str(n)] = {
-            "judge_only_responses": int(sum(c.judge_only.sum() for c in counts.values()) // 3),
+            "judge_only_responses": int(counts.totals.sum() - counts.labelled[0].sum()),
             "aggregate_seconds_3_dims": agg,
             "total_seconds_3_dims": totals,
             "median_total_seconds_3_dims": float(np.median(totals)),
@@ -255,13 +264,7 @@ def main() -> None:
                 "labels_per_arm": LABELS_PER_ARM,
                 "sizes_total_responses": args.sizes,
                 "repeats": repeats,
-                "fit": {
-                    "draws": 2000,
-                    "tune": 1000,
-                    "chains": 2,
-                    "target_accept": 0.95,
-                    "ess_top_ups": 2,
-                },
+                "fit": {**FIT_SETTINGS, "ess_top_ups": 2},
                 "sampler": "nutpie (numba backend), chains as threads",
             },
             "machine": info,

@@ -42,6 +42,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from annotate.models import Annotation, Study
+from calibration.bayes.posterior import FIT_SETTINGS
 from calibration.counts import StudyCounts, count_labels, study_counts
 from calibration.models import Fit
 
@@ -72,14 +73,6 @@ STALE_RUNNING_AFTER = timedelta(minutes=15)
 RUNNING_LOCK_CLASS = 0x0BA7
 #: Draws per dimension kept in Fit.draws (selection needs a few hundred to a thousand).
 DRAWS_STORED = 1000
-#: NUTS settings per dimension (draws per chain; chains run as threads in nutpie).
-# The calibration curve's geometry is benign (no divergences seen from 20 grades on), so a
-# target acceptance of 0.9 rather than 0.95 takes longer steps: on the demo at 100 grades,
-# 3.7-5.6 s of CPU per dimension instead of 5.2-7.2, every fit passing (R-hat <= 1.006, bulk
-# ESS >= 870). 2 x 1000 draws were too few: the folded R-hat over the curve's ~150 scalars
-# reached 1.0175 and 4 of 6 fits failed. bench/fit_diagnostics.py measures these settings.
-FIT_SETTINGS: dict[str, Any] = {"draws": 2000, "tune": 500, "chains": 2, "target_accept": 0.9}
-
 _DRAWS_FORMAT = "baton-fit-draws-1"
 
 # One Fitter per process: a long-lived db_worker keeps the compiled models of every shape
