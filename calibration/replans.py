@@ -139,6 +139,7 @@ def replan(
                     fallback_fraction=information_fraction(
                         counts.get(inc, 0), counts.get(cand.key, 0), study.label_budget
                     ),
+                    labels=sum(counts.values()),
                 )
                 designs.setdefault(cand.key, {})[d.key] = {
                     "go": new_go.to_list(),

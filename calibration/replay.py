@@ -821,6 +821,7 @@ def run_loop(
                 new_confidence=confidence,
                 new_margin=pop.margins[pop.dimensions.index(r["dimension"])],
                 fallback_fraction=float(r["fraction"]),
+                labels=len(picks),
             )
             fresh[key] = (go, nogo)
         designs, budget, final = fresh, new, None

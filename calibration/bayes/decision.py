@@ -360,11 +360,20 @@ def replan_design(
     new_budget: int,
     old_confidence: float,
     new_confidence: float,
+    labels: int | None = None,
 ) -> Design:
     """The design after a re-plan that keeps the conditional wrong-go probability.
 
     ``fraction`` and ``z`` are where the verdict stands now under the old plan (``z`` at the
     margin in force after the re-plan). Module docstring, *Re-plans*, for the derivation.
+
+    ``labels``: graded responses now. When they reach the new budget the queue is closed
+    and no information is left to spend, whatever the fraction says: an undecided verdict
+    is frozen. (With a candidate's own fraction, ``t · N/N'`` stays below 1 when its two
+    arms are graded unevenly; the boundary then sat within the Monte Carlo noise of the
+    current ``z`` on both sides, and the refit the re-plan triggers, on the same grades,
+    decided the verdict by that noise: a go or even a no-go at ``z`` ≈ 2.2 in
+    ``bench/adversarial.py``, ``game_lower_budget``.)
     """
     _check_confidence(old_confidence)
     _check_confidence(new_confidence)
@@ -377,7 +386,8 @@ def replan_design(
     w_new = z * sqrt(t_new)
     if a >= 1.0:  # already past the boundary: the go stands
         return Design(q=0.0, t_anchor=t_new, w_anchor=w_new)
-    if a <= 0.0 or t_new >= 1.0:  # nothing to spend, or no information left to spend it on
+    closed = labels is not None and labels >= new_budget
+    if a <= 0.0 or t_new >= 1.0 or closed:  # nothing to spend, or no information to spend it on
         return Design(q=float("inf"), t_anchor=t_new, w_anchor=w_new)
     return Design(q=NormalDist().inv_cdf(1.0 - a / 2.0), t_anchor=t_new, w_anchor=w_new)
 
@@ -394,6 +404,7 @@ def replan_cell(
     new_confidence: float,
     new_margin: float,
     fallback_fraction: float,
+    labels: int | None = None,
 ) -> tuple[Design, Design, dict[str, float]]:
     """New (go, no-go) designs of one (candidate, dimension) at a re-plan, and what was spent.
 
@@ -402,7 +413,9 @@ def replan_cell(
     fraction, rescaled to the current ``budget``, and ``z = (mean + δ') / sd`` at the new
     margin anchor the new boundary (module docstring, *Re-plans*). Without a fit no
     posterior was ever shown, so the re-plan starts from ``z = 0`` at
-    ``fallback_fraction`` (the graded counts' :func:`information_fraction`). Used by
+    ``fallback_fraction`` (the graded counts' :func:`information_fraction`). ``labels``
+    (graded responses now) freezes the verdict when the new budget is already reached
+    (:func:`replan_design`). Used by
     :func:`calibration.replans.replan` (the app) and :func:`calibration.replay.run_loop`.
     """
     sd = (cell or {}).get("sd")
@@ -424,6 +437,7 @@ def replan_cell(
             new_budget=new_budget,
             old_confidence=confidence,
             new_confidence=new_confidence,
+            labels=labels,
         )
         for side, sign in ((go, 1.0), (nogo, -1.0))
     )
