@@ -929,6 +929,9 @@ def replay_report(
                 "dimension": row["dimension"],
                 "all_labels_delta": t,
                 "model": {k: row[k] for k in ("mean", "lower", "upper", "verdict")},
+                # What the app shows: a go the audit sample does not confirm is held.
+                "shown_verdict": row["audited_verdict"],
+                "audit_sample": row["audit_sample"],
                 "model_covers": bool(row["lower"] <= t <= row["upper"]),
                 "audit": audit,
                 "audit_covers": None
