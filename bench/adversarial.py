@@ -26,10 +26,45 @@ own responses (the estimand of the model's post-stratification), set exactly: ea
 (arm, region) gets ``round(θ·N)`` passes. A **wrong go** is a go for a candidate whose true
 ``Δ`` is at or below ``−margin``. Intervals on rates are Wilson 95%.
 
+The audit (every scenario; ``audit_share`` 10% as the app's default)
+--------------------------------------------------------------------
+The loop draws the app's audit picks and applies the app's hold
+(:func:`calibration.bayes.decision.audited_verdict`). Each study records the first verdict the
+model alone settles and the first one the app *shows* (a go the audit does not confirm is
+held and the study goes on). ``audit`` in a summary: wrong go by the model alone and after
+the hold (Wilson 95%), how often a model go was held, and, where the model is right
+(``audit_identical_go``, Δ = 0), the cost: the share of right gos that never stood by the
+budget and the extra labels from the model's go to the go the app shows. (Scenarios run
+before the audit was in the loop have no ``audit`` block.)
+
+Plan gaming (``game``)
+----------------------
+* ``game_lower_budget``: at the first look where some verdict is undecided with
+  ``z ≥ 1.96``, the lead lowers the budget to the current count: a re-plan through
+  :func:`calibration.bayes.decision.replan_cell` exactly as :func:`calibration.replans.replan`
+  applies it, then the refit the app makes on a plan change, which is final (at the budget);
+* ``game_past_budget``: grading goes on to twice the budget with a fit every ``batch``; the
+  verdicts shown past the budget are those of the first fit at or past it (the app's rule),
+  and the summary counts the fits whose own draws say otherwise;
+* ``game_divert``: three arms, both candidates at ``Δ = −margin``; the non-audit picks go
+  45/45/10 to incumbent/candidate 1/candidate 2 until half the budget, then 50/50 to the
+  incumbent and candidate 2 (each candidate's boundary uses its own information fraction).
+
+Forecast calibration (``--forecast PATH``)
+------------------------------------------
+At every look where the dashboard would show a forecast (the shown verdict undecided, not
+final), :func:`calibration.dashboards.honest_forecast` is called as the dashboard calls it;
+its probability of settling within the labels left (``p_within``, or ``p_at_margin`` for a
+close call) is set against whether the model's verdict did settle by the budget. The
+reliability table is by decile of the forecast (looks, not studies: looks of one study are
+correlated, so the Wilson intervals are too narrow by an unknown factor).
+
 Usage::
 
     python bench/adversarial.py --studies 60 --out bench/results/adversarial.json
     python bench/adversarial.py --scenarios flatter_50 identical --studies 10
+    python bench/adversarial.py --scenarios game_lower_budget --studies 60 \
+        --draws 400 --tune 400 --out /tmp/a.json --forecast /tmp/f.json
 """
 
 from __future__ import annotations
@@ -51,6 +86,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from calibration.bayes.data import bin_scores, quantile_cuts  # noqa: E402
 from calibration.replay import Population, all_labels_delta, run_loop  # noqa: E402
+from calibration.summaries import SETTLED  # noqa: E402
 
 MARGIN = 0.02
 
@@ -71,6 +107,13 @@ class Scenario:
     continuous: bool = False
     policy: str = "active"
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Share of grades drawn for the audit (the app's default, 10%); 0: no audit, no hold.
+    audit_share: float = 0.10
+    #: How a lead games the plan: "lower_budget" (to the count at the first look with
+    #: z ≥ 1.96), "past_budget" (grading on to ``grade_to``), "divert" (grades to candidate
+    #: 1 first, then candidate 2); None: no gaming.
+    game: str | None = None
+    grade_to: int | None = None
 
 
 def _flat(theta_inc: float, delta: float, regions: int = 3) -> tuple[tuple[float, ...], ...]:
@@ -169,8 +212,53 @@ SCENARIOS = {
             theta=_flat(0.85, -MARGIN),
             judge=((0.70, 0.65), (0.70, 0.65)),
         ),
+        Scenario(
+            "audit_identical",
+            "identical judges, Δ = −margin, with the audit (10%) and its hold",
+            theta=_flat(0.85, -MARGIN),
+        ),
+        Scenario(
+            "audit_identical_go",
+            "identical judges, Δ = 0, with the audit (10%): what the hold costs a right go",
+            theta=_flat(0.85, 0.0),
+        ),
+        Scenario(
+            "audit_identical_plus",
+            "identical judges, Δ = +margin, with the audit (10%): a clear case",
+            theta=_flat(0.85, MARGIN),
+        ),
+        Scenario(
+            "game_lower_budget",
+            "identical judges, Δ = −margin; the lead lowers the budget to the current count "
+            "at the first look where z ≥ 1.96 (a re-plan, as the app applies it)",
+            theta=_flat(0.85, -MARGIN),
+            game="lower_budget",
+        ),
+        Scenario(
+            "game_past_budget",
+            "identical judges, Δ = −margin, budget 150 (refit every 30); grading goes on to "
+            "twice the budget and every fit is looked at",
+            theta=_flat(0.85, -MARGIN),
+            budget=150,
+            batch=30,
+            game="past_budget",
+            grade_to=300,
+        ),
+        Scenario(
+            "game_divert",
+            "three arms, both candidates Δ = −margin, identical judges; grades go 45/45/10 to "
+            "incumbent/candidate 1/candidate 2 until half the budget, then 50/50 to the "
+            "incumbent and candidate 2 (audit picks stay uniform)",
+            theta=((0.85,) * 3, (0.83,) * 3, (0.83,) * 3),
+            judge=((0.90, 0.85), (0.90, 0.85), (0.90, 0.85)),
+            game="divert",
+            n_per_arm=4000,
+        ),
     ]
 }
+
+#: The review's diversion pattern (tests/calibration/test_information_and_replan.py).
+DIVERT_FIRST_HALF = (0, 1, 0, 1, 0, 1, 0, 1, 0, 2, 0, 1, 0, 1, 0, 1, 0, 1, 2, 1)
 
 
 def _exact(rng: np.random.Generator, n: int, rate: float) -> np.ndarray:
@@ -254,10 +342,88 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> list[float]:
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
-def run_study(sc: Scenario, seed: int, fitter: Any, *, draws: int, tune: int) -> dict[str, Any]:
+def _hooks(sc: Scenario, gamed: dict[str, Any]) -> dict[str, Any]:
+    """The loop's hooks for a scenario's gaming (module docstring, plan gaming)."""
+    if sc.game == "lower_budget":
+
+        def lower(rec: Any) -> int | None:
+            # At the first look where some verdict is not yet a go but z ≥ 1.96, the lead
+            # lowers the budget to the count: a re-plan, as the app applies it.
+            if gamed or rec.labels >= rec.budget:
+                return None
+            row = next(
+                (r for r in rec.deltas if r["verdict"] == "undecided" and r["z"] >= 1.96), None
+            )
+            if row is None:
+                return None
+            gamed.update(labels=rec.labels, z=row["z"], fraction=row["fraction"])
+            return int(rec.labels)
+
+        return {"replan": lower}
+    if sc.game == "past_budget":
+        return {"grade_to": sc.grade_to}
+    if sc.game == "divert":
+        half = sc.budget // 2
+
+        def arm_of_pick(k: int) -> int:
+            return DIVERT_FIRST_HALF[k % 20] if k < half else (0, 2)[k % 2]
+
+        return {"arm_of_pick": arm_of_pick}
+    return {}
+
+
+def _forecaster(pop: Population, looks: dict[str, list[dict[str, Any]]]) -> Any:
+    """An ``on_fit`` hook: the dashboard's forecast at every look where the page shows one.
+
+    :func:`calibration.dashboards.honest_forecast` (the dashboard's own function, called as
+    :func:`calibration.dashboards.pair_data` calls it: the Δ draws, the budget in force, the
+    candidate's fraction, the history of earlier fits) wherever the shown verdict is
+    undecided and not final. ``p`` is ``p_within`` (or ``p_at_margin`` for a close call).
+    """
+    from calibration.dashboards import honest_forecast
+
+    history: dict[str, dict[str, list[float]]] = {}
+
+    def on_fit(rec: Any, fits: dict[str, Any]) -> None:
+        name = pop.dimensions[0]
+        level = np.asarray(fits[name].theta, dtype=np.float64) @ pop.traffic
+        for row in rec.deltas:
+            if row["dimension"] != name:
+                continue
+            cand = row["candidate"]
+            h = history.setdefault(cand, {"n": [], "sd": []})
+            h["n"].append(rec.labels)
+            h["sd"].append((row["upper"] - row["lower"]) / 3.92)
+            if row["audited_verdict"] != "undecided" or row.get("final"):
+                continue
+            c = pop.arms.index(cand)
+            f = honest_forecast(
+                level[:, c] - level[:, 0],
+                margin=pop.margins[0],
+                confidence=0.95,
+                n_labels=rec.labels,
+                budget=rec.budget,
+                fraction=row["fraction"],
+                history_n=h["n"],
+                history_sd=h["sd"],
+                seed=len(h["n"]),
+            )
+            p = f["p_at_margin"] if f["close"] else f["p_within"]
+            looks.setdefault(cand, []).append(
+                {"labels": rec.labels, "budget": rec.budget, "p": p, "close": f["close"]}
+            )
+
+    return on_fit
+
+
+def run_study(
+    sc: Scenario, seed: int, fitter: Any, *, draws: int, tune: int, forecast: bool = False
+) -> dict[str, Any]:
     pop = simulate(sc, seed)
     truth = all_labels_delta(pop)  # (C, D): every response's label is known here
     t0 = time.perf_counter()
+    gamed: dict[str, Any] = {}
+    looks: dict[str, list[dict[str, Any]]] = {}
     result = run_loop(
         pop,
         policy=sc.policy,
@@ -268,21 +434,15 @@ def run_study(sc: Scenario, seed: int, fitter: Any, *, draws: int, tune: int) ->
         draws=draws,
         tune=tune,
         with_ppi=False,
+        audit_share=sc.audit_share,
         # Run to the budget: the verdict is the first one the sequential rule settles (what
         # the app would show, and stop on), and coverage is read at a fixed look, the
         # budget, rather than at a stopping time chosen by the data.
         stop_when_settled=False,
+        on_fit=_forecaster(pop, looks) if forecast else None,
+        **_hooks(sc, gamed),
     )
     rows = []
-    went: dict[tuple[str, str], int] = {}
-    settled: dict[tuple[str, str], str] = {}
-    for rec in result.batches:
-        for row in rec.deltas:
-            key = (row["candidate"], row["dimension"])
-            if row["verdict"] != "undecided" and key not in settled:
-                settled[key] = row["verdict"]
-                if row["verdict"] == "go":
-                    went[key] = rec.labels
     last = result.batches[-1]
     fits_ok = [all(row["fit_ok"] for row in b.deltas) for b in result.batches]
     for row in last.deltas:
@@ -290,30 +450,111 @@ def run_study(sc: Scenario, seed: int, fitter: Any, *, draws: int, tune: int) ->
         d = pop.dimensions.index(row["dimension"])
         t = float(truth[c - 1, d])
         key = (row["candidate"], row["dimension"])
-        rows.append(
-            {
-                "candidate": row["candidate"],
-                "dimension": row["dimension"],
-                "truth": round(t, 5),
-                "mean": round(row["mean"], 5),
-                "lower": round(row["lower"], 5),
-                "upper": round(row["upper"], 5),
-                "verdict": settled.get(key, "undecided"),
-                "verdict_at_budget": row["verdict"],
-                "ever_go": key in went,
-                "go_at": went.get(key),
-                "covers": bool(row["lower"] <= t <= row["upper"]),
-                "judge": row.get("judge"),
-            }
+        trail = [
+            (rec.labels, rec.budget, r)
+            for rec in result.batches
+            for r in rec.deltas
+            if (r["candidate"], r["dimension"]) == key
+        ]
+        # The first verdict each rule settles: the model's alone, and the one the app shows
+        # (a go the audit does not confirm is held, and the study goes on).
+        model = next(((n, r["verdict"]) for n, _, r in trail if r["verdict"] != "undecided"), None)
+        shown = next(
+            ((n, r["audited_verdict"]) for n, _, r in trail if r["audited_verdict"] in SETTLED),
+            None,
         )
+        past = [r for n, b, r in trail if n > b]
+        settled_at = [n for n, b, r in trail if r["verdict"] != "undecided" and n <= b]
+        out_row: dict[str, Any] = {
+            "candidate": row["candidate"],
+            "dimension": row["dimension"],
+            "truth": round(t, 5),
+            "mean": round(row["mean"], 5),
+            "lower": round(row["lower"], 5),
+            "upper": round(row["upper"], 5),
+            "verdict": model[1] if model else "undecided",
+            "verdict_at_budget": row["verdict"],
+            "ever_go": bool(model and model[1] == "go"),
+            "go_at": model[0] if model and model[1] == "go" else None,
+            "shown_verdict": shown[1] if shown else "undecided",
+            "shown_go_at": shown[0] if shown and shown[1] == "go" else None,
+            "ever_held": any(r["held"] for _, _, r in trail),
+            "held_at_end": row["audited_verdict"] == "held",
+            "audit_at_end": row.get("audit_sample"),
+            "covers": bool(row["lower"] <= t <= row["upper"]),
+            "judge": row.get("judge"),
+        }
+        if past:
+            out_row["past_budget"] = {
+                "fits": len(past),
+                "raw_verdicts": [r.get("raw_verdict") for r in past],
+                "shown": [r["verdict"] for r in past],
+                "flips_prevented": sum(r.get("raw_verdict") != r["verdict"] for r in past),
+                "raw_go_prevented": any(
+                    r.get("raw_verdict") == "go" and r["verdict"] != "go" for r in past
+                ),
+            }
+        if forecast:
+            out_row["forecast"] = [
+                {**look, "settled": any(look["labels"] < n for n in settled_at)}
+                for look in looks.get(row["candidate"], [])
+                if look["p"] is not None
+            ]
+        rows.append(out_row)
     return {
         "seed": seed,
         "labels": result.labels,
         "stopped": result.stopped,
+        "budget_at_end": result.budget,
+        "replan": gamed or None,
+        "audit_picks": result.policies.count("audit"),
+        "audit_sample": len(result.audited),
         "seconds": round(time.perf_counter() - t0, 2),
         "fits": len(result.batches),
         "fits_ok": int(sum(fits_ok)),
         "rows": rows,
+    }
+
+
+def _go_rates(first: list[dict[str, Any]], key: str, wrong: bool) -> dict[str, Any]:
+    n = len(first)
+    k = sum(1 for row in first if row[key] == "go" and ((row["truth"] <= -MARGIN + 1e-9) == wrong))
+    return {"n": k, "rate": round(k / n, 4) if n else None, "wilson": wilson(k, n)}
+
+
+def _audit_summary(first: list[dict[str, Any]]) -> dict[str, Any]:
+    """Model alone against the app's hold (module docstring, the audit)."""
+    n = len(first)
+    model_go = [row for row in first if row["verdict"] == "go"]
+    held = [row for row in model_go if row["ever_held"]]
+    still = [row for row in model_go if row["shown_verdict"] != "go"]
+    both = [row for row in model_go if row["shown_go_at"] is not None]
+    extra = [row["shown_go_at"] - row["go_at"] for row in both]
+    return {
+        "wrong_go_model": _go_rates(first, "verdict", wrong=True),
+        "wrong_go_after_hold": _go_rates(first, "shown_verdict", wrong=True),
+        "right_go_model": _go_rates(first, "verdict", wrong=False),
+        "right_go_after_hold": _go_rates(first, "shown_verdict", wrong=False),
+        "model_go": len(model_go),
+        "go_held_at_some_look": len(held),
+        "go_held_share": round(len(held) / len(model_go), 4) if model_go else None,
+        "go_held_share_wilson": wilson(len(held), len(model_go)),
+        "go_never_stood_by_the_end": len(still),
+        "go_never_stood_share": round(len(still) / len(model_go), 4) if model_go else None,
+        "go_never_stood_wilson": wilson(len(still), len(model_go)),
+        "extra_labels_to_the_go": {
+            "studies": len(extra),
+            "mean": round(float(np.mean(extra)), 1) if extra else None,
+            "max": int(max(extra)) if extra else None,
+            "mean_relative": round(
+                float(np.mean([e / row["go_at"] for e, row in zip(extra, both, strict=True)])),
+                4,
+            )
+            if extra
+            else None,
+        },
+        "held_at_end": sum(row["held_at_end"] for row in first),
+        "studies": n,
     }
 
 
@@ -359,7 +600,104 @@ def summarise(sc: Scenario, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "fits_passing_diagnostics": f"{fits_ok}/{fits}",
         "judge_differs_said": f"{said}/{len(judged)}",
         "other_dimensions": _others(rows, first),
+        "studies_run": len(runs),
+        "audit_share": sc.audit_share,
+        "mean_audit_sample": round(float(np.mean([r.get("audit_sample", 0) for r in runs])), 1),
+        "audit": _audit_summary(first) if sc.audit_share > 0 else None,
+        "game": _game_summary(sc, runs, first),
     }
+
+
+def _game_summary(
+    sc: Scenario, runs: list[dict[str, Any]], first: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """What the gaming did (module docstring, plan gaming)."""
+    if sc.game is None:
+        return None
+    out: dict[str, Any] = {"game": sc.game}
+    if sc.game == "lower_budget":
+        gamed = [run for run in runs if run.get("replan")]
+        rows = [row for run in gamed for row in run["rows"] if row["dimension"] == "correct"]
+        out.update(
+            {
+                "replanned_studies": len(gamed),
+                "replanned_at_labels": [run["replan"]["labels"] for run in gamed],
+                "go_after_the_replan": sum(1 for row in rows if row["verdict"] == "go"),
+                "verdicts_after_the_replan": {
+                    v: sum(1 for row in rows if row["verdict_at_budget"] == v)
+                    for v in ("go", "no-go", "undecided")
+                },
+            }
+        )
+    elif sc.game == "past_budget":
+        past = [row["past_budget"] for row in first if row.get("past_budget")]
+        raw_go = sum(1 for p in past if p["raw_go_prevented"])
+        out.update(
+            {
+                "studies_graded_past_the_budget": len(past),
+                "fits_past_the_budget": sum(p["fits"] for p in past),
+                "verdict_changes_past_the_budget_shown": sum(
+                    len(set(p["shown"])) > 1 for p in past
+                ),
+                "fits_whose_own_draws_disagree": sum(p["flips_prevented"] for p in past),
+                "studies_where_a_raw_go_past_the_budget_was_kept_out": raw_go,
+                "wrong_go_if_looks_past_the_budget_counted": _go_rates(
+                    [
+                        {
+                            **row,
+                            "any": "go"
+                            if row["verdict"] == "go"
+                            or (row.get("past_budget") or {}).get("raw_go_prevented")
+                            else "x",
+                        }
+                        for row in first
+                    ],
+                    "any",
+                    wrong=True,
+                ),
+            }
+        )
+    elif sc.game == "divert":
+        out["per_candidate"] = {
+            cand: {
+                "wrong_go_model": _go_rates(
+                    [row for row in first if row["candidate"] == cand], "verdict", wrong=True
+                ),
+                "wrong_go_after_hold": _go_rates(
+                    [row for row in first if row["candidate"] == cand],
+                    "shown_verdict",
+                    wrong=True,
+                ),
+            }
+            for cand in sorted({row["candidate"] for row in first})
+        }
+    return out
+
+
+def reliability(looks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Forecast against outcome by decile of the forecast (``p`` in ``[0, 1]``)."""
+    out = []
+    for k in range(10):
+        lo, hi = k / 10, (k + 1) / 10
+        sel = [x for x in looks if lo <= x["p"] < hi or (k == 9 and x["p"] == 1.0)]
+        n = len(sel)
+        hits = sum(1 for x in sel if x["settled"])
+        out.append(
+            {
+                "decile": [lo, hi],
+                "n": n,
+                "trajectories": len({x["study"] for x in sel}),
+                "forecast_mean": round(float(np.mean([x["p"] for x in sel])), 4) if n else None,
+                "observed": round(hits / n, 4) if n else None,
+                "observed_wilson": wilson(hits, n) if n else None,
+                "within_10_points": bool(
+                    abs(float(np.mean([x["p"] for x in sel])) - hits / n) <= 0.10
+                )
+                if n
+                else None,
+            }
+        )
+    return out
 
 
 def _others(rows: list[dict[str, Any]], first: list[dict[str, Any]]) -> dict[str, Any]:
@@ -394,7 +732,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draws", type=int, default=500)
     parser.add_argument("--tune", type=int, default=500)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--forecast",
+        type=Path,
+        default=None,
+        help="also record the dashboard's forecast at every look; write the reliability "
+        "table per scenario to this JSON (merged into an existing file)",
+    )
     args = parser.parse_args(argv)
+    if args.forecast is not None:
+        _setup_django()
 
     from bayes_common import git_head
 
@@ -424,17 +771,78 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         for i in range(args.studies):
             runs.append(
-                run_study(sc, args.seed + 1000 * i, fitter, draws=args.draws, tune=args.tune)
+                run_study(
+                    sc,
+                    args.seed + 1000 * i,
+                    fitter,
+                    draws=args.draws,
+                    tune=args.tune,
+                    forecast=args.forecast is not None,
+                )
             )
         summary = summarise(sc, runs)
         summary["seconds"] = round(time.time() - t0, 1)
         summary["commit"] = commit
         summary["code_digest"] = code
+        summary["load_at_end"] = os.getloadavg()[0]
         print(json.dumps(summary), flush=True)
         out["scenarios"][name] = {"summary": summary, "runs": runs}
         if args.out:
             args.out.write_text(json.dumps(out, indent=1) + "\n")
+        if args.forecast is not None:
+            _write_forecast(args.forecast, sc, runs, header=out)
     return 0
+
+
+def _setup_django() -> None:
+    """The forecast is the dashboard's own function, in a module that imports Django models."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("SECRET_KEY", "bench-adversarial-forecast")
+    os.environ.setdefault("DEBUG", "0")
+    import django
+
+    django.setup()
+
+
+def _write_forecast(path: Path, sc: Scenario, runs: list[dict[str, Any]], header: dict) -> None:
+    """Reliability of the dashboard's forecast (module docstring, forecast) for one scenario."""
+    looks = [
+        {**look, "study": run["seed"], "candidate": row["candidate"]}
+        for run in runs
+        for row in run["rows"]
+        if row["dimension"] == run["rows"][0]["dimension"]
+        for look in row.get("forecast", [])
+    ]
+    doc: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    doc.setdefault("cases", {})
+    doc.setdefault("runs", []).append(
+        {k: header[k] for k in ("command", "commit", "code_digest", "machine", "settings")}
+        | {"scenario": sc.name, "load_at_end": os.getloadavg()[0]}
+    )
+    trajectories = {(x["study"], x["candidate"]) for x in looks}
+    per_traj = [
+        {"study": s, "candidate": c}
+        for s, c in sorted({(r["seed"], row["candidate"]) for r in runs for row in r["rows"]})
+    ]
+    doc["cases"][sc.name] = {
+        "what": sc.what,
+        "budget": sc.budget,
+        "refit_every": sc.batch,
+        "trajectories": len(per_traj),
+        "trajectories_with_a_forecast": len(trajectories),
+        "looks": len(looks),
+        "settled_by_the_budget": sum(
+            1
+            for r in runs
+            for row in r["rows"]
+            if row["dimension"] == r["rows"][0]["dimension"] and row["verdict"] != "undecided"
+        ),
+        "table": reliability(looks),
+        "table_close_calls": reliability([x for x in looks if x["close"]]),
+        "table_not_close": reliability([x for x in looks if not x["close"]]),
+        "looks_detail": looks,
+    }
+    path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def replan(
     new margin: ``(mean + δ')/sd``) anchor the new boundary. Without a fit, no posterior
     was ever shown, so the re-plan starts from ``z = 0`` at the current fraction.
     """
-    from calibration.bayes.decision import Design, information_fraction, replan_design
+    from calibration.bayes.decision import Design, information_fraction, replan_cell
     from calibration.services import graded_per_arm, request_fit
 
     if not reason.strip():
@@ -126,43 +126,26 @@ def replan(
                     (cand.key, d.key),
                     (Design.initial(study.confidence), Design.initial(study.confidence)),
                 )
-                cell = cells.get((cand.key, d.key))
-                sd = (cell or {}).get("sd")
-                if cell and not sd and cell.get("upper") is not None:
-                    sd = (cell["upper"] - cell["lower"]) / 3.92  # a summary without sd
-                if cell and cell.get("fraction") is not None and sd:
-                    # The fit's fraction is of the budget it ran under.
-                    fit_budget = (fit.summary if fit else {}).get("label_budget")
-                    t = float(cell["fraction"]) * (fit_budget or study.label_budget)
-                    t = min(t / study.label_budget, 1.0)
-                    z = (float(cell["mean"]) + new_margins[d.key]) / float(sd)
-                else:
-                    t = information_fraction(
+                new_go, new_nogo, spent_cell = replan_cell(
+                    go,
+                    nogo,
+                    cell=cells.get((cand.key, d.key)),
+                    fit_budget=(fit.summary if fit else {}).get("label_budget"),
+                    budget=study.label_budget,
+                    new_budget=new_budget,
+                    confidence=study.confidence,
+                    new_confidence=new_confidence,
+                    new_margin=new_margins[d.key],
+                    fallback_fraction=information_fraction(
                         counts.get(inc, 0), counts.get(cand.key, 0), study.label_budget
-                    )
-                    z = 0.0
-                new_go, new_nogo = (
-                    replan_design(
-                        side,
-                        z=sign * z,
-                        fraction=t,
-                        old_budget=study.label_budget,
-                        new_budget=new_budget,
-                        old_confidence=study.confidence,
-                        new_confidence=new_confidence,
-                    )
-                    for side, sign in ((go, 1.0), (nogo, -1.0))
+                    ),
+                    labels=sum(counts.values()),
                 )
                 designs.setdefault(cand.key, {})[d.key] = {
                     "go": new_go.to_list(),
                     "no-go": new_nogo.to_list(),
                 }
-                spent.setdefault(cand.key, {})[d.key] = {
-                    "go": go.conditional_error(fraction=t, z=z),
-                    "no-go": nogo.conditional_error(fraction=t, z=-z),
-                    "fraction": t,
-                    "z": z,
-                }
+                spent.setdefault(cand.key, {})[d.key] = spent_cell
         row = Replan.objects.create(
             study=study,
             number=number + 1,

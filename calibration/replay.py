@@ -22,6 +22,18 @@ reweighted draws' effective sample size falls below
 :data:`~calibration.bayes.select.ESS_REFIT_FRACTION` of the draws (``refit_on_collapse``),
 which is what the app's "refit needed" would trigger.
 
+The audit and what the app shows
+--------------------------------
+As in the app's queue, before each pick, with probability ``audit_share`` (10% by
+default) the pick is an *audit* pick drawn uniformly over all the responses
+(:func:`run_loop`). Each fit's row carries the model's ``verdict`` (the sequential rule at
+the candidate's own information fraction, under any re-plan's boundaries), the audit's
+``Δ`` (:func:`audit_sample_estimates`: :mod:`calibration.bayes.audit` on the audit sample)
+and ``audited_verdict``, the verdict the app shows
+(:func:`calibration.bayes.decision.audited_verdict`: a go the audit does not confirm is
+``held``). Past the budget the first fit at or past it keeps its verdicts, and a re-plan
+moves the boundaries with :func:`calibration.bayes.decision.replan_cell`, as the app does.
+
 PPI++ on the same labels
 ------------------------
 For candidate ``c`` and dimension ``d``, each arm ``a ∈ {inc, c}`` is estimated on its own
@@ -55,6 +67,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from calibration.bayes.audit import AuditEstimate, Stratum
+from calibration.bayes.audit import audit_delta as audit_sample_delta
 from calibration.bayes.curve import judge_difference
 from calibration.bayes.data import (
     JointCells,
@@ -62,8 +76,16 @@ from calibration.bayes.data import (
     joint_cells_from_arrays,
     quantile_cuts,
 )
-from calibration.bayes.decision import required_z, summarise_delta
+from calibration.bayes.decision import (
+    Design,
+    audited_verdict,
+    information_fraction,
+    replan_cell,
+    required_z,
+    summarise_delta,
+)
 from calibration.bayes.select import DimensionDraws, Selector, choose_cell
+from calibration.summaries import is_settled
 
 __all__ = [
     "BatchRecord",
@@ -71,6 +93,7 @@ __all__ = [
     "Population",
     "all_labels_delta",
     "audit_delta",
+    "audit_sample_estimates",
     "human_only_delta",
     "load_table",
     "population_from_table",
@@ -386,14 +409,16 @@ def audit_delta(
 ) -> dict[str, float] | None:
     """The design-based check: PPI++ on the picks drawn uniformly, with equal weights.
 
-    The picks of policy ``uniform`` (before the first fit) and ``explore`` (the exploration
-    share) were drawn uniformly among the responses not yet graded, whatever the model
-    said, so they are close to a simple random sample of the study (the actively chosen
+    The picks of policy ``uniform`` (before the first fit), ``explore`` (the exploration
+    share) and ``audit`` (the audit sample) were drawn uniformly, whatever the model said,
+    so they are close to a simple random sample of the study (the actively chosen
     ones they exclude are a small part of a large population). PPI++ on them needs no
     model and no inverse-probability weights, which on greedy picks make it 3–4× wider
     than the model and useless as a check (module docstring, PPI++).
     """
-    uniform = [i for i, p in zip(picks, policies, strict=True) if p in ("uniform", "explore")]
+    uniform = [
+        i for i, p in zip(picks, policies, strict=True) if p in ("uniform", "explore", "audit")
+    ]
     return _delta_ci(pop, c, d, uniform, [1.0] * len(uniform), lam=None)
 
 
@@ -405,22 +430,76 @@ def human_only_delta(
 
 
 # ---------------------------------------------------------------------------------------
+# The audit sample, as the app estimates it
+
+
+#: Draws an audit pick makes before it gives up and the usual pick follows (the queue's
+#: ``annotate.queue.MAX_REJECTIONS``).
+AUDIT_DRAWS = 12
+
+
+def audit_sample_estimates(
+    pop: Population, audited: Sequence[int] | NDArray[np.int64]
+) -> dict[tuple[int, int], AuditEstimate | None]:
+    """``{(candidate, dimension): the audit's Δ or None}`` from the audited responses.
+
+    What :func:`calibration.audit_data.audit_estimates` builds from the database, here from
+    arrays: per (arm, region) stratum the audited responses' grades (pass 1 / fail 0: one
+    grader) with their judge bins scaled to ``[0, 1]``, and the judge bins of every
+    response; the estimate is :func:`calibration.bayes.audit.audit_delta` (PPI++ per
+    stratum, post-stratified by traffic).
+    """
+    idx = np.unique(np.asarray(audited, dtype=np.int64))
+    m_arms, n_reg = len(pop.arms), len(pop.regions)
+    stratum = pop.arm * n_reg + pop.region
+    out: dict[tuple[int, int], AuditEstimate | None] = {}
+    for d in range(len(pop.dimensions)):
+        scale = max(pop.n_bins[d] - 1, 1)
+        ok = pop.bins[:, d] >= 0
+        f = np.where(ok, pop.bins[:, d], 0).astype(np.float64) / scale
+        n_all = np.bincount(stratum[ok], minlength=m_arms * n_reg)
+        f_sum = np.bincount(stratum[ok], weights=f[ok], minlength=m_arms * n_reg)
+        f_sq = np.bincount(stratum[ok], weights=f[ok] ** 2, minlength=m_arms * n_reg)
+        sel = idx[(pop.bins[idx, d] >= 0) & (pop.truth[idx, d] >= 0)]
+        strata = [
+            [
+                Stratum(
+                    y=pop.truth[sel[stratum[sel] == k], d].astype(np.float64),
+                    f=f[sel[stratum[sel] == k]],
+                    f_sum=float(f_sum[k]),
+                    f_sq_sum=float(f_sq[k]),
+                    n_all=int(n_all[k]),
+                )
+                for k in range(a * n_reg, (a + 1) * n_reg)
+            ]
+            for a in range(m_arms)
+        ]
+        for c in range(1, m_arms):
+            out[(c, d)] = audit_sample_delta(strata[c], strata[0], pop.traffic)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
 # The loop
 
 
 @dataclass
 class BatchRecord:
-    """What one fit concluded, after ``labels`` human labels."""
+    """What one fit concluded, after ``labels`` human labels, under the budget ``budget``."""
 
     labels: int
     deltas: list[dict[str, Any]]
     fit_seconds: float
     ess_before: list[float] | None
-    reason: str  # "batch", "ess" (draws collapsed), "final"
+    reason: str  # "batch", "ess" (draws collapsed), "replan", "final"
+    budget: int | None = None
+    audited: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "labels": self.labels,
+            "budget": self.budget,
+            "audited": self.audited,
             "reason": self.reason,
             "fit_seconds": round(self.fit_seconds, 3),
             "ess_before_refit": None
@@ -441,6 +520,8 @@ class LoopResult:
     batches: list[BatchRecord]
     stopped: str
     fits: dict[str, Any] | None = None  # last DimensionFit per dimension
+    audited: list[int] = field(default_factory=list)  # the audit sample, in draw order
+    budget: int | None = None  # the budget in force at the end (after any re-plan)
 
     @property
     def labels(self) -> int:
@@ -471,6 +552,9 @@ def _fit_all(
     }
 
 
+Designs = dict[tuple[str, str], tuple[Design, Design]]
+
+
 def _summaries(
     pop: Population,
     fits: dict[str, Any],
@@ -480,33 +564,63 @@ def _summaries(
     policies: list[str],
     with_ppi: bool,
     budget: int,
+    designs: Designs | None = None,
+    audits: dict[tuple[int, int], AuditEstimate | None] | None = None,
+    final: dict[tuple[str, str], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
+    """One row per (candidate, dimension), as the app's summary decides it.
+
+    ``verdict`` is the model's (the sequential rule at the candidate's own information
+    fraction, under the re-plans' ``designs``); ``audited_verdict`` what the app shows once
+    the audit sample is consulted (:func:`~calibration.bayes.decision.audited_verdict`: a go
+    the audit does not confirm is ``held``; ``audits=None``, a study without an audit, skips
+    the check). Past the budget the verdicts of ``final``, the first fit at or past it, are
+    kept (``raw_verdict``: what this fit's draws alone say).
+    """
+    arm_labels = np.bincount(pop.arm[np.asarray(picks, dtype=np.int64)], minlength=len(pop.arms))
     out = []
     for d, name in enumerate(pop.dimensions):
         theta = np.asarray(fits[name].theta, dtype=np.float64)
         level = theta @ pop.traffic  # (S, M)
         for c in range(1, len(pop.arms)):
-            # The loop looks at every fit: the sequential rule (decision module docstring).
+            # Every fit is a look: the sequential rule at this candidate's own information
+            # fraction, as the app's summary (decision.summarise with arm_labels).
+            fraction = information_fraction(int(arm_labels[0]), int(arm_labels[c]), budget)
+            key = (pop.arms[c], name)
             s = summarise_delta(
                 level[:, c] - level[:, 0],
                 margin=pop.margins[d],
                 confidence=confidence,
-                labels=len(picks),
-                budget=budget,
+                fraction=fraction,
+                design=(designs or {}).get(key),
             )
+            audit = None if audits is None else audits.get((c, d))
+            shown, agrees = s.verdict, None
+            if audits is not None:
+                shown, agrees = audited_verdict(s.verdict, mean=s.mean, sd=s.sd, audit=audit)
             row: dict[str, Any] = {
                 "candidate": pop.arms[c],
                 "dimension": name,
                 "mean": s.mean,
                 "lower": s.lower,
                 "upper": s.upper,
+                "sd": s.sd,
                 "p_noninferior": s.p_noninferior,
                 "z": s.z,
                 "required_z": s.required_z,
+                "fraction": fraction,
                 "verdict": s.verdict,
+                "audited_verdict": shown,
+                "held": shown == "held",
+                "audit_sample": None if audit is None else audit.to_dict(),
+                "audit_agrees": agrees,
                 "fit_ok": bool(getattr(fits[name], "ok", True)),
                 "judge": judge_difference(fits[name].confusion, candidate=c),
             }
+            if final is not None and key in final:
+                row["raw_verdict"], row["raw_audited_verdict"] = s.verdict, shown
+                row.update(final[key])
+                row["final"] = True
             if with_ppi:
                 row["audit"] = audit_delta(pop, c, d, picks, policies)
             out.append(row)
@@ -522,6 +636,7 @@ def run_loop(
     seed: int,
     fitter: Any,
     exploration_share: float = 0.15,
+    audit_share: float = 0.10,
     confidence: float = 0.95,
     draws: int = 500,
     tune: int = 500,
@@ -529,9 +644,13 @@ def run_loop(
     stop_when_settled: bool = True,
     refit_on_collapse: bool = True,
     with_ppi: bool = True,
+    grade_to: int | None = None,
     next_fit: Callable[[int, BatchRecord | None], int] | None = None,
     stop: Callable[[BatchRecord], bool] | None = None,
+    replan: Callable[[BatchRecord], int | None] | None = None,
+    arm_of_pick: Callable[[int], int | None] | None = None,
     progress: Callable[[BatchRecord], None] | None = None,
+    on_fit: Callable[[BatchRecord, dict[str, Any]], None] | None = None,
 ) -> LoopResult:
     """Run the selection loop with the hidden labels answering.
 
@@ -551,35 +670,67 @@ def run_loop(
     fitter
         A :class:`~calibration.bayes.fit.Fitter` (keep one per process: it caches
         compiled models).
+    audit_share
+        As the app's queue (``annotate.queue``, ``Study.audit_share``): before each pick,
+        with this probability an *audit* pick (policy ``audit``, probability
+        ``audit_share / N``) is drawn uniformly over *all* the responses; a draw that lands
+        on a graded response puts it in the audit sample and the draw goes on (at most
+        :data:`AUDIT_DRAWS` times, then the usual pick). Each fit's rows then carry the
+        audit's ``Δ`` and the verdict the app shows (``audited_verdict``: a go held when
+        the model and the audit disagree). ``0``: no audit and no hold, as in the app.
     stop_when_settled
-        Stop at the first fit where every verdict is go or no-go (the app stops asking).
+        Stop at the first fit where every verdict the app shows is go or no-go (a held go
+        is open: the app keeps asking).
+    grade_to
+        Go on grading past the budget up to this many labels (the budget's verdicts stay:
+        the first fit at or past the budget is final, as in
+        :func:`calibration.services.build_summary`).
     next_fit, stop
         Hooks for the benchmarks: the label count of the next fit given the current one and
         the last record, and an extra stopping rule checked after each fit.
-    progress
-        Called with each record.
+    replan
+        Called after each fit; a label budget it returns (other than the current one) is a
+        re-plan as the app makes it (:func:`calibration.replans.replan`: each verdict's
+        boundary from :func:`~calibration.bayes.decision.replan_cell` at this fit), then a
+        refit under the new plan (the app's fit on a plan change).
+    arm_of_pick
+        The arm the ``k``-th non-audit pick must come from (None: any), for the scenarios
+        where a lead diverts grades between candidates.
+    progress, on_fit
+        Called with each record (``on_fit``: and the fits it summarises).
     """
     if policy not in ("active", "uniform"):
         raise ValueError("policy must be 'active' or 'uniform'")
     if batch < 1:
         raise ValueError("batch must be positive")
+    if not 0 <= audit_share < 1:
+        raise ValueError("audit_share must be in [0, 1)")
     rng = np.random.default_rng(seed)
     budget = min(int(budget), pop.size)
+
+    def limit_of(b: int) -> int:
+        return min(b if grade_to is None else max(b, int(grade_to)), pop.size)
+
+    limit = limit_of(budget)
     keys, cell_of = _cells(pop)
     avail_count = np.bincount(cell_of, minlength=len(keys)).astype(np.int64)
     available = np.ones(pop.size, dtype=bool)
     picks: list[int] = []
     probs: list[float] = []
     policies: list[str] = []
+    audited: list[int] = []
+    in_audit = np.zeros(pop.size, dtype=bool)
     batches: list[BatchRecord] = []
     selector: Selector | None = None
     columns = keys[:, 2:]  # each cell's column in the draws' tables, per dimension
     fits: dict[str, Any] | None = None
+    designs: Designs | None = None
+    final: dict[tuple[str, str], dict[str, Any]] | None = None
     fit_at = batch if next_fit is None else max(1, next_fit(0, None))
     stopped = "budget"
 
     def refit(reason: str) -> BatchRecord:
-        nonlocal selector, fits, columns
+        nonlocal selector, fits, columns, final
         labelled = np.zeros(pop.size, dtype=bool)
         labelled[picks] = True
         ess = None if selector is None else selector.effective_sample_sizes()
@@ -604,14 +755,31 @@ def run_loop(
                 policies=policies,
                 with_ppi=with_ppi,
                 budget=budget,
+                designs=designs,
+                audits=audit_sample_estimates(pop, audited) if audit_share > 0 else None,
+                final=final,
             ),
             fit_seconds=seconds,
             ess_before=ess,
             reason=reason,
+            budget=budget,
+            audited=len(audited),
         )
+        if final is None and len(picks) >= budget:
+            # The first fit at or past the budget: its verdicts are final (this plan).
+            for r in record.deltas:
+                r["final"] = True
+            final = {
+                (r["candidate"], r["dimension"]): {
+                    k: r[k] for k in ("verdict", "audited_verdict", "held")
+                }
+                for r in record.deltas
+            }
         batches.append(record)
         if progress is not None:
             progress(record)
+        if on_fit is not None:
+            on_fit(record, fits)
         if policy == "active":
             columns = np.stack(
                 [fits[name].columns(keys[:, 2:], d) for d, name in enumerate(pop.dimensions)],
@@ -629,20 +797,74 @@ def run_loop(
             )
         return record
 
-    while len(picks) < budget:
+    def replanned(record: BatchRecord) -> BatchRecord:
+        """Apply a re-plan the hook asks for at ``record`` (if any); the record in force."""
+        nonlocal budget, limit, designs, final
+        if replan is None:
+            return record
+        new = replan(record)
+        if new is None or int(new) == budget:
+            return record
+        new = min(int(new), pop.size)
+        old = designs or {}
+        initial = (Design.initial(confidence), Design.initial(confidence))
+        fresh: Designs = {}
+        for r in record.deltas:
+            key = (r["candidate"], r["dimension"])
+            go, nogo, _ = replan_cell(
+                *old.get(key, initial),
+                cell=r,
+                fit_budget=record.budget,
+                budget=budget,
+                new_budget=new,
+                confidence=confidence,
+                new_confidence=confidence,
+                new_margin=pop.margins[pop.dimensions.index(r["dimension"])],
+                fallback_fraction=float(r["fraction"]),
+                labels=len(picks),
+            )
+            fresh[key] = (go, nogo)
+        designs, budget, final = fresh, new, None
+        limit = limit_of(budget)
+        return refit("replan")
+
+    def settled(record: BatchRecord) -> bool:
+        return all(is_settled(r["audited_verdict"]) for r in record.deltas)
+
+    def audit_pick() -> int | None:
+        for _ in range(AUDIT_DRAWS):
+            j = int(rng.integers(pop.size))
+            if not in_audit[j]:
+                in_audit[j] = True
+                audited.append(j)
+            if available[j]:
+                return j
+        return None
+
+    while len(picks) < limit:
         n_avail = int(avail_count.sum())
         if n_avail == 0:
             stopped = "exhausted"
             break
-        if selector is None:
-            idx = int(rng.choice(np.flatnonzero(available)))
-            prob, pol = 1.0 / n_avail, "uniform"
+        found = audit_pick() if audit_share > 0 and rng.random() < audit_share else None
+        if found is not None:
+            idx, prob, pol = found, audit_share / pop.size, "audit"
         else:
-            scores = selector.scores(arm=keys[:, 0], region=keys[:, 1], bins=columns)
-            choice = choose_cell(scores, avail_count, exploration_share, rng)
-            inside = np.flatnonzero(available & (cell_of == choice.cell))
-            idx = int(inside[rng.integers(inside.size)])
-            prob, pol = choice.probability, choice.policy
+            arm = None if arm_of_pick is None else arm_of_pick(len(picks))
+            allowed = available if arm is None else available & (pop.arm == arm)
+            counts = avail_count if arm is None else np.where(keys[:, 0] == arm, avail_count, 0)
+            if not allowed.any():  # nothing left on that arm: any arm
+                allowed, counts = available, avail_count
+            if selector is None:
+                pool = np.flatnonzero(allowed)
+                idx = int(pool[rng.integers(pool.size)])
+                prob, pol = 1.0 / pool.size, "uniform"
+            else:
+                scores = selector.scores(arm=keys[:, 0], region=keys[:, 1], bins=columns)
+                choice = choose_cell(scores, counts, exploration_share, rng)
+                inside = np.flatnonzero(available & (cell_of == choice.cell))
+                idx = int(inside[rng.integers(inside.size)])
+                prob, pol = choice.probability, choice.policy
         picks.append(idx)
         probs.append(prob)
         policies.append(pol)
@@ -658,14 +880,14 @@ def run_loop(
 
         due = len(picks) >= fit_at
         collapsed = refit_on_collapse and selector is not None and selector.needs_refit
-        if (due or collapsed) and len(picks) < budget:
-            record = refit("batch" if due else "ess")
+        if (due or collapsed) and len(picks) < limit:
+            record = replanned(refit("batch" if due else "ess"))
             fit_at = (
                 len(picks) + batch
                 if next_fit is None
                 else max(len(picks) + 1, next_fit(len(picks), record))
             )
-            if stop_when_settled and all(r["verdict"] != "undecided" for r in record.deltas):
+            if stop_when_settled and settled(record):
                 stopped = "settled"
                 break
             if stop is not None and stop(record):
@@ -674,7 +896,7 @@ def run_loop(
 
     if not batches or batches[-1].labels != len(picks):
         record = refit("final")
-        if stop_when_settled and all(r["verdict"] != "undecided" for r in record.deltas):
+        if stop_when_settled and settled(record):
             stopped = "settled" if stopped == "budget" else stopped
     return LoopResult(
         policy=policy,
@@ -684,6 +906,8 @@ def run_loop(
         batches=batches,
         stopped=stopped,
         fits=fits,
+        audited=audited,
+        budget=budget,
     )
 
 
@@ -705,6 +929,9 @@ def replay_report(
                 "dimension": row["dimension"],
                 "all_labels_delta": t,
                 "model": {k: row[k] for k in ("mean", "lower", "upper", "verdict")},
+                # What the app shows: a go the audit sample does not confirm is held.
+                "shown_verdict": row["audited_verdict"],
+                "audit_sample": row["audit_sample"],
                 "model_covers": bool(row["lower"] <= t <= row["upper"]),
                 "audit": audit,
                 "audit_covers": None

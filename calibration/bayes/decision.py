@@ -156,6 +156,7 @@ __all__ = [
     "information_fraction",
     "judge_summary",
     "naive_judge_delta",
+    "replan_cell",
     "replan_design",
     "required_probability",
     "required_probability_at",
@@ -359,11 +360,20 @@ def replan_design(
     new_budget: int,
     old_confidence: float,
     new_confidence: float,
+    labels: int | None = None,
 ) -> Design:
     """The design after a re-plan that keeps the conditional wrong-go probability.
 
     ``fraction`` and ``z`` are where the verdict stands now under the old plan (``z`` at the
     margin in force after the re-plan). Module docstring, *Re-plans*, for the derivation.
+
+    ``labels``: graded responses now. When they reach the new budget the queue is closed
+    and no information is left to spend, whatever the fraction says: an undecided verdict
+    is frozen. (With a candidate's own fraction, ``t · N/N'`` stays below 1 when its two
+    arms are graded unevenly; the boundary then sat within the Monte Carlo noise of the
+    current ``z`` on both sides, and the refit the re-plan triggers, on the same grades,
+    decided the verdict by that noise: a go or even a no-go at ``z`` ≈ 2.2 in
+    ``bench/adversarial.py``, ``game_lower_budget``.)
     """
     _check_confidence(old_confidence)
     _check_confidence(new_confidence)
@@ -376,9 +386,68 @@ def replan_design(
     w_new = z * sqrt(t_new)
     if a >= 1.0:  # already past the boundary: the go stands
         return Design(q=0.0, t_anchor=t_new, w_anchor=w_new)
-    if a <= 0.0 or t_new >= 1.0:  # nothing to spend, or no information left to spend it on
+    closed = labels is not None and labels >= new_budget
+    if a <= 0.0 or t_new >= 1.0 or closed:  # nothing to spend, or no information to spend it on
         return Design(q=float("inf"), t_anchor=t_new, w_anchor=w_new)
     return Design(q=NormalDist().inv_cdf(1.0 - a / 2.0), t_anchor=t_new, w_anchor=w_new)
+
+
+def replan_cell(
+    go: Design,
+    nogo: Design,
+    *,
+    cell: Mapping[str, Any] | None,
+    fit_budget: int | None,
+    budget: int,
+    new_budget: int,
+    confidence: float,
+    new_confidence: float,
+    new_margin: float,
+    fallback_fraction: float,
+    labels: int | None = None,
+) -> tuple[Design, Design, dict[str, float]]:
+    """New (go, no-go) designs of one (candidate, dimension) at a re-plan, and what was spent.
+
+    ``cell`` is the verdict of the latest fit as a summary stores it (``mean``, ``sd`` or the
+    95% ``lower``/``upper``, ``fraction`` of the budget ``fit_budget`` it ran under). Its
+    fraction, rescaled to the current ``budget``, and ``z = (mean + δ') / sd`` at the new
+    margin anchor the new boundary (module docstring, *Re-plans*). Without a fit no
+    posterior was ever shown, so the re-plan starts from ``z = 0`` at
+    ``fallback_fraction`` (the graded counts' :func:`information_fraction`). ``labels``
+    (graded responses now) freezes the verdict when the new budget is already reached
+    (:func:`replan_design`). Used by
+    :func:`calibration.replans.replan` (the app) and :func:`calibration.replay.run_loop`.
+    """
+    sd = (cell or {}).get("sd")
+    if cell and not sd and cell.get("upper") is not None:
+        sd = (cell["upper"] - cell["lower"]) / 3.92  # a summary without sd
+    if cell and cell.get("fraction") is not None and sd:
+        # The fit's fraction is of the budget it ran under.
+        t = float(cell["fraction"]) * (fit_budget or budget)
+        t = min(t / budget, 1.0)
+        z = (float(cell["mean"]) + new_margin) / float(sd)
+    else:
+        t, z = fallback_fraction, 0.0
+    new_go, new_nogo = (
+        replan_design(
+            side,
+            z=sign * z,
+            fraction=t,
+            old_budget=budget,
+            new_budget=new_budget,
+            old_confidence=confidence,
+            new_confidence=new_confidence,
+            labels=labels,
+        )
+        for side, sign in ((go, 1.0), (nogo, -1.0))
+    )
+    spent = {
+        "go": go.conditional_error(fraction=t, z=z),
+        "no-go": nogo.conditional_error(fraction=t, z=-z),
+        "fraction": t,
+        "z": z,
+    }
+    return new_go, new_nogo, spent
 
 
 def standardised_distance(draws: ArrayLike, *, margin: float) -> float:

@@ -163,3 +163,30 @@ def test_gaming_the_budget_by_replanning_keeps_the_wrong_go_rate_at_most_alpha()
             break  # clearly under: spare the CPU
     rate = go[: p + 1].mean()
     assert rate <= 0.05 + 2 * (0.05 * 0.95 / (p + 1)) ** 0.5
+
+
+def test_lowering_the_budget_to_the_count_freezes_even_with_unevenly_graded_arms():
+    # 70 grades on the incumbent and 56 on the candidate of a 300-grade budget: the
+    # candidate's fraction 4·e/N (0.415) rescaled to the new budget 126 stays below 1 (0.99).
+    t = information_fraction(70, 56, 300)
+    assert t * 300 / 126 < 1
+    for z in (2.19, -2.19, 0.3):
+        for side, sign in ((Design.initial(0.95), 1.0), (Design.initial(0.95), -1.0)):
+            loose = replan_design(
+                side, fraction=t, z=sign * z, old_budget=300, new_budget=126,
+                old_confidence=0.95, new_confidence=0.95,
+            )  # fmt: skip
+            # Without the count, a boundary within Monte Carlo noise of z: the refit on the
+            # same grades could settle either way.
+            assert abs(loose.required_z(t * 300 / 126) - sign * z) < 0.5
+            frozen = replan_design(
+                side, fraction=t, z=sign * z, old_budget=300, new_budget=126,
+                old_confidence=0.95, new_confidence=0.95, labels=126,
+            )  # fmt: skip
+            assert frozen.required_z(t * 300 / 126) == float("inf")
+    # A go already reached still stands.
+    kept = replan_design(
+        Design.initial(0.95), fraction=t, z=4.0, old_budget=300, new_budget=126,
+        old_confidence=0.95, new_confidence=0.95, labels=126,
+    )  # fmt: skip
+    assert kept.required_z(t * 300 / 126) <= 4.0

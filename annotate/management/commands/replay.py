@@ -47,6 +47,7 @@ def replay(
     batch: int = 20,
     seed: int = 0,
     exploration_share: float = 0.15,
+    audit_share: float = 0.10,
     draws: int = 500,
     stop_when_settled: bool = True,
     progress: Any = None,
@@ -75,6 +76,7 @@ def replay(
         seed=seed,
         fitter=Fitter(),
         exploration_share=exploration_share,
+        audit_share=audit_share,
         confidence=confidence,
         draws=draws,
         tune=draws,
@@ -96,6 +98,7 @@ def replay(
         "batch": batch,
         "seed": seed,
         "exploration_share": exploration_share,
+        "audit_share": audit_share,
         "draws_per_chain": draws,
         "stop_when_settled": stop_when_settled,
     }
@@ -133,6 +136,12 @@ class Command(BaseCommand):
         parser.add_argument("--budget", type=int, default=200, help="human labels at most")
         parser.add_argument("--batch", type=int, default=20, help="refit every N labels")
         parser.add_argument("--exploration-share", type=float, default=0.15)
+        parser.add_argument(
+            "--audit-share",
+            type=float,
+            default=0.10,
+            help="share of picks drawn uniformly for the audit, as the study's (0: none)",
+        )
         parser.add_argument("--draws", type=int, default=500, help="draws (and tune) per chain")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument(
@@ -175,6 +184,7 @@ class Command(BaseCommand):
                 batch=opts["batch"],
                 seed=opts["seed"],
                 exploration_share=opts["exploration_share"],
+                audit_share=opts["audit_share"],
                 draws=opts["draws"],
                 stop_when_settled=not opts["no_stop"],
                 progress=progress if opts["verbosity"] >= 1 else None,
