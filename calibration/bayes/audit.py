@@ -30,8 +30,34 @@ post-stratification by traffic share re-weights the strata. (Inverse-propensity 
 the *active* labels was 3–4× wider than the model: useless as a guardrail.)
 
 Per arm, ``\hat θ_m = Σ_r w_r \hat θ_{mr}`` and ``\hat Δ = \hat θ_c − \hat θ_{inc}``, with
-the strata's variances added (independent samples), and a normal 95% interval. A stratum
-with traffic but fewer than :data:`MIN_PER_STRATUM` audit grades leaves no estimate.
+the strata's variances added (independent samples), and a normal 95% interval.
+
+Thin strata: the arm's regions pooled
+-------------------------------------
+A 10% audit of a few hundred grades leaves a small region with 0 or 1 audit grades in an
+arm more often than not, and a stratum of fewer than :data:`MIN_PER_STRATUM` grades has no
+variance estimate. Holding every go until each small region has two audit grades cost most
+right gos at a 300-label budget (``bench/adversarial.py``, ``audit_identical_go``: 5 of 7
+model gos never shown). When a region with traffic is thin, that arm's regions are pooled
+instead, still without a model: every audited response ``i`` of the arm gets the weight
+``a_i = w_{r(i)} / N_{r(i)}`` (its region's traffic per response; inclusion is uniform over
+the arm, so this is the Hájek estimator of the traffic-weighted pass rate), and with
+``ã_i = a_i / Σ_j a_j``
+
+.. math::
+
+    \hat θ_m(λ) = λ \bar F_w + Σ_i ã_i (y_i − λ f_i),\qquad
+    \bar F_w = Σ_r w_r \bar f_{N_r},\qquad
+    \widehat{\operatorname{Var}} = \frac{n}{n-1} Σ_i ã_i^2 (e_i − \bar e_ã)^2
+        + λ^2 Σ_r w_r^2 \frac{s^2_{f,r}}{N_r},
+
+``e_i = y_i − λ f_i``, ``λ`` the weighted ``Cov(y, f) / Var(f)`` clipped to ``[0, 1]``
+(the linearised variance of a ratio estimator). A region with no audit grade then counts
+only through its judge mean ``\bar f_{N_r}``: its residual ``y − λf`` is taken to average
+like the other regions'. That is the one assumption of the pooled form, and the price of a
+go that can be checked at all; the stratified form is used whenever every region has its
+two grades. An arm with fewer than :data:`MIN_PER_STRATUM` audit grades in all leaves no
+estimate.
 
 The agreement rule
 ------------------
@@ -67,6 +93,7 @@ __all__ = [
     "Stratum",
     "agree",
     "audit_delta",
+    "pooled_estimate",
     "stratum_estimate",
 ]
 
@@ -100,6 +127,8 @@ class AuditEstimate:
     lower: float
     upper: float
     n: int
+    #: ``"stratified"``, or ``"pooled"`` when an arm had a thin region (module docstring).
+    method: str = "stratified"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,28 +159,84 @@ def stratum_estimate(s: Stratum) -> tuple[float, float] | None:
     return mean, var
 
 
+def pooled_estimate(strata: list[Stratum], weights: ArrayLike) -> tuple[float, float] | None:
+    """Hájek-weighted PPI++ over an arm's regions pooled (module docstring, *Thin strata*):
+    mean and variance of the arm's traffic-weighted pass rate; None if too few grades."""
+    w = np.asarray(weights, dtype=np.float64)
+    ys, fs, ws = [], [], []
+    f_bar = f_var = 0.0
+    for wr, s in zip(w, strata, strict=True):
+        if wr == 0:
+            continue
+        big_n = int(s.n_all)
+        if big_n < 1:
+            return None
+        y = np.asarray(s.y, dtype=np.float64).ravel()
+        ys.append(y)
+        fs.append(np.asarray(s.f, dtype=np.float64).ravel())
+        ws.append(np.full(y.size, wr / big_n))
+        mean_r = s.f_sum / big_n
+        f_bar += wr * mean_r
+        f_var += wr**2 * max(s.f_sq_sum / big_n - mean_r**2, 0.0) / max(big_n - 1, 1)
+    y, f, a = np.concatenate(ys), np.concatenate(fs), np.concatenate(ws)
+    n = y.size
+    if n < MIN_PER_STRATUM:
+        return None
+    a = a / a.sum()
+    y_w, f_w = float(a @ y), float(a @ f)
+    var_f = float(a @ (f - f_w) ** 2)
+    lam = 0.0
+    if var_f > 0:
+        lam = min(max(float(a @ ((y - y_w) * (f - f_w))) / var_f, 0.0), 1.0)
+    e = y - lam * f
+    e_w = float(a @ e)
+    mean = lam * f_bar + e_w
+    var = n / (n - 1) * float((a**2) @ (e - e_w) ** 2) + lam**2 * f_var
+    if np.all(y == y[0]):
+        n_eff = 1.0 / float(a @ a)
+        p = (float(y.sum()) + 0.5) / (n + 1)
+        var = max(var, p * (1.0 - p) / n_eff)
+    return mean, var
+
+
+def _arm_estimate(strata: list[Stratum], w: np.ndarray) -> tuple[float, float, bool] | None:
+    """An arm's traffic-weighted pass rate and its variance, stratified when every region
+    with traffic has its grades, else pooled; the flag says which (True: pooled)."""
+    mean = var = 0.0
+    for wr, s in zip(w, strata, strict=True):
+        if wr == 0:
+            continue
+        est = stratum_estimate(s)
+        if est is None:
+            pooled = pooled_estimate(strata, w)
+            return None if pooled is None else (*pooled, True)
+        mean += wr * est[0]
+        var += wr**2 * est[1]
+    return mean, var, False
+
+
 def audit_delta(
     candidate: list[Stratum], incumbent: list[Stratum], weights: ArrayLike
 ) -> AuditEstimate | None:
-    """``\\hat Δ`` post-stratified over regions (one :class:`Stratum` per region, in order)."""
+    """``\\hat Δ`` post-stratified over regions (one :class:`Stratum` per region, in order);
+    an arm with a thin region is estimated with its regions pooled (module docstring)."""
     w = np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
     if len(candidate) != w.size or len(incumbent) != w.size:
         raise ValueError("one stratum per region and arm")
-    mean = var = 0.0
-    n = 0
-    for sign, strata in ((1.0, candidate), (-1.0, incumbent)):
-        for wr, s in zip(w, strata, strict=True):
-            n += int(np.asarray(s.y).size)
-            if wr == 0:
-                continue
-            est = stratum_estimate(s)
-            if est is None:
-                return None
-            mean += sign * wr * est[0]
-            var += wr**2 * est[1]
-    se, mean = sqrt(var), float(mean)
-    return AuditEstimate(mean=mean, se=se, lower=mean - Z975 * se, upper=mean + Z975 * se, n=n)
+    cand, inc = _arm_estimate(candidate, w), _arm_estimate(incumbent, w)
+    if cand is None or inc is None:
+        return None
+    n = sum(int(np.asarray(s.y).size) for s in (*candidate, *incumbent))
+    mean, se = cand[0] - inc[0], sqrt(cand[1] + inc[1])
+    return AuditEstimate(
+        mean=mean,
+        se=se,
+        lower=mean - Z975 * se,
+        upper=mean + Z975 * se,
+        n=n,
+        method="pooled" if cand[2] or inc[2] else "stratified",
+    )
 
 
 def agree(model_mean: float, model_sd: float, audit: AuditEstimate) -> bool:

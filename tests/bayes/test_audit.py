@@ -60,11 +60,51 @@ def test_an_informative_judge_narrows_the_stratum_and_a_useless_one_costs_little
     assert var(f_bad) < 1.1 * plain
 
 
-def test_too_few_audit_grades_in_a_stratum_with_traffic_give_no_estimate():
+def test_a_thin_region_pools_the_arm_and_too_few_grades_in_all_give_no_estimate():
     s_ok = Stratum(y=[1, 0, 1], f=[1, 0, 1], f_sum=5, f_sq_sum=5, n_all=8)
     s_thin = Stratum(y=[1], f=[1], f_sum=5, f_sq_sum=5, n_all=8)
-    assert audit_delta([s_ok, s_thin], [s_ok, s_ok], [0.5, 0.5]) is None
-    assert audit_delta([s_ok, s_thin], [s_ok, s_ok], [1.0, 0.0]) is not None
+    s_none = Stratum(y=[], f=[], f_sum=5, f_sq_sum=5, n_all=8)
+    both = audit_delta([s_ok, s_ok], [s_ok, s_ok], [0.5, 0.5])
+    assert both is not None and both.method == "stratified"
+    pooled = audit_delta([s_ok, s_thin], [s_ok, s_ok], [0.5, 0.5])
+    assert pooled is not None and pooled.method == "pooled"
+    assert audit_delta([s_ok, s_thin], [s_ok, s_ok], [1.0, 0.0]).method == "stratified"
+    # One grade in the whole arm: nothing to check a go with.
+    assert audit_delta([s_thin, s_none], [s_ok, s_ok], [0.5, 0.5]) is None
+
+
+def test_pooled_arms_stay_unbiased_and_cover_when_regions_differ_and_traffic_is_not_n():
+    """A 200-label study's audit: 20 grades uniform over 2 arms × 3 regions, so a region is
+    often thin. Regions differ by 20 points in pass rate, the judge flatters the candidate,
+    and the imported sizes are not the traffic shares (equal imports, traffic .5/.3/.2): the
+    per-response weights must restore the traffic mix. Measured (seed 3, 1,500 studies):
+    ~64% pooled, bias −1.1 points against an sd of 15, coverage 93%."""
+    rng = np.random.default_rng(3)
+    w = np.array([0.5, 0.3, 0.2])
+    pops = {
+        "inc": [_population(rng, 3000, p, 0.9, 0.85) for p in (0.90, 0.80, 0.70)],
+        "cand": [_population(rng, 3000, p, 0.9, 0.50) for p in (0.88, 0.78, 0.68)],
+    }
+    truth = sum(
+        wr * (pops["cand"][r][0].mean() - pops["inc"][r][0].mean()) for r, wr in enumerate(w)
+    )
+    errors, cover, runs = [], 0, 1500
+    for _ in range(runs):
+        # Uniform over all responses: each stratum's count is random, not fixed.
+        k = rng.multinomial(20, [1 / 6] * 6)
+        a = audit_delta(
+            [_stratum(rng, *pops["cand"][r], k[r]) for r in range(3)],
+            [_stratum(rng, *pops["inc"][r], k[3 + r]) for r in range(3)],
+            w,
+        )
+        assert a is not None  # a go can be checked however the 20 grades fell
+        if a.method != "pooled":
+            continue
+        errors.append(a.mean - truth)
+        cover += a.lower <= truth <= a.upper
+    assert len(errors) > 0.4 * runs
+    assert abs(np.mean(errors)) < 0.02
+    assert 0.90 <= cover / len(errors) <= 0.98
 
 
 def test_agreement_within_joint_uncertainty_and_the_held_verdict():
