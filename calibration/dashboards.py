@@ -180,8 +180,9 @@ def audit_text(d: dict[str, Any]) -> str | None:
         return None
     agrees = d.get("audit_agrees")
     word = "agrees with" if agrees else "disagrees with"
+    pooled = ", regions pooled in a thinly audited model" if a.get("method") == "pooled" else ""
     text = (
-        f"Audit (uniform sample, {a['n']} grades): Δ = {100 * a['mean']:+.1f} "
+        f"Audit (uniform sample, {a['n']} grades{pooled}): Δ = {100 * a['mean']:+.1f} "
         f"[{100 * a['lower']:+.1f}, {100 * a['upper']:+.1f}] pts; it {word} the model."
     )
     return text.replace("-", "\u2212")  # the minus sign the pts filter uses

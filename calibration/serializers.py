@@ -110,7 +110,7 @@ class CandidateDimensionSerializer(DeltaSerializer):
     dimension = serializers.CharField()
     margin = serializers.FloatField()
     audit = AuditSerializer(
-        allow_null=True, help_text="Null when some arm and region has too few audit grades."
+        allow_null=True, help_text="Null when an arm has fewer than two audit grades."
     )
     audit_agrees = serializers.BooleanField(
         allow_null=True, help_text="A go stands only when the model and the audit agree."

@@ -106,3 +106,12 @@ def test_without_audit_grades_a_go_is_held_for_want_of_a_check(study, fake_fitte
     Study.objects.filter(pk=study.pk).update(audit_share=0)  # no audit planned: no check
     study.refresh_from_db()
     assert _fit(study).summary["candidates"][0]["dimensions"][0]["verdict"] == "go"
+
+
+def test_the_audit_line_says_when_a_thinly_audited_model_had_its_regions_pooled():
+    pooled = AuditEstimate(mean=-0.01, se=0.1, lower=-0.21, upper=0.19, n=12, method="pooled")
+    text = dashboards.audit_text({"audit": pooled.to_dict(), "audit_agrees": True})
+    assert text is not None
+    assert "12 grades, regions pooled in a thinly audited model)" in text and "agrees" in text
+    plain = dashboards.audit_text({"audit": {**pooled.to_dict(), "method": "stratified"}})
+    assert plain is not None and "pooled" not in plain

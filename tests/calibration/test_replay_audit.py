@@ -147,15 +147,19 @@ def test_the_audit_estimate_is_the_apps_ppi_on_the_audit_sample():
     want = audit_delta(strata[0], strata[1], pop.traffic)
     assert isinstance(got, AuditEstimate) and want is not None
     assert got.mean == pytest.approx(want.mean) and got.se == pytest.approx(want.se)
-    # Too few audit grades in a stratum: no estimate (then a go is held).
-    assert audit_sample_estimates(pop, sample[:3])[(1, 0)] is None
+    # Under two audit grades in an arm: no estimate (then a go is held).
+    inc_only = sample[pop.arm[sample] == 0]
+    one_cand = sample[pop.arm[sample] == 1][:1]
+    assert audit_sample_estimates(pop, np.concatenate([inc_only, one_cand]))[(1, 0)] is None
 
 
 def test_a_go_the_audit_contradicts_is_held_and_the_loop_keeps_asking():
-    # The truth: the candidate 20 points worse. The model (scripted) is sure it is as good.
-    pop = _pop((0.85, 0.65), n=1500)
+    # The truth: the candidate 50 points worse. The model (scripted) is sure it is as good.
+    # (A handful of audit grades cannot contradict anything: the first look comes after
+    # ~30 of them, enough to see a gap this size.)
+    pop = _pop((0.90, 0.40), n=1500)
     fitter = ScriptedFitter(lambda n: ([0.85, 0.85], 0.002))
-    res = _run(pop, fitter, budget=400, batch=50, audit_share=0.2)
+    res = _run(pop, fitter, budget=400, batch=100, audit_share=0.3)
     rows = [rec.deltas[0] for rec in res.batches]
     assert all(r["verdict"] == "go" for r in rows)  # z is huge at every look
     assert any(r["held"] for r in rows)
