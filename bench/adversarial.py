@@ -137,6 +137,20 @@ SCENARIOS = {
             judge=((0.90, 0.85), (0.90, 0.62)),
         ),
         Scenario(
+            "flatter_demo_uniform",
+            "as flatter_demo with every pick uniform: the same model without active selection",
+            theta=_flat(0.85, -MARGIN),
+            judge=((0.90, 0.85), (0.90, 0.62)),
+            policy="uniform",
+        ),
+        Scenario(
+            "flatter_50_uniform",
+            "as flatter_50 with every pick uniform: the same model without active selection",
+            theta=_flat(0.85, -MARGIN),
+            judge=((0.90, 0.85), (0.90, 0.50)),
+            policy="uniform",
+        ),
+        Scenario(
             "flatter_50_2m",
             "as flatter_50 at Δ = −2·margin",
             theta=_flat(0.85, -2 * MARGIN),
@@ -483,6 +497,12 @@ def run_study(
             "audit_at_end": row.get("audit_sample"),
             "covers": bool(row["lower"] <= t <= row["upper"]),
             "judge": row.get("judge"),
+            # Every look: grades, posterior mean and sd of Δ, the candidate's information
+            # fraction (how the interim posteriors behave, not only the last one).
+            "looks": [
+                [n, round(r["mean"], 5), round(r["sd"], 5), round(r.get("fraction") or 0.0, 4)]
+                for n, _, r in trail
+            ],
         }
         if past:
             out_row["past_budget"] = {
