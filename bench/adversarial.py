@@ -106,6 +106,8 @@ class Scenario:
     correlated: bool = False
     continuous: bool = False
     policy: str = "active"
+    #: Share of uniform picks under ``active`` (the app's default, 15%).
+    exploration_share: float = 0.15
     extra: dict[str, Any] = field(default_factory=dict)
     #: Share of grades drawn for the audit (the app's default, 10%); 0: no audit, no hold.
     audit_share: float = 0.10
@@ -149,6 +151,20 @@ SCENARIOS = {
             theta=_flat(0.85, -MARGIN),
             judge=((0.90, 0.85), (0.90, 0.50)),
             policy="uniform",
+        ),
+        Scenario(
+            "flatter_demo_explore50",
+            "as flatter_demo with half the picks uniform (exploration share .5, the app's .15)",
+            theta=_flat(0.85, -MARGIN),
+            judge=((0.90, 0.85), (0.90, 0.62)),
+            exploration_share=0.5,
+        ),
+        Scenario(
+            "flatter_50_explore50",
+            "as flatter_50 with half the picks uniform (exploration share .5, the app's .15)",
+            theta=_flat(0.85, -MARGIN),
+            judge=((0.90, 0.85), (0.90, 0.50)),
+            exploration_share=0.5,
         ),
         Scenario(
             "flatter_50_2m",
@@ -441,6 +457,7 @@ def run_study(
     result = run_loop(
         pop,
         policy=sc.policy,
+        exploration_share=sc.exploration_share,
         budget=sc.budget,
         batch=sc.batch,
         seed=seed,
