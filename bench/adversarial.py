@@ -75,7 +75,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,34 +137,6 @@ SCENARIOS = {
             "the demo's flattering judge (specificity .62 vs .85); Δ = −margin",
             theta=_flat(0.85, -MARGIN),
             judge=((0.90, 0.85), (0.90, 0.62)),
-        ),
-        Scenario(
-            "flatter_demo_uniform",
-            "as flatter_demo with every pick uniform: the same model without active selection",
-            theta=_flat(0.85, -MARGIN),
-            judge=((0.90, 0.85), (0.90, 0.62)),
-            policy="uniform",
-        ),
-        Scenario(
-            "flatter_50_uniform",
-            "as flatter_50 with every pick uniform: the same model without active selection",
-            theta=_flat(0.85, -MARGIN),
-            judge=((0.90, 0.85), (0.90, 0.50)),
-            policy="uniform",
-        ),
-        Scenario(
-            "flatter_demo_explore50",
-            "as flatter_demo with half the picks uniform (exploration share .5, the app's .15)",
-            theta=_flat(0.85, -MARGIN),
-            judge=((0.90, 0.85), (0.90, 0.62)),
-            exploration_share=0.5,
-        ),
-        Scenario(
-            "flatter_50_explore50",
-            "as flatter_50 with half the picks uniform (exploration share .5, the app's .15)",
-            theta=_flat(0.85, -MARGIN),
-            judge=((0.90, 0.85), (0.90, 0.50)),
-            exploration_share=0.5,
         ),
         Scenario(
             "flatter_50_2m",
@@ -286,6 +258,28 @@ SCENARIOS = {
         ),
     ]
 }
+
+
+def _twins(base: Scenario) -> tuple[Scenario, Scenario]:
+    """``base`` without active selection, and with half its picks uniform (the app: 15%)."""
+    return (
+        replace(
+            base,
+            name=f"{base.name}_uniform",
+            what=f"as {base.name} with every pick uniform: the same model without active selection",
+            policy="uniform",
+        ),
+        replace(
+            base,
+            name=f"{base.name}_explore50",
+            what=f"as {base.name} with half the picks uniform (exploration share .5, the "
+            "app's .15)",
+            exploration_share=0.5,
+        ),
+    )
+
+
+SCENARIOS.update({t.name: t for b in ("flatter_demo", "flatter_50") for t in _twins(SCENARIOS[b])})
 
 #: The review's diversion pattern (tests/calibration/test_information_and_replan.py).
 DIVERT_FIRST_HALF = (0, 1, 0, 1, 0, 1, 0, 1, 0, 2, 0, 1, 0, 1, 0, 1, 0, 1, 2, 1)

@@ -55,9 +55,11 @@ the arm, so this is the Hájek estimator of the traffic-weighted pass rate), and
 (the linearised variance of a ratio estimator). A region with no audit grade then counts
 only through its judge mean ``\bar f_{N_r}``: its residual ``y − λf`` is taken to average
 like the other regions'. That is the one assumption of the pooled form, and the price of a
-go that can be checked at all; the stratified form is used whenever every region has its
-two grades. An arm with fewer than :data:`MIN_PER_STRATUM` audit grades in all leaves no
-estimate.
+go that can be checked at all (with 20 audit grades over regions 20 points apart and a
+flattering judge, the pooled estimates were biased by −1.8 points for an sd of 15.7,
+coverage 92%: ``tests/bayes/test_audit.py``); the stratified form is used whenever every
+region has its two grades. An arm with fewer than :data:`MIN_PER_STRATUM` audit grades in
+all leaves no estimate.
 
 The agreement rule
 ------------------
@@ -134,6 +136,16 @@ class AuditEstimate:
         return asdict(self)
 
 
+def _floored(var: float, y: np.ndarray, n_eff: float) -> float:
+    """All-equal grades (common in a small sample) give a zero sample variance: floor it
+    at the binomial variance with half a pass added, ``p̃(1 − p̃)/n_eff``,
+    ``p̃ = (Σy + ½)/(n + 1)`` (``n_eff``: the effective sample size of weighted grades)."""
+    if not np.all(y == y[0]):
+        return var
+    p = (float(y.sum()) + 0.5) / (y.size + 1)
+    return max(var, p * (1.0 - p) / n_eff)
+
+
 def stratum_estimate(s: Stratum) -> tuple[float, float] | None:
     """PPI++ mean and variance of one stratum (module docstring); None if too few grades."""
     y = np.asarray(s.y, dtype=np.float64).ravel()
@@ -151,12 +163,7 @@ def stratum_estimate(s: Stratum) -> tuple[float, float] | None:
     resid = y - lam * f
     mean = lam * f_mean_all + float(resid.mean())
     var = float(resid.var(ddof=1)) / n + lam**2 * f_var_all / big_n
-    # All-equal grades (common in a small stratum) give a zero sample variance: floor it at
-    # the binomial variance with half a pass added, p̃(1 − p̃)/n, p̃ = (Σy + ½)/(n + 1).
-    if np.all(y == y[0]):
-        p = (float(y.sum()) + 0.5) / (n + 1)
-        var = max(var, p * (1.0 - p) / n)
-    return mean, var
+    return mean, _floored(var, y, n)
 
 
 def pooled_estimate(strata: list[Stratum], weights: ArrayLike) -> tuple[float, float] | None:
@@ -192,11 +199,7 @@ def pooled_estimate(strata: list[Stratum], weights: ArrayLike) -> tuple[float, f
     e_w = float(a @ e)
     mean = lam * f_bar + e_w
     var = n / (n - 1) * float((a**2) @ (e - e_w) ** 2) + lam**2 * f_var
-    if np.all(y == y[0]):
-        n_eff = 1.0 / float(a @ a)
-        p = (float(y.sum()) + 0.5) / (n + 1)
-        var = max(var, p * (1.0 - p) / n_eff)
-    return mean, var
+    return mean, _floored(var, y, 1.0 / float(a @ a))
 
 
 def _arm_estimate(strata: list[Stratum], w: np.ndarray) -> tuple[float, float, bool] | None:
