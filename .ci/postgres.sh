@@ -35,8 +35,14 @@ shared_buffers = 256MB
 CONF
     fi
     # Already running (an earlier start): reuse it.
-    as_pg "$bindir/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1 \
-      || as_pg "$bindir/pg_ctl" -D "$PGDATA" -l "$PGROOT/server.log" -w start >/dev/null
+    if ! as_pg "$bindir/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
+      if ! as_pg "$bindir/pg_ctl" -D "$PGDATA" -l "$PGROOT/server.log" -w start >/dev/null; then
+        # Say why (a port in use, shared memory, ...): the log goes with the cluster at stop.
+        echo "pg_ctl could not start the server on port $PGPORT; the end of $PGROOT/server.log:" >&2
+        tail -n 20 "$PGROOT/server.log" >&2 || true
+        exit 1
+      fi
+    fi
     as_pg "$bindir/psql" -h 127.0.0.1 -p "$PGPORT" -U baton -d postgres -qtAc \
       "SELECT 1 FROM pg_database WHERE datname='baton'" | grep -q 1 \
       || as_pg "$bindir/createdb" -h 127.0.0.1 -p "$PGPORT" -U baton baton

@@ -2,7 +2,7 @@
 
 Both need PostgreSQL. The worker test runs a real ``manage.py db_worker`` against the test
 database (a transactional test, so the subprocess sees the rows). The restart test starts a
-throwaway cluster of its own (``.ci/postgres.sh`` on port 55442), so that restarting it
+throwaway cluster of its own (``.ci/postgres.sh`` on a free port), so that restarting it
 disturbs nobody else, and runs gunicorn against it.
 """
 
@@ -245,7 +245,6 @@ def test_killing_the_worker_mid_fit_keeps_the_posterior_and_the_fit_is_retried(
 # ---------------------------------------------------------------------------------------
 # PostgreSQL restarted while annotators grade (a cluster of the test's own, and gunicorn)
 
-FAULT_PGPORT = 55442
 FAULT_PGROOT = "/tmp/baton-pg-faults"
 GRADERS = 3
 GRADES_EACH = 12
@@ -262,18 +261,35 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.getuid() == 0 else cmd
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
 def own_cluster() -> Iterator[tuple[str, Path]]:
-    """A fresh throwaway PostgreSQL cluster (``.ci/postgres.sh``); stopped and removed after."""
+    """A fresh throwaway PostgreSQL cluster (``.ci/postgres.sh``); stopped and removed after.
+
+    Its port is one the system finds free at the time; a port taken between that check and
+    the server's start (another test's server, an outgoing connection) is retried with
+    another, and a cluster that still will not start fails with the end of its log.
+    """
     bindir = _pg_bindir()
     if bindir is None:
         pytest.skip("PostgreSQL server binaries are absent (apt-get install postgresql)")
-    env = {**os.environ, "PGPORT": str(FAULT_PGPORT), "PGROOT": FAULT_PGROOT}
     script = str(ROOT / ".ci" / "postgres.sh")
-    subprocess.run([script, "stop"], env=env, check=True, capture_output=True)
-    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True)
-    if started.returncode:
-        pytest.fail(f".ci/postgres.sh start failed: {started.stderr}")
+    failures = []
+    for _attempt in range(3):
+        env = {**os.environ, "PGPORT": str(_free_port()), "PGROOT": FAULT_PGROOT}
+        subprocess.run([script, "stop"], env=env, check=True, capture_output=True)
+        started = subprocess.run([script, "start"], env=env, capture_output=True, text=True)
+        if started.returncode == 0:
+            break
+        failures.append(started.stderr)
+    else:
+        subprocess.run([script, "stop"], env=env, check=False, capture_output=True)
+        pytest.fail(".ci/postgres.sh start failed three times:\n" + "\n".join(failures))
     try:
         yield started.stdout.strip().splitlines()[-1], bindir
     finally:
@@ -302,12 +318,6 @@ keys = [issue_token(user=add_annotator(study, f"grader{i}"), name="faults").key
         for i in range(%d)]
 print("KEYS=" + json.dumps(keys))
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start_gunicorn(url: str, port: int, log: Path) -> subprocess.Popen:
