@@ -45,8 +45,30 @@ covariance between them is Monte Carlo noise that would otherwise steer the labe
 
 Criteria
 --------
-``"variance"`` (the default) is the expected drop in ``Var(Δ)``: smooth, always positive
-while a verdict is open, and it keeps sending labels where the interval is wide.
+``"standardised"`` (the default) is the expected drop in ``Var(Δ)`` per unit of the cell's
+own Bernoulli variance, scaled to a fair coin's:
+
+.. math:: \frac{1}{4}\,\frac{\operatorname{Cov}_u(Δ, p)^2}{\bigl(\bar p (1 - \bar p)\bigr)^2}.
+
+It keeps what the design says about ``Δ`` (the cell's weight in it, how many labels the
+cell and its neighbours in the curve already have, which verdicts are open) and drops what
+the cell's own grades say about its pass rate. For one cell with ``n`` labels and a
+conjugate posterior, ``Cov = w Var(p)`` and ``Var(p) = \bar p(1 - \bar p)/(n + a + b + 1)``,
+so the score is ``w² / (4 (n + a + b + 1)²)``: it does not depend on the grades at all.
+
+Why not the plain variance drop: with it, a cell whose estimate drifts away from ½ by
+chance looks better known, gets fewer labels, and keeps its drift; one that drifts towards
+½ gets more, and is corrected. That is the bias adaptive sampling gives estimates at a fixed
+truth (posterior means pushed away from ½). It cancels between two models graded alike, but
+not when the judge is worse for the candidate (its judge-pass cell nearer ½): the
+candidate's pass rate is then over-estimated, by about 0.2 posterior sd at the interim looks
+of a 300-grade study (``bench/adaptive_bias.py``), which turned into wrong gos in 5.7% of
+such studies instead of at most 5%. The price is the labels the plain criterion saves by
+sending more of them where the pass rate is nearer ½ (about 12% with that flattering judge,
+the same simulation).
+
+``"variance"`` is that plain expected drop in ``Var(Δ)``, ``Cov_u(Δ, p)² / (p̄(1 − p̄))``:
+smooth, always positive while a verdict is open; kept for comparison.
 ``"wrong_verdict"`` is the expected drop in the probability of a wrong verdict if one decided
 now by the more likely side, ``L = min(P, 1 - P)`` with ``P = P(Δ > -δ_d)``:
 ``L - Σ_y P(y|j) min(P_y, 1 - P_y)`` (non-negative since ``min`` is concave). It
@@ -93,7 +115,7 @@ __all__ = [
     "verdicts",
 ]
 
-Criterion = Literal["variance", "wrong_verdict"]
+Criterion = Literal["standardised", "variance", "wrong_verdict"]
 
 #: Draws the selector keeps from a fit: as many as a stored fit holds
 #: (``calibration.services.DRAWS_STORED``), so a replay's selector, which gets the fit
@@ -315,7 +337,7 @@ def dimension_scores(
     confidence: float,
     log_weights: ArrayLike | None = None,
     undecided: ArrayLike | None = None,
-    criterion: Criterion = "variance",
+    criterion: Criterion = "standardised",
     required_z: float | None = None,
 ) -> NDArray[np.float64]:
     r"""Value of one grade on dimension ``d`` for every ``(arm, region, judge bin)``.
@@ -335,7 +357,8 @@ def dimension_scores(
         (e.g. from the fit summary); it is combined (and) with the verdicts of the weighted
         draws, so a verdict settled by either is not scored.
     criterion
-        ``"variance"`` (default) or ``"wrong_verdict"``, see the module docstring.
+        ``"standardised"`` (default), ``"variance"`` or ``"wrong_verdict"``, see the
+        module docstring.
     required_z
         Boundary of the sequential rule at the current label count (see :func:`verdicts`);
         the caller that reads verdicts at every fit passes it, so that a verdict stops
@@ -345,7 +368,7 @@ def dimension_scores(
     -------
     numpy.ndarray
         ``(M, R, J)`` table ``T[m, r, j] = Σ_{c open, involving m} score_c(m, r, j)`` with,
-        for the variance criterion, ``score_c = Cov_u(Δ_c, p)² / (p̄(1 − p̄))``.
+        for the default criterion, ``score_c = Cov_u(Δ_c, p)² / (4 (p̄(1 − p̄))²)``.
     """
     m, r, j = draws.shape
     s = draws.n_draws
@@ -368,7 +391,7 @@ def dimension_scores(
     # for every cell: no (S, K) temporary, and one pass over p, which at thousands of cells
     # costs more than everything else here.
     p = draws.pass_by_cell  # (S, K), K = M·R·J
-    if criterion == "variance":
+    if criterion in ("standardised", "variance"):
         # Centred, Σ u p (Δ − E Δ) is the covariance itself, with no cancellation.
         x = delta - (u @ delta)[None, :]  # (S, C)
     elif criterion == "wrong_verdict":
@@ -381,7 +404,9 @@ def dimension_scores(
     var_y = p_bar * (1.0 - p_bar)
     safe = np.where(var_y > 1e-12, var_y, np.inf)  # a certain y tells nothing
 
-    if criterion == "variance":
+    if criterion == "standardised":
+        per = 0.25 * upx**2 / safe[:, None] ** 2  # Cov_u(Δ, p)² / (4 (p̄(1 − p̄))²)
+    elif criterion == "variance":
         per = upx**2 / safe[:, None]  # Cov_u(Δ, p)² / (p̄(1 − p̄))
     else:
         p_ok = u @ x
@@ -570,7 +595,7 @@ class Selector:
     traffic: NDArray[np.float64]
     confidence: float
     undecided: NDArray[np.bool_] | None = None
-    criterion: Criterion = "variance"
+    criterion: Criterion = "standardised"
     required_z: float | None = None
     log_weights: list[NDArray[np.float64]] = field(default_factory=list)
     n_observed: int = 0

@@ -93,7 +93,7 @@ def test_score_equals_the_variance_reduction_computed_by_hand_on_tiny_draws():
     theta = np.array([[[0.90], [0.80]], [[0.50], [0.60]], [[0.70], [0.75]], [[0.30], [0.35]]])
     conf = np.tile(np.array([[0.5, 0.5], [0.5, 0.5]]), (4, 2, 1, 1))
     draws = DimensionDraws(theta=theta, confusion=conf, margin=0.02)
-    table = dimension_scores(draws, traffic=np.array([1.0]), confidence=0.99)
+    table = dimension_scores(draws, traffic=np.array([1.0]), confidence=0.99, criterion="variance")
 
     delta = np.array([-0.10, 0.10, 0.05, 0.05])  # θ[1] − θ[0] per draw
     var = delta.var()
@@ -126,11 +126,72 @@ def test_closed_form_matches_brute_force_on_every_cell(weighted):
     traffic = np.array([0.7, 0.3])
     rng = np.random.default_rng(1)
     log_w = rng.normal(size=60) if weighted else None
-    table = dimension_scores(draws, traffic=traffic, confidence=0.9999, log_weights=log_w)
+    table = dimension_scores(
+        draws, traffic=traffic, confidence=0.9999, log_weights=log_w, criterion="variance"
+    )
+    standardised = dimension_scores(draws, traffic=traffic, confidence=0.9999, log_weights=log_w)
     u = np.ones(60) if log_w is None else np.exp(log_w)
+    p = pass_given_bin(draws.theta, draws.confusion)
     for m, r, j in itertools.product(range(3), range(2), range(3)):
         expected = _brute_force_score(draws, traffic, u, m, r, j)
         np.testing.assert_allclose(table[m, r, j], expected, rtol=1e-8, atol=1e-15)
+        # The default: the same drop per unit of the cell's Bernoulli variance, ×¼.
+        p_bar = float(u @ p[:, m, r, j]) / u.sum()
+        np.testing.assert_allclose(
+            standardised[m, r, j], expected / (4 * p_bar * (1 - p_bar)), rtol=1e-8, atol=1e-15
+        )
+
+
+def _conjugate_draws(passes: np.ndarray, labelled: np.ndarray, s: int = 200_000) -> DimensionDraws:
+    """Exact Beta(1, 1) posterior draws of two models × two judge bins (one region)."""
+    rng = np.random.default_rng(11)
+    cells = rng.beta(1 + passes, 1 + labelled - passes, size=(s, 2, 2))
+    w = np.array([0.6, 0.4])
+    theta = (cells * w).sum(axis=2)[:, :, None]
+    return DimensionDraws(theta=theta, cells=cells[:, :, None, :], margin=0.02)
+
+
+def test_the_default_score_does_not_read_a_cells_own_grades():
+    """Two cells alike in labels but not in grades: the plain variance drop favours the one
+    nearer ½ (the adaptive sampling that biases estimates); the default scores them alike,
+    within Monte Carlo error."""
+    labelled = np.array([[40, 40], [40, 40]])
+    near_half = np.array([[20, 20], [20, 20]])
+    near_one = np.array([[36, 36], [36, 36]])
+    kw = {"traffic": np.array([1.0]), "confidence": 0.9999}
+    for criterion, alike in (("standardised", True), ("variance", False)):
+        a = dimension_scores(_conjugate_draws(near_half, labelled), criterion=criterion, **kw)
+        b = dimension_scores(_conjugate_draws(near_one, labelled), criterion=criterion, **kw)
+        ratio = b / a
+        if alike:
+            np.testing.assert_allclose(ratio, 1.0, rtol=0.08)
+        else:
+            assert (ratio < 0.5).all()  # 0.9·0.1 / (0.5·0.5) = 0.36 in theory
+    # And what it does read is the design: w² / (4 (n + 3)²) for Beta(1, 1) and n labels.
+    labelled = np.array([[40, 20], [40, 10]])
+    got = dimension_scores(_conjugate_draws(np.array([[36, 18], [36, 1]]), labelled), **kw)
+    w = np.array([0.6, 0.4])
+    np.testing.assert_allclose(got[:, 0, :], w**2 / (4 * (labelled + 3) ** 2), rtol=0.08)
+
+
+@pytest.mark.slow
+def test_the_default_score_leaves_no_adaptive_bias_where_the_plain_one_does():
+    """``bench/adaptive_bias.py`` in small: the app's selector on a conjugate model, the
+    judge flattering the candidate; ``z = (mean − Δ) / sd`` over the looks at 100–300
+    labels, 300 studies each (s.e. of the mean ≈ 0.03 after pooling the looks)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import adaptive_bias as ab
+
+    w, p = ab.cells_of(ab.SCENARIOS["flatter_50"][:2])
+    z = {}
+    for criterion in ("standardised", "variance"):
+        rng = np.random.default_rng(4)
+        rows = np.array(
+            [ab.run_study(w, p, criterion, 0.15, 300, 50, 200, rng) for _ in range(300)]
+        )
+        z[criterion] = float((rows[:, 1:, 0] / rows[:, 1:, 1]).mean())
+    assert abs(z["standardised"]) < 0.07, z
+    assert z["variance"] > 0.1, z  # the bias the default removes is really there to remove
 
 
 def _brute_force_wrong_verdict(
