@@ -56,16 +56,19 @@ the cell's own grades say about its pass rate. For one cell with ``n`` labels an
 conjugate posterior, ``Cov = w Var(p)`` and ``Var(p) = \bar p(1 - \bar p)/(n + a + b + 1)``,
 so the score is ``w² / (4 (n + a + b + 1)²)``: it does not depend on the grades at all.
 
-Why not the plain variance drop: with it, a cell whose estimate drifts away from ½ by
-chance looks better known, gets fewer labels, and keeps its drift; one that drifts towards
-½ gets more, and is corrected. That is the bias adaptive sampling gives estimates at a fixed
-truth (posterior means pushed away from ½). It cancels between two models graded alike, but
-not when the judge is worse for the candidate (its judge-pass cell nearer ½): the
-candidate's pass rate is then over-estimated, by about 0.2 posterior sd at the interim looks
-of a 300-grade study (``bench/adaptive_bias.py``), which turned into wrong gos in 5.7% of
-such studies instead of at most 5%. The price is the labels the plain criterion saves by
-sending more of them where the pass rate is nearer ½ (about 12% with that flattering judge,
-the same simulation).
+Why not the plain variance drop: with it, a cell whose estimate drifts away from ½ by chance
+looks better known, gets fewer labels, and keeps its drift; one that drifts towards ½ gets
+more, and is corrected. That is the bias adaptive sampling gives estimates at a fixed truth
+(posterior means pushed away from ½). It mostly cancels between two models graded alike
+(+0.04–0.07 sd), but not when the judge is worse for the candidate (its judge-pass cell
+nearer ½): the candidate's pass rate is then over-estimated: the posterior mean of ``Δ`` sat
+0.11–0.20 posterior sd above the truth at the looks of a 300-grade study
+(``bench/adaptive_bias.py``), and in the app's loop with the curve 0.13–0.37 sd
+(``bench/adversarial.py``), which turned into wrong gos in 5.7% of such studies instead of
+at most 5%. The price is the labels the plain criterion saves by sending more of them where
+the pass rate is nearer ½: for an interval as narrow at 300 grades, 13–16% more grades with
+the flattering judges, 23% with a good judge alike for both models, 7% with a weak one (the
+same simulation).
 
 ``"variance"`` is that plain expected drop in ``Var(Δ)``, ``Cov_u(Δ, p)² / (p̄(1 − p̄))``:
 smooth, always positive while a verdict is open; kept for comparison.
