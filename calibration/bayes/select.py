@@ -62,8 +62,8 @@ more, and is corrected. That is the bias adaptive sampling gives estimates at a 
 (posterior means pushed away from ½). It mostly cancels between two models graded alike
 (+0.04–0.07 sd), but not when the judge is worse for the candidate (its judge-pass cell
 nearer ½): the candidate's pass rate is then over-estimated: the posterior mean of ``Δ`` sat
-0.11–0.20 posterior sd above the truth at the looks of a 300-grade study
-(``bench/adaptive_bias.py``), and in the app's loop with the curve 0.13–0.37 sd
+0.09–0.20 posterior sd above the truth at the looks of a 300-grade study
+(``bench/adaptive_bias.py``), and in the app's loop with the curve 0.04–0.37 sd
 (``bench/adversarial.py``), which turned into wrong gos in 5.7% of such studies instead of
 at most 5%. The price is the labels the plain criterion saves by sending more of them where
 the pass rate is nearer ½: for an interval as narrow at 300 grades, 13–16% more grades with
