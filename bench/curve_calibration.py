@@ -43,13 +43,21 @@ THETA = (0.85, 0.83)
 N_PER_ARM = 6000
 
 
-def one_study(judge: str, labels: int, seed: int, fitter: Fitter) -> tuple[float, float, bool]:
+def one_study(
+    judge: str, labels: int, seed: int, fitter: Fitter, exact: bool = False
+) -> tuple[float, float, bool]:
     """``(mean − truth, sd)`` of Δ and whether the fit passed its diagnostics."""
     rng = np.random.default_rng(seed)
     arm = np.repeat([0, 1], N_PER_ARM)
     per_region = (TRAFFIC * N_PER_ARM).astype(int)
     region = np.concatenate([np.repeat(np.arange(3), per_region)] * 2)
     y = (rng.random(arm.size) < np.where(arm == 0, THETA[0], THETA[1])).astype(int)
+    if exact:  # as bench/adversarial.py: round(θ·n) passes in every (model, region)
+        for a in (0, 1):
+            for r in range(3):
+                idx = np.flatnonzero((arm == a) & (region == r))
+                y[idx] = 0
+                y[rng.permutation(idx)[: int(round(THETA[a] * idx.size))]] = 1
     (se0, sp0), (se1, sp1) = JUDGES[judge]
     se = np.where(arm == 0, se0, se1)
     sp = np.where(arm == 0, sp0, sp1)
@@ -84,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labels", nargs="*", type=int, default=[75, 150])
     ap.add_argument("--studies", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1000)
+    ap.add_argument(
+        "--exact", action="store_true", help="exact pass counts per (model, region), as the loop"
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     result: dict[str, object] = {
@@ -91,14 +102,23 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python bench/curve_calibration.py " + " ".join(argv or sys.argv[1:]),
         "commit": git_head(),
         "machine": {"cpus": os.cpu_count(), "load": round(os.getloadavg()[0], 2)},
-        "settings": {"chains": 2, "draws": 1000, "tune": 500, "traffic": TRAFFIC.tolist()},
+        "settings": {
+            "chains": 2,
+            "draws": 1000,
+            "tune": 500,
+            "traffic": TRAFFIC.tolist(),
+            "exact_counts": args.exact,
+        },
         "cases": {},
     }
     fitter = Fitter(cores=1)
     for judge in args.judges:
         for labels in args.labels:
             start = time.perf_counter()
-            rows = [one_study(judge, labels, args.seed + i, fitter) for i in range(args.studies)]
+            rows = [
+                one_study(judge, labels, args.seed + i, fitter, args.exact)
+                for i in range(args.studies)
+            ]
             err = np.array([r[0] for r in rows])
             sd = np.array([r[1] for r in rows])
             z = err / sd
@@ -117,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 "fits_ok": int(sum(r[2] for r in rows)),
                 "seconds": round(time.perf_counter() - start, 1),
             }
-            result["cases"][f"{judge}@{labels}"] = case  # type: ignore[index]
+            key = f"{judge}@{labels}" + ("+exact" if args.exact else "")
+            result["cases"][key] = case  # type: ignore[index]
             print(f"{judge}@{labels}: {case}", flush=True)
             if args.out:
                 args.out.write_text(json.dumps(result, indent=1) + "\n")
