@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,27 +30,27 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from adversarial import MARGIN, SCENARIOS  # noqa: E402
+from bayes_common import git_head  # noqa: E402
 
 from calibration.bayes.select import DimensionDraws, Selector, choose_cell  # noqa: E402
 
-#: (name, incumbent's (sensitivity, specificity), candidate's, description)
-SCENARIOS = {
-    "flatter_50": ((0.90, 0.85), (0.90, 0.50), "judge passes 50% of the candidate's failures"),
-    "flatter_demo": ((0.90, 0.85), (0.90, 0.62), "the demo's flattering judge"),
-    "identical": ((0.90, 0.85), (0.90, 0.85), "the same judge for both"),
-    "weak": ((0.70, 0.65), (0.70, 0.65), "a weak judge alike for both"),
-}
-THETA = (0.85, 0.83)  # incumbent, candidate: Δ = −2 points
-MARGIN = 0.02
+#: The adversarial scenarios whose judge and pass rates (one region) are simulated here.
+NAMES = ("flatter_50", "flatter_demo", "identical", "weak")
 LOOKS = (50, 100, 150, 200, 250, 300)
 
 
-def cells_of(judge: tuple[tuple[float, float], ...]) -> tuple[np.ndarray, np.ndarray]:
+def cells_of(name: str) -> tuple[np.ndarray, np.ndarray]:
     """``w[m, j]`` the share of model ``m``'s responses in judge bin ``j`` (0 fail, 1 pass)
-    and ``p[m, j]`` P(human pass | bin)."""
+    and ``p[m, j]`` P(human pass | bin), from the adversarial scenario ``name`` (its judge
+    per model and its first region's pass rates)."""
+    sc = SCENARIOS[name]
     w = np.zeros((2, 2))
     p = np.zeros((2, 2))
-    for m, ((se, sp), th) in enumerate(zip(judge, THETA, strict=True)):
+    for m, ((se, sp), theta) in enumerate(zip(sc.judge, sc.theta, strict=True)):
+        th = theta[0]
         w[m, 1] = th * se + (1 - th) * (1 - sp)
         w[m, 0] = 1 - w[m, 1]
         p[m, 1] = th * se / w[m, 1]
@@ -135,19 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=400)
     ap.add_argument("--refit", type=int, default=50)
     ap.add_argument("--exploration", type=float, default=0.15)
-    ap.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
+    ap.add_argument("--scenarios", nargs="*", default=list(NAMES))
     ap.add_argument("--criteria", nargs="*", default=["standardised", "variance"])
     ap.add_argument("--seed", type=int, default=20261207)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
     results: dict[str, object] = {
         "bench": "adaptive_bias",
-        "commit": commit,
+        "commit": git_head(),
         "command": "python bench/adaptive_bias.py " + " ".join(argv or sys.argv[1:]),
-        "theta": THETA,
         "budget": max(LOOKS),
         "refit_every": args.refit,
         "draws": args.draws,
@@ -156,9 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": {},
     }
     for name in args.scenarios:
-        inc, cand, text = SCENARIOS[name]
-        w, p = cells_of((inc, cand))
-        block: dict[str, object] = {"judge": [inc, cand], "description": text}
+        sc = SCENARIOS[name]
+        w, p = cells_of(name)
+        block: dict[str, object] = {
+            "judge": sc.judge,
+            "theta": [t[0] for t in sc.theta],
+            "description": sc.what,
+        }
         for criterion in args.criteria:
             rng = np.random.default_rng(args.seed)  # the same seed: the same studies' luck
             start = time.perf_counter()

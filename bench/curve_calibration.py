@@ -2,8 +2,8 @@
 
 The adversarial runs (``bench/adversarial.py``) found ``z = (mean − truth) / sd`` with an sd
 of about 1.1 at the looks of the flattering scenarios, where 1.0 is calibrated. This bench
-takes the loop away: each study draws every human grade i.i.d. (2 models, 3 regions with
-traffic .5/.3/.2, 6,000 responses per model, θ = .85 and .83), the judge from its
+takes the loop away: each study draws every human grade i.i.d. (the adversarial scenario's
+models, regions, traffic and pass rates, 6,000 responses per model), the judge from its
 sensitivity and specificity, grades ``--labels`` responses per model uniformly at random,
 and fits the curve once with the app's fitter (2 chains × 1,000 draws, 500 tuning). The
 truth is the traffic-weighted Δ of the study's own responses.
@@ -27,19 +27,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from adversarial import SCENARIOS  # noqa: E402
 from bayes_common import git_head  # noqa: E402
 
 from calibration.bayes.data import joint_cells_from_arrays  # noqa: E402
 from calibration.bayes.fit import Fitter  # noqa: E402
 
-#: (incumbent's (sensitivity, specificity), candidate's)
-JUDGES = {
-    "flatter_50": ((0.90, 0.85), (0.90, 0.50)),
-    "flatter_demo": ((0.90, 0.85), (0.90, 0.62)),
-    "identical": ((0.90, 0.85), (0.90, 0.85)),
-}
-TRAFFIC = np.array([0.5, 0.3, 0.2])
-THETA = (0.85, 0.83)
+#: The adversarial scenarios whose judge, pass rates and traffic are simulated here.
+NAMES = ("flatter_50", "flatter_demo", "identical")
 N_PER_ARM = 6000
 
 
@@ -47,18 +42,21 @@ def one_study(
     judge: str, labels: int, seed: int, fitter: Fitter, exact: bool = False
 ) -> tuple[float, float, bool]:
     """``(mean − truth, sd)`` of Δ and whether the fit passed its diagnostics."""
+    sc = SCENARIOS[judge]
+    traffic = np.asarray(sc.traffic)
+    theta = np.asarray(sc.theta)  # (model, region)
     rng = np.random.default_rng(seed)
     arm = np.repeat([0, 1], N_PER_ARM)
-    per_region = (TRAFFIC * N_PER_ARM).astype(int)
+    per_region = (traffic * N_PER_ARM).astype(int)
     region = np.concatenate([np.repeat(np.arange(3), per_region)] * 2)
-    y = (rng.random(arm.size) < np.where(arm == 0, THETA[0], THETA[1])).astype(int)
+    y = (rng.random(arm.size) < theta[arm, region]).astype(int)
     if exact:  # as bench/adversarial.py: round(θ·n) passes in every (model, region)
         for a in (0, 1):
             for r in range(3):
                 idx = np.flatnonzero((arm == a) & (region == r))
                 y[idx] = 0
-                y[rng.permutation(idx)[: int(round(THETA[a] * idx.size))]] = 1
-    (se0, sp0), (se1, sp1) = JUDGES[judge]
+                y[rng.permutation(idx)[: int(round(theta[a, r] * idx.size))]] = 1
+    (se0, sp0), (se1, sp1) = sc.judge
     se = np.where(arm == 0, se0, se1)
     sp = np.where(arm == 0, sp0, sp1)
     u = rng.random(arm.size)
@@ -68,7 +66,7 @@ def one_study(
         chosen = rng.choice(np.flatnonzero(arm == a), labels, replace=False)
         human[chosen, 0] = y[chosen]
     truth = sum(
-        TRAFFIC[r] * (y[(arm == 1) & (region == r)].mean() - y[(arm == 0) & (region == r)].mean())
+        traffic[r] * (y[(arm == 1) & (region == r)].mean() - y[(arm == 0) & (region == r)].mean())
         for r in range(3)
     )
     cells = joint_cells_from_arrays(
@@ -81,14 +79,14 @@ def one_study(
         human=human,
     )
     fit = fitter.fit(cells, 0, seed=seed, draws=1000, tune=500)
-    theta = np.asarray(fit.theta)
-    delta = (theta[:, 1, :] - theta[:, 0, :]) @ TRAFFIC
+    draws = np.asarray(fit.theta)
+    delta = (draws[:, 1, :] - draws[:, 0, :]) @ traffic
     return float(delta.mean() - truth), float(delta.std()), bool(fit.ok)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--judges", nargs="*", default=["flatter_50", "identical"])
+    ap.add_argument("--judges", nargs="*", default=["flatter_50", "identical"], choices=NAMES)
     ap.add_argument("--labels", nargs="*", type=int, default=[75, 150])
     ap.add_argument("--studies", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1000)
@@ -106,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             "chains": 2,
             "draws": 1000,
             "tune": 500,
-            "traffic": TRAFFIC.tolist(),
+            "traffic": {n: SCENARIOS[n].traffic for n in args.judges},
             "exact_counts": args.exact,
         },
         "cases": {},
@@ -124,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             z = err / sd
             n = len(rows)
             case = {
-                "judge": JUDGES[judge],
+                "judge": SCENARIOS[judge].judge,
                 "labels_per_model": labels,
                 "studies": n,
                 "z_mean": round(float(z.mean()), 4),
