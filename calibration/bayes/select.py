@@ -54,7 +54,9 @@ It keeps what the design says about ``Δ`` (the cell's weight in it, how many la
 cell and its neighbours in the curve already have, which verdicts are open) and drops what
 the cell's own grades say about its pass rate. For one cell with ``n`` labels and a
 conjugate posterior, ``Cov = w Var(p)`` and ``Var(p) = \bar p(1 - \bar p)/(n + a + b + 1)``,
-so the score is ``w² / (4 (n + a + b + 1)²)``: it does not depend on the grades at all.
+so the score is ``w² / (4 (n + a + b + 1)²)``: it does not depend on the grades at all. In
+the calibration curve a cell's grades still reach its score, but only through the
+parameters it shares with other cells (the learnt scales of the region and bin effects).
 
 Why not the plain variance drop: with it, a cell whose estimate drifts away from ½ by chance
 looks better known, gets fewer labels, and keeps its drift; one that drifts towards ½ gets
@@ -64,11 +66,11 @@ more, and is corrected. That is the bias adaptive sampling gives estimates at a 
 nearer ½): the candidate's pass rate is then over-estimated: the posterior mean of ``Δ`` sat
 0.09–0.20 posterior sd above the truth at the looks of a 300-grade study
 (``bench/adaptive_bias.py``), and in the app's loop with the curve 0.04–0.37 sd
-(``bench/adversarial.py``), which turned into wrong gos in 5.7% of such studies instead of
-at most 5%. The price is the labels the plain criterion saves by sending more of them where
-the pass rate is nearer ½: for an interval as narrow at 300 grades, 13–16% more grades with
-the flattering judges, 23% with a good judge alike for both models, 7% with a weak one (the
-same simulation).
+(``bench/adversarial.py``); those studies gave 17 wrong gos in 300 (5.7%, the target is at
+most 5%), and 14 in 300 with this criterion. The price is the labels the plain criterion
+saves by sending more of them where the pass rate is nearer ½: for an interval as narrow at
+300 grades, 13–16% more grades with the flattering judges, 23% with a good judge alike for
+both models, 7% with a weak one (the same simulation).
 
 ``"variance"`` is that plain expected drop in ``Var(Δ)``, ``Cov_u(Δ, p)² / (p̄(1 − p̄))``:
 smooth, always positive while a verdict is open; kept for comparison.
