@@ -451,6 +451,8 @@
         if (details) {
           event.preventDefault();
           details.open = !details.open;
+          // "toggle" fires a task later; the rubrics follow at once.
+          guidelinesToggled(details);
         }
         return;
       }
