@@ -2,7 +2,7 @@
 
 One service, :func:`import_file`, behind three entry points (``manage.py importstudy``,
 ``POST /api/studies/{slug}/imports/`` and the admin upload page). The file formats are
-documented in the README (Import formats).
+documented in docs/importing.md.
 
 How it works, and why:
 

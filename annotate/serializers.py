@@ -15,9 +15,7 @@ from .services_import import upload_size_problem
 
 
 class ImportUploadSerializer(serializers.Serializer):
-    file = serializers.FileField(
-        help_text="A .jsonl/.ndjson or .csv file (README: Import formats)."
-    )
+    file = serializers.FileField(help_text="A .jsonl/.ndjson or .csv file (docs/importing.md).")
     format = serializers.ChoiceField(
         choices=FORMATS, required=False, help_text="Default: from the file name's extension."
     )

@@ -203,7 +203,7 @@ def population_from_table(
     margin: float = 0.02,
     traffic: dict[str, float] | None = None,
 ) -> Population:
-    """Build a :class:`Population` from a flat table (format: README, Replay).
+    """Build a :class:`Population` from a flat table (format: docs/replay.md).
 
     Required columns: ``item_id, system, dimension, human_label, judge, judge_score``;
     optional ``region`` (default one region ``all``); other columns are ignored. One
@@ -914,7 +914,7 @@ def run_loop(
 def replay_report(
     pop: Population, result: LoopResult, *, settings: dict[str, Any]
 ) -> dict[str, Any]:
-    """The JSON document ``manage.py replay --out`` writes (format: README, Replay)."""
+    """The JSON document ``manage.py replay --out`` writes (format: docs/replay.md)."""
     truth = all_labels_delta(pop)
     final = result.batches[-1]
     final_rows = []

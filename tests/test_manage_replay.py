@@ -1,4 +1,4 @@
-"""``manage.py replay`` runs from a fresh clone: no database, no SECRET_KEY (README, Replay)."""
+"""``manage.py replay`` runs from a fresh clone: no database, no SECRET_KEY (docs/replay.md)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from annotate.models import Study
 
 
 class Command(BaseCommand):
-    help = "Export a study's human labels, one row per label (see the README, Import formats)."
+    help = "Export a study's human labels, one row per label (see docs/importing.md)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--study", required=True, help="slug of the study")

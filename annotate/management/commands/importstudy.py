@@ -11,7 +11,7 @@ from annotate.models import Study
 class Command(BaseCommand):
     help = (
         "Import a JSONL or long-CSV file of prompts, responses and judge scores into a study "
-        "(all or nothing; see the README, Import formats)."
+        "(all or nothing; see docs/importing.md)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

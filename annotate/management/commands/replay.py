@@ -1,7 +1,7 @@
 """``manage.py replay FILE``: run a study against a table whose human labels are known.
 
 The work is in :mod:`calibration.replay` (no database); this command parses arguments,
-runs the loop and writes the JSON report. The file format is in the README (Replay).
+runs the loop and writes the JSON report. The file format is in docs/replay.md.
 """
 
 from __future__ import annotations
@@ -107,13 +107,13 @@ def replay(
 
 class Command(BaseCommand):
     help = (
-        "Replay a study on a flat table whose human labels are known (README: Replay): "
+        "Replay a study on a flat table whose human labels are known (docs/replay.md): "
         "hide the labels, let the selection rule ask for them, refit every --batch labels, "
         "and report Δ per batch, PPI++ on the same labels, and the all-labels Δ."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("file", help="CSV or CSV.GZ table (README: Replay)")
+        parser.add_argument("file", help="CSV or CSV.GZ table (docs/replay.md)")
         parser.add_argument("--incumbent", required=True, help="system running today")
         parser.add_argument(
             "--candidate", action="append", required=True, help="candidate system (repeatable)"
