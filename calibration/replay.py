@@ -82,6 +82,7 @@ from calibration.bayes.decision import (
     information_fraction,
     replan_cell,
     required_z,
+    strictest_open_boundary,
     summarise_delta,
 )
 from calibration.bayes.select import DimensionDraws, Selector, choose_cell
@@ -627,6 +628,13 @@ def _summaries(
     return out
 
 
+def _selector_boundary(record: BatchRecord, labels: int, budget: int, confidence: float) -> float:
+    """The selector's boundary after a fit, as the app sets it (``selection.selector_for``):
+    the strictest over the verdicts left open, else the study-wide ``n/N`` one."""
+    bound = strictest_open_boundary(record.deltas)
+    return bound if bound is not None else required_z(labels, budget, confidence)
+
+
 def run_loop(
     pop: Population,
     *,
@@ -792,8 +800,9 @@ def run_loop(
                 ],
                 traffic=pop.traffic,
                 confidence=confidence,
-                # Settled for the selector means settled by the rule the verdicts follow.
-                required_z=required_z(len(picks), budget, confidence),
+                # Settled for the selector means settled by the rule the verdicts follow,
+                # as in the app: the strictest boundary of the verdicts this fit left open.
+                required_z=_selector_boundary(record, len(picks), budget, confidence),
             )
         return record
 

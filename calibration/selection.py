@@ -351,19 +351,11 @@ def labels_since(
 
 
 def _strictest_boundary(summary: dict[str, Any] | None) -> float | None:
-    """The largest ``required_z`` over the summary's open verdicts (``inf`` when one has
-    none yet: stored as null); None for a summary that predates per-candidate boundaries."""
-    cells = [
-        d
-        for c in (summary or {}).get("candidates", [])
-        for d in c.get("dimensions", [])
-        if "fraction" in d and d.get("verdict") not in ("go", "no-go")
-    ]
-    if not cells:
-        return None
-    # The no-go side's boundary differs from the go side's only after a re-plan.
-    values = [d.get(k) for d in cells for k in ("required_z", "required_z_nogo") if k in d]
-    return float("inf") if any(v is None for v in values) else float(max(values))
+    """The strictest boundary over the summary's open verdicts (None if none is open)."""
+    from calibration.bayes.decision import strictest_open_boundary
+
+    cells = (d for c in (summary or {}).get("candidates", []) for d in c.get("dimensions", []))
+    return strictest_open_boundary(cells)
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ Everything returned is plain dataclasses of floats/strings (``to_dict()`` is JSO
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from math import sqrt
 from statistics import NormalDist
@@ -164,6 +164,7 @@ __all__ = [
     "required_z_at",
     "sequential_verdict",
     "standardised_distance",
+    "strictest_open_boundary",
     "summarise",
     "summarise_delta",
     "verdict",
@@ -496,6 +497,25 @@ class DeltaSummary:
     fraction: float | None = None
     sd: float = 0.0
     required_z_nogo: float | None = None
+
+
+def strictest_open_boundary(cells: Iterable[Mapping[str, Any]]) -> float | None:
+    """The largest boundary (go or no-go side) over the cells whose verdict is still open.
+
+    ``cells`` are per-(candidate, dimension) rows carrying ``verdict``, ``fraction`` and
+    ``required_z`` (and ``required_z_nogo`` after a re-plan), as the fit summary and the
+    replay record hold them. ``inf`` when an open cell has no boundary yet (stored as None);
+    None when no cell is open or the rows predate per-candidate boundaries. The selector
+    takes one boundary: the strictest, so that a verdict shown open never looks settled to it
+    (the study-wide ``n/N`` is laxer than a candidate's own fraction).
+    """
+    open_cells = [c for c in cells if "fraction" in c and c.get("verdict") not in ("go", "no-go")]
+    if not open_cells:
+        return None
+    values = [c.get(k) for c in open_cells for k in ("required_z", "required_z_nogo") if k in c]
+    if any(v is None for v in values):
+        return float("inf")
+    return max(float(v) for v in values if v is not None)
 
 
 def summarise_delta(

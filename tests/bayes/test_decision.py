@@ -149,3 +149,21 @@ def test_naive_judge_delta_trusts_the_judge() -> None:
     )
     expected = 0.75 * (160 / 200 - 0.8) + 0.25 * (0.9 - 0.5)
     assert naive_judge_delta(counts, W, 1) == pytest.approx(expected)
+
+
+def test_the_strictest_open_boundary_ignores_settled_verdicts_and_counts_both_sides() -> None:
+    from calibration.bayes.decision import strictest_open_boundary
+
+    cells = [
+        {"verdict": "go", "fraction": 0.2, "required_z": 9.0},  # settled: not counted
+        {"verdict": "undecided", "fraction": 0.5, "required_z": 2.8},
+        {"verdict": "held", "fraction": 0.4, "required_z": 3.1, "required_z_nogo": 3.3},
+    ]
+    assert strictest_open_boundary(cells) == 3.3
+    # An open verdict with no boundary yet (no grade on one arm) settles nothing.
+    assert strictest_open_boundary(
+        [*cells, {"verdict": "undecided", "fraction": 0.0, "required_z": None}]
+    ) == float("inf")
+    assert strictest_open_boundary(cells[:1]) is None
+    # Rows from before per-candidate boundaries (no fraction) say nothing.
+    assert strictest_open_boundary([{"verdict": "undecided", "required_z": 2.0}]) is None

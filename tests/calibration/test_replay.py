@@ -289,3 +289,26 @@ def test_replay_command_runs_the_real_fitter(table_path, tmp_path):
     final = report["final"][0]
     assert final["model"]["lower"] < final["model"]["upper"]
     assert final["audit"] is not None
+
+
+def test_the_replay_selector_takes_the_boundary_the_app_gives_it() -> None:
+    """A candidate graded less than its incumbent has a smaller information fraction than
+    the study-wide n/N: its verdict must not look settled to the selector before the
+    dashboard shows it settled (as ``selection.selector_for`` does in the app)."""
+    from calibration.bayes.decision import information_fraction, required_z, required_z_at
+    from calibration.replay import BatchRecord, _selector_boundary
+
+    t = information_fraction(120, 30, 300)  # 0.32, against n/N = 0.5
+    row = {"verdict": "undecided", "fraction": t, "required_z": required_z_at(t, 0.95)}
+    record = BatchRecord(labels=150, deltas=[row], fit_seconds=0.0, ess_before=None, reason="batch")
+    bound = _selector_boundary(record, 150, 300, 0.95)
+    assert bound == pytest.approx(required_z_at(t, 0.95))
+    assert bound > required_z(150, 300, 0.95)
+    settled = BatchRecord(
+        labels=150,
+        deltas=[{**row, "verdict": "go"}],
+        fit_seconds=0.0,
+        ess_before=None,
+        reason="batch",
+    )
+    assert _selector_boundary(settled, 150, 300, 0.95) == required_z(150, 300, 0.95)
