@@ -50,11 +50,6 @@ FORMULAS = (
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-@pytest.fixture(autouse=True)
-def _fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def api_client(user) -> APIClient:
     client = APIClient()
     client.force_authenticate(user)

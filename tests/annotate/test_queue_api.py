@@ -16,8 +16,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def fast_and_uniform(settings, monkeypatch):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+def uniform_picks(monkeypatch):
     monkeypatch.setattr(queue, "_selection_module", lambda: None)
 
 
