@@ -10,14 +10,20 @@ from rest_framework.test import APIClient
 
 from annotate import queue
 from annotate.models import Annotation, Dimension, JudgeScore, Study
-from tests.annotate.queue_helpers import GOOD_LABELS, add_annotator, add_responses, key
+from tests.annotate.queue_helpers import (
+    GOOD_LABELS,
+    add_annotator,
+    add_responses,
+    fake_selection_rule,
+    key,
+)
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
 def uniform_picks(monkeypatch):
-    monkeypatch.setattr(queue, "_selection_module", lambda: None)
+    fake_selection_rule(monkeypatch)
 
 
 @pytest.fixture
