@@ -1,4 +1,5 @@
-# Baton: `make demo` starts the app on SQLite with a demo study; `make test` runs every test.
+# Baton: `make demo` starts the app on SQLite with a demo study; `make test` runs every test;
+# `make test-fast` runs all but the slow and the browser tests (a few minutes).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format typecheck bench install clean-demo
+.PHONY: demo test test-fast lint format typecheck bench install clean-demo
 
 $(PY):
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 12), f"Python >= 3.12 needed, {sys.executable} is {sys.version.split()[0]}"'
@@ -33,6 +34,10 @@ demo: install
 # SQLite by default; PostgreSQL when DATABASE_URL is set.
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Every test but those marked slow (real sampling, large data) or browser (Chromium).
+test-fast: install
+	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -52,8 +52,7 @@ from typing import IO, Any
 import msgspec
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
-from calibration.bayes.data import quantile_cuts
-
+from . import hooks
 from .models import Arm, Dimension, JudgeScore, Prompt, Region, Response, Study
 
 __all__ = [
@@ -875,7 +874,7 @@ def judge_cuts_for(dimension: Dimension, scores: Iterable[float] | None) -> list
             return [k + 0.5 for k in range(first, last)]
     if scores is None:
         return None
-    return [float(c) for c in quantile_cuts(list(scores), dimension.judge_bins)]
+    return hooks.quantile_cuts(scores, dimension.judge_bins)
 
 
 def _bin_sql(column: str, cuts: list[float]) -> str:
@@ -987,17 +986,9 @@ def import_file(
             # A re-import may move responses between cells in place; selection's stored
             # per-cell totals must follow in the same transaction. (New responses alone,
             # as in the fresh path, are caught by the totals' own watermark.)
-            _refresh_cell_totals(study)
+            hooks.refresh_cell_totals(study=study)
             report.phases["write"] = round(_lap(started) - report.phases["read_and_stage"], 3)
     return _finished(report, started)
-
-
-def _refresh_cell_totals(study: Study) -> None:
-    try:
-        from calibration.selection import refresh_cell_totals
-    except ImportError:
-        return
-    refresh_cell_totals(study=study)
 
 
 def _finished(report: ImportReport, started: float) -> ImportReport:

@@ -35,9 +35,10 @@ Recorded ``probability`` is conditional on the branch named by ``policy``: for `
 it is ``overlap_share / N_overlap_candidates``; for a selection-rule pick it is the rule's
 ``CellPick.probability``, which is already the probability of the response the uniform
 in-cell draw yields (``calibration.bayes.select.choose_cell``: ε/N + (1−ε)·1[best]/(|G|·n_c));
-for the queue's own ``uniform`` fallback (selection module absent or failing, or the chosen
-cell ran dry) ``1 / N_available`` over the whole study. The selection rule counts a cell's
-available responses for everyone; this annotator's own skips in it are not subtracted there.
+for the queue's own ``uniform`` fallback (the selection rule offering no cell or failing, or
+the chosen cell ran dry) ``1 / N_available`` over the whole study. The selection rule counts a
+cell's available responses for everyone; this annotator's own skips in it are not subtracted
+there.
 
 Who may grade: only members of the study with the *annotator* role. Leads and admins see
 per-model dashboards, so their grades would not be blind; a lead who wants to grade uses
@@ -50,9 +51,6 @@ the last slot on PostgreSQL can both get one, and a grade that arrives is always
 
 from __future__ import annotations
 
-import functools
-import importlib
-import inspect
 import logging
 import time
 import uuid
@@ -69,6 +67,7 @@ from django.utils import timezone
 
 from accounts.services import record
 
+from . import hooks
 from .models import Annotation, Assignment, Label, Membership, Prompt, Region, Response, Study
 
 logger = logging.getLogger(__name__)
@@ -144,40 +143,18 @@ class _Pick:
     total: int | None = None  # responses in the cell, if the selection rule has counted them
 
 
-def _selection_module() -> Any | None:
-    try:
-        return importlib.import_module("calibration.selection")
-    except ImportError:
-        return None
-
-
 def _selection_status(*, study: Study, graded: int) -> tuple[bool, str]:
     """Ask the selection rule whether the study still wants labels (open, reason).
 
     ``graded`` (distinct graded responses, just counted) spares the rule counting again.
     """
-    module = _selection_module()
-    status = getattr(module, "selection_status", None)
-    if status is None:
-        return True, ""
-    if _accepts(status, "graded"):
-        return status(study=study, graded=graded)
-    return status(study=study)
-
-
-@functools.lru_cache(maxsize=16)
-def _accepts(function: Any, keyword: str) -> bool:
-    return keyword in inspect.signature(function).parameters
+    return hooks.selection_status(study=study, graded=graded)
 
 
 def _selection_pick(*, study: Study, rng: np.random.Generator) -> _Pick | None:
     """The selection rule's cell, or None for the uniform fallback. The one call site."""
-    module = _selection_module()
-    pick_cell = getattr(module, "pick_cell", None)
-    if pick_cell is None:
-        return None
     try:
-        pick = pick_cell(study=study, rng=rng)
+        pick = hooks.pick_cell(study=study, rng=rng)
     except Exception:
         # An annotator should keep working if the selection rule breaks; the fallback is
         # uniform, recorded as such.
@@ -193,19 +170,13 @@ def _selection_pick(*, study: Study, rng: np.random.Generator) -> _Pick | None:
         probability=float(pick.probability),
         score=None if pick.score is None else float(pick.score),
         fit_id=pick.fit_id,
-        total=getattr(pick, "total", None),
+        total=pick.total,
     )
 
 
 def _notify_new_labels(*, study: Study) -> None:
     """After commit, tell the calibration side that labels changed (the one call site)."""
-    try:
-        services = importlib.import_module("calibration.services")
-    except ImportError:
-        return
-    note = getattr(services, "note_new_labels", None)
-    if note is not None:
-        transaction.on_commit(lambda: note(study=study))
+    transaction.on_commit(lambda: hooks.note_new_labels(study=study))
 
 
 # --------------------------------------------------------------------------- helpers

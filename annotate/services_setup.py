@@ -8,7 +8,6 @@ view's job, through :func:`needs_confirmation`) and requests a refit once commit
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +18,8 @@ from django.db.models.functions import Cast, Coalesce, Concat
 
 from accounts.services import create_account, record
 
-from . import blindness
+from . import blindness, hooks
 from .models import Arm, Dimension, JudgeScore, Membership, Region, Response, Study
-
-logger = logging.getLogger(__name__)
 
 # What a fit reads: changing one of these on an active study changes its verdicts.
 FIT_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
@@ -149,13 +146,8 @@ def _refit_if_needed(*, user: Any, study: Study, changes: Sequence[Change]) -> b
 
 
 def request_refit(*, study: Study, user: Any) -> None:
-    """Ask calibration for a fit triggered by a configuration change (if it can fit yet)."""
-    try:
-        from calibration.services import request_fit
-    except ImportError:  # calibration's services not there yet: nothing to ask
-        logger.info("no calibration.services.request_fit: refit of %s not requested", study)
-        return
-    request_fit(study=study, trigger="config", requested_by=user)
+    """Ask calibration for a fit triggered by a configuration change."""
+    hooks.request_fit(study=study, trigger="config", requested_by=user)
 
 
 def _lock(study: Study) -> Study:
@@ -319,15 +311,7 @@ def rebuild_cells(*, study: Study) -> None:
         return
     cell = Concat(*parts, output_field=CharField()) if len(parts) > 1 else parts[0]
     Response.objects.filter(study=study).update(cell=cell)
-    transaction.on_commit(lambda: _forget_cached_cells(study))
-
-
-def _forget_cached_cells(study: Study) -> None:
-    try:
-        from calibration.selection import forget_cell_totals
-    except ImportError:
-        return
-    forget_cell_totals(study.pk)
+    transaction.on_commit(lambda: hooks.forget_cell_totals(study_id=study.pk))
 
 
 def delete_dimension(*, user: Any, study: Study, dimension: Dimension) -> None:

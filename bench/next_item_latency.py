@@ -233,8 +233,9 @@ def service_breakdown(study, user, rounds: int) -> dict[str, dict[str, float]]:
             )
     finally:
         queue._selection_pick, queue._selection_status = real_pick, real_status
-    real_module = queue._selection_module
-    queue._selection_module = lambda: None
+    # No selection rule: it offers no cell and keeps the study open (the uniform fallback).
+    queue._selection_pick = lambda **kwargs: None
+    queue._selection_status = lambda **kwargs: (True, "")
     try:
         for _ in range(rounds):
             t0 = time.perf_counter()
@@ -244,7 +245,7 @@ def service_breakdown(study, user, rounds: int) -> dict[str, dict[str, float]]:
                 assignment_id=assignment.pk, annotator=user, client_key=uuid.uuid4(), labels=LABELS
             )
     finally:
-        queue._selection_module = real_module
+        queue._selection_pick, queue._selection_status = real_pick, real_status
     own = [a - b for a, b in zip(timings["next_item"], timings["selection"], strict=True)]
     return {
         "next_item_ms": percentiles(timings["next_item"]),

@@ -7,7 +7,7 @@ labels answer, and after every fit it records the labels used, ``Δ`` (mean, 95%
 verdict) per (candidate, dimension), the judge's difference between the two models, and an
 audit: PPI++ on the picks drawn uniformly (:func:`audit_delta`). At the end it reports the
 ``Δ`` that *all* human labels give. No database: ``manage.py replay`` only parses
-arguments (:mod:`annotate.management.commands.replay`), and the benchmarks call
+arguments (:mod:`calibration.management.commands.replay`), and the benchmarks call
 :func:`run_loop` directly.
 
 What a pick is

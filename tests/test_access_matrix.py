@@ -409,11 +409,6 @@ def test_get_only_405_urls_have_post_rules():
 # --- The matrix ----------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def world(study, admin_user, lead, annotator) -> World:
     other = make_study(slug="other-study")

@@ -105,7 +105,6 @@ def wsgi_app(settings):
     from django.core.wsgi import get_wsgi_application
 
     settings.ALLOWED_HOSTS = ["localhost", "testserver"]
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # Django's test client does the same: closing "old" connections at each request would
     # close the test's own connection.
     request_started.disconnect(close_old_connections)

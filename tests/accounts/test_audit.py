@@ -14,11 +14,6 @@ from accounts.services import record
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def test_record_keeps_who_what_where_and_details(study, admin_user):
     dim = study.dimensions.get(key="style")
     event = record(

@@ -23,11 +23,6 @@ from tests.factories import UserFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def test_members_get_their_study(study, admin_user, lead, annotator):
     assert get_study_for(admin_user, study.slug, roles=ADMIN) == study
     assert get_study_for(lead, study.slug, roles=LEAD_OR_ADMIN) == study

@@ -14,11 +14,6 @@ from accounts.services import issue_token, revoke_token
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 class WhoAmI(APIView):
     authentication_classes = [ApiTokenAuthentication]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from annotate import hooks
 from annotate.models import Arm, Membership, Response, Study
 from tests.factories import MembershipFactory, PromptFactory, UserFactory
 
@@ -32,6 +33,18 @@ def add_responses(study: Study, n: int, *, cells: tuple[str, ...] = ("0.0.1",)) 
             )
         )
     return out
+
+
+def fake_selection_rule(
+    monkeypatch: Any, *, pick: Any = None, status: tuple[bool, str] = (True, "")
+) -> None:
+    """Stand in for calibration's selection rule: it offers ``pick`` and answers ``status``.
+
+    With the defaults the rule offers no cell and keeps the study open, so the queue picks
+    with its own uniform fallback.
+    """
+    monkeypatch.setattr(hooks, "pick_cell", lambda *, study, rng: pick)
+    monkeypatch.setattr(hooks, "selection_status", lambda *, study, graded: status)
 
 
 def add_annotator(study: Study, username: str) -> Any:

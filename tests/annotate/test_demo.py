@@ -18,11 +18,6 @@ DIMS = ("correctness", "refusal", "style")
 ARM_KEYS = ("incumbent", "cand-a", "cand-b")
 
 
-@pytest.fixture(autouse=True)
-def fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture(scope="module")
 def full() -> demo.DemoData:
     """The default demo, generated without a database (about 0.3 s)."""

@@ -35,7 +35,7 @@ from annotate.models import (
     Study,
 )
 from tests.annotate.import_helpers import interaction, jsonl, snapshot
-from tests.annotate.queue_helpers import GOOD_LABELS, add_responses
+from tests.annotate.queue_helpers import GOOD_LABELS, add_responses, fake_selection_rule
 
 pytestmark = pytest.mark.django_db
 
@@ -48,11 +48,6 @@ FORMULAS = (
     "\r=1+1",
 )
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-@pytest.fixture(autouse=True)
-def _fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def api_client(user) -> APIClient:
@@ -291,7 +286,7 @@ def test_an_upload_job_with_a_hostile_line_fails_with_its_problem_not_an_interna
 
 @pytest.fixture
 def solo(study, monkeypatch):
-    monkeypatch.setattr(queue, "_selection_module", lambda: None)
+    fake_selection_rule(monkeypatch)
     Study.objects.filter(pk=study.pk).update(overlap_share=0)
     add_responses(study, 3)
     return study

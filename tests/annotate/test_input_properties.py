@@ -37,7 +37,7 @@ from annotate.numbers import (
 )
 from annotate.serializers_queue import SkipSerializer, SubmitSerializer
 from tests.annotate.import_helpers import ARMS, interaction
-from tests.annotate.queue_helpers import GOOD_LABELS, add_responses
+from tests.annotate.queue_helpers import GOOD_LABELS, add_responses, fake_selection_rule
 
 pytestmark = pytest.mark.django_db
 
@@ -385,7 +385,7 @@ def test_region_shares_of_any_text_are_summed_or_refused_by_field(study):
 
 @pytest.fixture
 def leased(study, annotator, monkeypatch):
-    monkeypatch.setattr(queue, "_selection_module", lambda: None)
+    fake_selection_rule(monkeypatch)
     Study.objects.filter(pk=study.pk).update(overlap_share=0)
     add_responses(study, 2)
     return queue.next_item(study=study, annotator=annotator)

@@ -21,11 +21,6 @@ def url(name: str, study: Study, **kwargs) -> str:
     return reverse(name, kwargs={"slug": study.slug, **kwargs})
 
 
-@pytest.fixture(autouse=True)
-def _fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def study_nav(html: str) -> str:
     start = html.index('<nav class="study-nav"')
     return html[start : html.index("</nav>", start)]

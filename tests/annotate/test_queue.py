@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import types
 from collections import Counter
 from datetime import timedelta
 
@@ -11,7 +10,7 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
 
-from annotate import queue
+from annotate import hooks, queue
 from annotate.models import Annotation, Assignment, Label, Study
 from annotate.queue import (
     AssignmentDone,
@@ -25,26 +24,30 @@ from annotate.queue import (
     submit_annotation,
     undo_annotation,
 )
-from tests.annotate.queue_helpers import GOOD_LABELS, add_annotator, add_responses, key
+from tests.annotate.queue_helpers import (
+    GOOD_LABELS,
+    add_annotator,
+    add_responses,
+    fake_selection_rule,
+    key,
+)
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# The hooks as shipped, kept before any test's fake replaces them.
+REAL_PICK_CELL, REAL_SELECTION_STATUS = hooks.pick_cell, hooks.selection_status
 
 
 @pytest.fixture(autouse=True)
 def no_selection_rule(monkeypatch):
     """Tests run against the uniform fallback unless they install a fake selection rule."""
-    monkeypatch.setattr(queue, "_selection_module", lambda: None)
+    fake_selection_rule(monkeypatch)
 
 
 def test_the_real_selection_rule_without_a_fit_picks_uniformly(study, annotator, monkeypatch):
     from calibration import selection
 
-    monkeypatch.setattr(queue, "_selection_module", lambda: selection)
+    monkeypatch.setattr(hooks, "pick_cell", REAL_PICK_CELL)
+    monkeypatch.setattr(hooks, "selection_status", REAL_SELECTION_STATUS)
     selection.forget_cell_totals()
     Study.objects.filter(pk=study.pk).update(overlap_share=0)
     responses = add_responses(study, 8, cells=("0.0.1", "1.0.2"))
@@ -60,13 +63,6 @@ def no_overlap(study):
     Study.objects.filter(pk=study.pk).update(overlap_share=0)
     study.refresh_from_db()
     return study
-
-
-def fake_selection(monkeypatch, *, pick=None, status=(True, "")):
-    module = types.SimpleNamespace(
-        pick_cell=lambda *, study, rng: pick, selection_status=lambda *, study: status
-    )
-    monkeypatch.setattr(queue, "_selection_module", lambda: module)
 
 
 def grade(assignment, annotator, **kwargs):
@@ -215,7 +211,7 @@ def test_a_settled_study_closes_the_queue_with_the_selection_rule_reason(
     study, annotator, monkeypatch
 ):
     add_responses(study, 3)
-    fake_selection(monkeypatch, status=(False, "every verdict is settled"))
+    fake_selection_rule(monkeypatch, status=(False, "every verdict is settled"))
     with pytest.raises(QueueClosed) as closed:
         next_item(study=study, annotator=annotator)
     assert closed.value.reason == "every verdict is settled"
@@ -238,7 +234,7 @@ def test_a_cell_pick_is_drawn_inside_the_cell_and_recorded(
         score=0.25,
         fit_id=41,
     )
-    fake_selection(monkeypatch, pick=pick)
+    fake_selection_rule(monkeypatch, pick=pick)
     in_cell = [
         r
         for r in responses
@@ -266,7 +262,7 @@ def test_a_cell_with_nothing_available_falls_back_to_uniform(
         score=1.0,
         fit_id=5,
     )
-    fake_selection(monkeypatch, pick=pick)
+    fake_selection_rule(monkeypatch, pick=pick)
     assignment = next_item(study=study, annotator=annotator)
     assert assignment.policy == Assignment.Policy.UNIFORM
     assert assignment.probability == pytest.approx(1 / 3)
@@ -430,13 +426,7 @@ def test_new_grades_tell_the_calibration_side_after_commit(
 ):
     add_responses(study, 1)
     calls = []
-    services = types.SimpleNamespace(note_new_labels=lambda *, study: calls.append(study.pk))
-    real_import = queue.importlib.import_module
-    monkeypatch.setattr(
-        queue.importlib,
-        "import_module",
-        lambda name: services if name == "calibration.services" else real_import(name),
-    )
+    monkeypatch.setattr(hooks, "note_new_labels", lambda *, study: calls.append(study.pk))
     assignment = next_item(study=study, annotator=annotator)
     with django_capture_on_commit_callbacks(execute=True):
         grade(assignment, annotator)

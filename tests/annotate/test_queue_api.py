@@ -10,15 +10,20 @@ from rest_framework.test import APIClient
 
 from annotate import queue
 from annotate.models import Annotation, Dimension, JudgeScore, Study
-from tests.annotate.queue_helpers import GOOD_LABELS, add_annotator, add_responses, key
+from tests.annotate.queue_helpers import (
+    GOOD_LABELS,
+    add_annotator,
+    add_responses,
+    fake_selection_rule,
+    key,
+)
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def fast_and_uniform(settings, monkeypatch):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    monkeypatch.setattr(queue, "_selection_module", lambda: None)
+def uniform_picks(monkeypatch):
+    fake_selection_rule(monkeypatch)
 
 
 @pytest.fixture

@@ -7,23 +7,23 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from annotate import queue
 from annotate.models import Assignment, Study
 from annotate.queue import next_item, submit_annotation
 from calibration.audit_data import audit_response_ids
-from tests.annotate.queue_helpers import GOOD_LABELS, add_annotator, add_responses, key
+from tests.annotate.queue_helpers import (
+    GOOD_LABELS,
+    add_annotator,
+    add_responses,
+    fake_selection_rule,
+    key,
+)
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def no_selection_rule(monkeypatch):
-    monkeypatch.setattr(queue, "_selection_module", lambda: None)
+    fake_selection_rule(monkeypatch)
 
 
 def _audit_only(study: Study) -> Study:

@@ -32,14 +32,13 @@ RESPONSES = 60
 
 
 @pytest.fixture(autouse=True)
-def postgres_only(settings, monkeypatch):
+def postgres_only(monkeypatch):
     if connection.vendor != "postgresql":
         pytest.skip(
             "the queue's locks (advisory try-locks that skip busy responses) only exist on "
             "PostgreSQL; SQLite serialises writers with BEGIN IMMEDIATE instead. Set "
             "DATABASE_URL to run this."
         )
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # A fit per 20 grades would run PyMC inside the threads (immediate task backend).
     monkeypatch.setattr(queue, "_notify_new_labels", lambda *, study: None)
 

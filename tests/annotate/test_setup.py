@@ -3,14 +3,13 @@ admin; leads, annotators and outsiders cannot touch it."""
 
 from __future__ import annotations
 
-import sys
-import types
 from decimal import Decimal
 
 import pytest
 from django.urls import reverse
 
 from accounts.models import AuditEvent
+from annotate import hooks
 from annotate.models import Annotation, Arm, Dimension, Label, Membership, Region, Study
 from tests.factories import (
     ArmFactory,
@@ -26,18 +25,11 @@ from tests.factories import (
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def refits(monkeypatch):
-    """Calls of calibration's request_fit (faked: no real fit runs in these tests)."""
+    """Refits annotate asked calibration for (faked: no real fit runs in these tests)."""
     calls: list[dict] = []
-    fake = types.ModuleType("calibration.services")
-    fake.request_fit = lambda **kw: calls.append(kw)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "calibration.services", fake)
+    monkeypatch.setattr(hooks, "request_fit", lambda **kw: calls.append(kw))
     return calls
 
 
@@ -432,13 +424,6 @@ def test_a_draft_study_saves_fit_changes_directly(
     d.refresh_from_db()
     assert d.margin == 0.1
     assert refits == []
-
-
-def test_refit_is_skipped_quietly_without_calibration_services(monkeypatch, study, admin_user):
-    from annotate import services_setup
-
-    monkeypatch.setitem(sys.modules, "calibration.services", None)  # import raises
-    services_setup.request_refit(study=study, user=admin_user)
 
 
 # --- Regions -------------------------------------------------------------------------------

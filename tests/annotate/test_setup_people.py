@@ -15,11 +15,6 @@ from annotate.models import Membership
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def members_url(study) -> str:
     return reverse("annotate-setup-members", kwargs={"slug": study.slug})
 

@@ -32,10 +32,9 @@ PROMPTS = 30
 
 
 @pytest.fixture(autouse=True)
-def postgres_only(settings, monkeypatch):
+def postgres_only(monkeypatch):
     if connection.vendor != "postgresql":
         pytest.skip("the queue's try-locks only exist on PostgreSQL. Set DATABASE_URL.")
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # A fit per 20 grades would run PyMC inside the threads (immediate task backend).
     monkeypatch.setattr(queue, "_notify_new_labels", lambda *, study: None)
 

@@ -9,7 +9,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from annotate.models import Annotation, Assignment, Label, Response
+from annotate.models import Annotation, Assignment, Label, Membership, Response, Study
+from annotate.queue import next_item
 from calibration.bayes.fit import DimensionFit
 from calibration.bayes.select import DimensionDraws, Selector
 from calibration.models import Fit
@@ -22,7 +23,7 @@ from calibration.selection import (
     selector_for,
 )
 from calibration.services import dump_draws
-from tests.factories import PromptFactory, ResponseFactory, make_study
+from tests.factories import MembershipFactory, PromptFactory, ResponseFactory, make_study
 
 S = 300
 
@@ -204,6 +205,25 @@ def test_with_a_fit_the_best_cell_gets_the_greedy_pick(study):
     )[0]
     assert pick.score == pytest.approx(best)
     assert best == pytest.approx(max(scores))
+
+
+def test_the_queue_leases_from_the_selection_rules_pick(study):
+    """Through annotate.hooks, not a fake: with a fit, the queue's pick is the rule's."""
+    _all_cells(study)
+    fit = _fit(study)
+    Study.objects.filter(pk=study.pk).update(exploration_share=0, overlap_share=0)
+    study.refresh_from_db()
+    annotator = _user("charlie")
+    MembershipFactory(study=study, user=annotator, role=Membership.Role.ANNOTATOR)
+    rule = pick_cell(study=study, rng=np.random.default_rng(0))
+    assignment = next_item(study=study, annotator=annotator, rng=np.random.default_rng(0))
+    assert (assignment.policy, assignment.fit_id) == (Assignment.Policy.ACTIVE, fit.pk)
+    assert assignment.probability == pytest.approx(rule.probability)
+    assert assignment.response.cell == rule.cell
+    assert (assignment.response.arm_id, assignment.response.region_id) == (
+        rule.arm_id,
+        rule.region_id,
+    )
 
 
 def test_settled_verdicts_in_the_summary_stop_attracting_labels(study):
