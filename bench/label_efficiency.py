@@ -666,7 +666,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 studies per part")
     parser.add_argument(
         "--rows",
-        default=str(Path(__file__).parent / "results" / "label_efficiency.jsonl"),
+        default=str(Path(__file__).parent / "raw" / "label_efficiency.jsonl"),
         help="per-study results, one JSON line each; studies already in it are skipped",
     )
     parser.add_argument(
@@ -688,6 +688,7 @@ def main() -> None:
         "boundary": args.boundary_studies,
     }
     rows_path, out = Path(args.rows), Path(args.out)
+    rows_path.parent.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["part"], r["seed"]) for r in load_rows(rows_path)}
     # The required parts first (efficiency: 200 studies; boundary: enough to tell 5% from
