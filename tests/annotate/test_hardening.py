@@ -315,7 +315,7 @@ def test_the_page_undo_answers_404_to_an_id_that_is_not_one(client, solo, annota
 
 
 def _regions(study, share: str) -> dict:
-    from tests.annotate.test_setup import regions_data
+    from tests.annotate.setup.test_setup import regions_data
 
     eu, us = study.regions.order_by("position")
     return regions_data([(eu.pk, "eu", share), (us.pk, "us", "0.4")], initial=2)
@@ -336,7 +336,7 @@ def test_a_region_share_too_big_for_decimals_is_refused_by_field(client, admin_u
 
 @pytest.mark.parametrize("cuts", ["nan", "inf", "-inf", "1e400", "-Infinity", "NaN"])
 def test_judge_cut_points_must_be_finite(client, admin_user, study, cuts):
-    from tests.annotate.test_setup import dimension_data
+    from tests.annotate.setup.test_setup import dimension_data
 
     client.force_login(admin_user)
     d = study.dimensions.get(key="correctness")

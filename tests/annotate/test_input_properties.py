@@ -25,7 +25,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from annotate import importing, queue
-from annotate.forms_setup import DimensionForm, RegionFormSet, StudyForm
 from annotate.models import Study
 from annotate.numbers import (
     DB_ID_MAX,
@@ -36,6 +35,7 @@ from annotate.numbers import (
     parse_int,
 )
 from annotate.serializers_queue import SkipSerializer, SubmitSerializer
+from annotate.setup.forms import DimensionForm, RegionFormSet, StudyForm
 from tests.annotate.import_helpers import ARMS, interaction
 from tests.annotate.queue_helpers import GOOD_LABELS, add_responses, fake_selection_rule
 

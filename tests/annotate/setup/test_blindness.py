@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from annotate import blindness, demo
+from annotate import demo
 from annotate.models import Study
-from annotate.services_setup import activation_problems
+from annotate.setup import blindness
+from annotate.setup.services import activation_problems
 from tests.factories import PromptFactory, ResponseFactory
 
 pytestmark = pytest.mark.django_db

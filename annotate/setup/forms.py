@@ -11,8 +11,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.utils.text import slugify
 
-from .models import SHARE_TOLERANCE, Arm, Dimension, Membership, Region, Study
-from .numbers import FiniteDecimalField, parse_decimal, parse_finite_floats
+from ..models import SHARE_TOLERANCE, Arm, Dimension, Membership, Region, Study
+from ..numbers import FiniteDecimalField, parse_decimal, parse_finite_floats
 
 STUDY_FIELDS = [
     "name",
@@ -28,7 +28,7 @@ STUDY_FIELDS = [
     "side_by_side",
     "audit_share",
 ]
-#: Shown read-only once grading started (annotate.services_setup.PLAN_FIELDS).
+#: Shown read-only once grading started (annotate.setup.services.PLAN_FIELDS).
 FROZEN_HELP = "Frozen since grading started: change it with a re-plan (study overview)."
 
 

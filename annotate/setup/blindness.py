@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .models import Study
+from ..models import Study
 
 # A trailing release date or version stamp: orion-large-2024-06, nova-1.5-0125.
 _DATE_SUFFIX = re.compile(r"[-_ @]?(\d{4}([-_.]\d{1,2}){0,2}|\d{4,8})$")

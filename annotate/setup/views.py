@@ -17,9 +17,11 @@ from django_htmx.middleware import HtmxDetails
 
 from accounts.services import set_password_path
 
+from ..models import Study
+from ..permissions import ADMIN, can_create_studies, get_study_for
 from . import blindness
-from . import services_setup as setup
-from .forms_setup import (
+from . import services as setup
+from .forms import (
     ArmForm,
     BaseRegionFormSet,
     DimensionForm,
@@ -29,8 +31,6 @@ from .forms_setup import (
     StudyForm,
     suggested_shares,
 )
-from .models import Study
-from .permissions import ADMIN, can_create_studies, get_study_for
 
 
 class HtmxHttpRequest(HttpRequest):

@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from annotate.forms_setup import suggested_shares
 from annotate.models import Membership, Region, Study
+from annotate.setup.forms import suggested_shares
 from tests.factories import MembershipFactory, PromptFactory, StudyFactory
 
 pytestmark = pytest.mark.django_db

@@ -18,8 +18,9 @@ from django.db.models.functions import Cast, Coalesce, Concat
 
 from accounts.services import create_account, record
 
-from . import blindness, hooks
-from .models import Arm, Dimension, JudgeScore, Membership, Region, Response, Study
+from .. import hooks
+from ..models import Arm, Dimension, JudgeScore, Membership, Region, Response, Study
+from . import blindness
 
 # What a fit reads: changing one of these on an active study changes its verdicts.
 FIT_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
@@ -289,7 +290,7 @@ def rebin_dimension(*, study: Study, dimension: Dimension) -> None:
     scores = JudgeScore.objects.filter(dimension=dimension)
     cuts = dimension.judge_cuts
     if cuts is None:
-        from .importing import judge_cuts_for
+        from ..importing import judge_cuts_for
 
         cuts = judge_cuts_for(dimension, scores.values_list("value", flat=True).iterator()) or []
         dimension.judge_cuts = cuts

@@ -1,10 +1,10 @@
-"""The study setup flow (admins). Included from ``annotate.urls``."""
+"""The study setup flow (admins). Included from ``config.urls``."""
 
 from __future__ import annotations
 
 from django.urls import path
 
-from . import views_setup as v
+from . import views as v
 
 S = "studies/<slug:slug>/setup/"
 
