@@ -5,4 +5,5 @@ the URL confs, the worker's tasks, the demo study, admin, commands and template 
 Its wings:
 
 * ``setup``: study configuration for admins (services, forms, pages, blindness checks).
+* ``imports``: the study's data in and out (the import service, upload jobs, export, API).
 """

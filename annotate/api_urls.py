@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import api, api_queue
+from . import api_queue
+from .imports import api
 
 urlpatterns: list = [
     path("studies/<slug:slug>/next/", api_queue.next_item, name="annotate-api-next"),

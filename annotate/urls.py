@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views, views_grade, views_grade_pair, views_import
+from . import views, views_grade, views_grade_pair
+from .imports import views as views_import
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -284,13 +284,13 @@ def rebin_dimension(*, study: Study, dimension: Dimension) -> None:
     """Re-cut a dimension's imported judge scores into its (new) bins, and rebuild the cells.
 
     Without explicit cuts they are set from the scores, as the import would
-    (``annotate.importing.judge_cuts_for``). A score's bin is the number of cuts at or
+    (``annotate.imports.importing.judge_cuts_for``). A score's bin is the number of cuts at or
     below it.
     """
     scores = JudgeScore.objects.filter(dimension=dimension)
     cuts = dimension.judge_cuts
     if cuts is None:
-        from ..importing import judge_cuts_for
+        from ..imports.importing import judge_cuts_for
 
         cuts = judge_cuts_for(dimension, scores.values_list("value", flat=True).iterator()) or []
         dimension.judge_cuts = cuts

@@ -21,8 +21,8 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from annotate import queue, queue_pairs
-from annotate.exporting import LABEL_COLUMNS, write_labels
-from annotate.importing import ImportFailed, import_file
+from annotate.imports.exporting import LABEL_COLUMNS, write_labels
+from annotate.imports.importing import ImportFailed, import_file
 from annotate.models import (
     Annotation,
     Arm,
@@ -34,7 +34,7 @@ from annotate.models import (
     Response,
     Study,
 )
-from tests.annotate.import_helpers import interaction, jsonl, snapshot
+from tests.annotate.imports.import_helpers import interaction, jsonl, snapshot
 from tests.annotate.queue_helpers import GOOD_LABELS, add_responses, fake_selection_rule
 
 pytestmark = pytest.mark.django_db
@@ -265,8 +265,8 @@ def test_an_upload_job_with_a_hostile_line_fails_with_its_problem_not_an_interna
 ):
     from django.core.files.base import ContentFile
 
+    from annotate.imports.services import run_import_job
     from annotate.models import ImportJob
-    from annotate.services_import import run_import_job
 
     settings.MEDIA_ROOT = tmp_path
     data = (_line_with(study, META=DEEP) + "\n" + _line_with(study, SCORE="9" * 5000)).encode()

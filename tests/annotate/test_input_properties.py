@@ -24,7 +24,8 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from annotate import importing, queue
+from annotate import queue
+from annotate.imports import importing
 from annotate.models import Study
 from annotate.numbers import (
     DB_ID_MAX,
@@ -36,7 +37,7 @@ from annotate.numbers import (
 )
 from annotate.serializers_queue import SkipSerializer, SubmitSerializer
 from annotate.setup.forms import DimensionForm, RegionFormSet, StudyForm
-from tests.annotate.import_helpers import ARMS, interaction
+from tests.annotate.imports.import_helpers import ARMS, interaction
 from tests.annotate.queue_helpers import GOOD_LABELS, add_responses, fake_selection_rule
 
 pytestmark = pytest.mark.django_db

@@ -32,7 +32,7 @@ def _interactions(n: int) -> BytesIO:
 
 
 def test_admin_sets_up_a_study_from_nothing_to_active(page, live_server, monkeypatch):
-    from annotate.importing import import_file
+    from annotate.imports.importing import import_file
     from annotate.setup import services as setup_services
 
     refits = []

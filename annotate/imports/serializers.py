@@ -8,10 +8,10 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from ..models import ImportJob
 from .exporting import EXPORT_FORMATS
 from .importing import FORMATS
-from .models import ImportJob
-from .services_import import upload_size_problem
+from .services import upload_size_problem
 
 
 class ImportUploadSerializer(serializers.Serializer):

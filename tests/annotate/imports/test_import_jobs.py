@@ -14,10 +14,11 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import AuditEvent
-from annotate import importing, services_import
+from annotate.imports import importing
+from annotate.imports import services as import_services
+from annotate.imports.services import LOST_MESSAGE, STALE_AFTER, ProgressWriter, run_import_job
 from annotate.models import ImportJob, Prompt, Response
-from annotate.services_import import LOST_MESSAGE, STALE_AFTER, ProgressWriter, run_import_job
-from tests.annotate.import_helpers import interaction, jsonl, snapshot
+from tests.annotate.imports.import_helpers import interaction, jsonl, snapshot
 from tests.factories import UserFactory, make_study
 
 pytestmark = pytest.mark.django_db
@@ -146,7 +147,7 @@ def test_a_failed_job_shows_the_problems_with_their_lines_and_imports_nothing(
 
 
 def test_a_job_counts_more_problems_than_it_keeps(client, study, admin_user, monkeypatch):
-    monkeypatch.setattr(services_import, "ERRORS_KEPT", 2)
+    monkeypatch.setattr(import_services, "ERRORS_KEPT", 2)
     lines = [interaction(n, region="mars") for n in range(5)]
     job = queued_job(study, admin_user, *lines, name="many.jsonl")
     run_import_job(job_id=job.pk)
@@ -198,7 +199,7 @@ def test_a_job_declared_lost_while_it_ran_rolls_its_import_back(study, admin_use
     # Another process marked the job failed while it ran (as expire_lost_jobs does): its
     # outcome is no longer stored, so the import must not be either.
     job = queued_job(study, admin_user, interaction(1))
-    monkeypatch.setattr(services_import, "_finish", lambda job, **fields: False)
+    monkeypatch.setattr(import_services, "_finish", lambda job, **fields: False)
     run_import_job(job_id=job.pk)
     assert not Prompt.objects.exists()  # "failed" always means nothing was imported
     assert not AuditEvent.objects.filter(action="data.import").exists()

@@ -21,12 +21,12 @@ from rest_framework.response import Response
 
 from accounts.services import import_details, record
 
+from ..models import Study
+from ..permissions import ADMIN, LEAD_OR_ADMIN, IsStudyMember
 from .exporting import CONTENT_TYPES, iter_labels
 from .importing import ImportFailed, import_file
-from .models import Study
-from .permissions import ADMIN, LEAD_OR_ADMIN, IsStudyMember
 from .serializers import ImportJobSerializer, ImportReportSerializer, ImportUploadSerializer
-from .services_import import expire_lost_jobs, start_import
+from .services import expire_lost_jobs, start_import
 
 ASYNC_VALUES = ("1", "true", "yes", "on")
 

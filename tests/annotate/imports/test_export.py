@@ -13,10 +13,10 @@ from django.core.management import call_command
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from annotate.exporting import LABEL_COLUMNS, label_rows, write_labels
-from annotate.importing import import_file
+from annotate.imports.exporting import LABEL_COLUMNS, label_rows, write_labels
+from annotate.imports.importing import import_file
 from annotate.models import Annotation, Dimension, Label, Response
-from tests.annotate.import_helpers import interaction, jsonl
+from tests.annotate.imports.import_helpers import interaction, jsonl
 
 pytestmark = pytest.mark.django_db
 

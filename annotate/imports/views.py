@@ -16,10 +16,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django_htmx.http import HttpResponseStopPolling
 from django_htmx.middleware import HtmxDetails
 
+from ..models import Arm, Dimension, Region
+from ..permissions import ADMIN, get_study_for
 from .importing import FORMATS
-from .models import Arm, Dimension, Region
-from .permissions import ADMIN, get_study_for
-from .services_import import (
+from .services import (
     JOB_MAX_PROBLEMS,
     expire_lost_jobs,
     start_import,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from annotate.importing import ImportReport, import_file, judge_cuts_for
+from annotate.imports.importing import ImportReport, import_file, judge_cuts_for
 from annotate.models import Dimension, JudgeScore, Prompt, Response
 from calibration.bayes.data import bin_scores
-from tests.annotate.import_helpers import (
+from tests.annotate.imports.import_helpers import (
     csv_file,
     csv_rows,
     interaction,

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from annotate import importing
-from annotate.importing import ImportFailed, import_file
+from annotate.imports import importing
+from annotate.imports.importing import ImportFailed, import_file
 from annotate.models import Dimension, JudgeScore, Prompt, Response, Study
-from tests.annotate.import_helpers import csv_rows, interaction, jsonl, snapshot
+from tests.annotate.imports.import_helpers import csv_rows, interaction, jsonl, snapshot
 from tests.factories import make_study
 
 pytestmark = pytest.mark.django_db

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from annotate.importing import MAX_LINE_BYTES, ImportFailed, import_file
+from annotate.imports.importing import MAX_LINE_BYTES, ImportFailed, import_file
 from annotate.models import Dimension
-from tests.annotate.import_helpers import csv_file, csv_rows, interaction, jsonl, snapshot
+from tests.annotate.imports.import_helpers import csv_file, csv_rows, interaction, jsonl, snapshot
 
 pytestmark = pytest.mark.django_db
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from annotate import importing
-from annotate.importing import ImportFailed, import_file
+from annotate.imports import importing
+from annotate.imports.importing import ImportFailed, import_file
 from annotate.models import Prompt
-from tests.annotate.import_helpers import interaction, jsonl
+from tests.annotate.imports.import_helpers import interaction, jsonl
 
 pytestmark = pytest.mark.django_db
 

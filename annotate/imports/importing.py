@@ -52,8 +52,8 @@ from typing import IO, Any
 import msgspec
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
-from . import hooks
-from .models import Arm, Dimension, JudgeScore, Prompt, Region, Response, Study
+from .. import hooks
+from ..models import Arm, Dimension, JudgeScore, Prompt, Region, Response, Study
 
 __all__ = [
     "CSV_COLUMNS",

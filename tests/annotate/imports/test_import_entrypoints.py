@@ -11,7 +11,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from annotate.models import Prompt, Response
-from tests.annotate.import_helpers import csv_rows, interaction, jsonl
+from tests.annotate.imports.import_helpers import csv_rows, interaction, jsonl
 
 pytestmark = pytest.mark.django_db
 

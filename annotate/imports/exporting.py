@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from .models import Label, Study
+from ..models import Label, Study
 
 __all__ = [
     "EXPORT_FORMATS",

@@ -9,7 +9,7 @@ Life of a job::
   (tests) the job has ended by the time the request answers.
 * Claiming a job is a conditional UPDATE (``queued → running``), so a duplicate task finds
   nothing to do.
-* The import itself is :func:`annotate.importing.import_file`: all or nothing. The job's
+* The import itself is :func:`annotate.imports.importing.import_file`: all or nothing. The job's
   outcome is stored in the same transaction as the data, so *succeeded* means imported and
   *failed* means nothing was.
 * Progress (bytes read) is written at most every :data:`PROGRESS_INTERVAL` seconds, through
@@ -37,8 +37,8 @@ from django.utils import timezone
 
 from accounts.services import import_details, record
 
+from ..models import ImportJob, Study
 from .importing import ImportFailed, ImportReport, import_file
-from .models import ImportJob, Study
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def upload_size_problem(size: int | None) -> str | None:
 
 
 def _enqueue(job_id: int) -> None:
-    from .tasks import run_import
+    from ..tasks import run_import
 
     transaction.on_commit(lambda: run_import.enqueue(job_id))
 
