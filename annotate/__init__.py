@@ -6,4 +6,5 @@ Its wings:
 
 * ``setup``: study configuration for admins (services, forms, pages, blindness checks).
 * ``imports``: the study's data in and out (the import service, upload jobs, export, API).
+* ``grading``: the annotators' work (the queue, side by side, history, pages, queue API).
 """

@@ -69,7 +69,7 @@ def test_others_cannot_read_the_audit_log(client, request, study, persona, statu
 
 
 def test_undoing_a_grade_is_recorded(study, annotator):
-    from annotate import queue
+    from annotate.grading import queue
     from annotate.models import Annotation
     from tests.factories import PromptFactory, ResponseFactory
 

@@ -20,7 +20,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from annotate import queue, queue_pairs
+from annotate.grading import queue, queue_pairs
 from annotate.imports.exporting import LABEL_COLUMNS, write_labels
 from annotate.imports.importing import ImportFailed, import_file
 from annotate.models import (
@@ -34,8 +34,8 @@ from annotate.models import (
     Response,
     Study,
 )
+from tests.annotate.grading.queue_helpers import GOOD_LABELS, add_responses, fake_selection_rule
 from tests.annotate.imports.import_helpers import interaction, jsonl, snapshot
-from tests.annotate.queue_helpers import GOOD_LABELS, add_responses, fake_selection_rule
 
 pytestmark = pytest.mark.django_db
 
@@ -175,7 +175,7 @@ def test_the_api_serves_the_first_pick_of_a_page_pair_never_its_partner(sbs, ann
 
 
 def test_the_api_serves_the_earlier_half_of_an_overlap_pair(sbs, annotator):
-    from tests.annotate.queue_helpers import add_annotator
+    from tests.annotate.grading.queue_helpers import add_annotator
 
     add_prompts(sbs, 1, arms=list(sbs.arms.order_by("position")[:2]))
     dora = add_annotator(sbs, "dora")
@@ -193,7 +193,7 @@ def test_the_api_serves_the_earlier_half_of_an_overlap_pair(sbs, annotator):
 
 
 def add_prompts(study: Study, n: int, *, arms: list[Arm] | None = None) -> list[list[Response]]:
-    from tests.annotate.test_side_by_side import add_prompts as build
+    from tests.annotate.grading.test_side_by_side import add_prompts as build
 
     return build(study, n, arms=arms)
 

@@ -24,7 +24,8 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from annotate import queue
+from annotate.grading import queue
+from annotate.grading.serializers import SkipSerializer, SubmitSerializer
 from annotate.imports import importing
 from annotate.models import Study
 from annotate.numbers import (
@@ -35,10 +36,9 @@ from annotate.numbers import (
     parse_id,
     parse_int,
 )
-from annotate.serializers_queue import SkipSerializer, SubmitSerializer
 from annotate.setup.forms import DimensionForm, RegionFormSet, StudyForm
+from tests.annotate.grading.queue_helpers import GOOD_LABELS, add_responses, fake_selection_rule
 from tests.annotate.imports.import_helpers import ARMS, interaction
-from tests.annotate.queue_helpers import GOOD_LABELS, add_responses, fake_selection_rule
 
 pytestmark = pytest.mark.django_db
 

@@ -26,9 +26,9 @@ from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from ..models import Annotation, Assignment, Membership, Study
 from . import queue
-from .models import Annotation, Assignment, Membership, Study
-from .serializers_queue import (
+from .serializers import (
     AnnotationResultSerializer,
     AnnotatorItemSerializer,
     QueueRefusalSerializer,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.slow
@@ -30,7 +30,7 @@ def test_threads_on_a_sqlite_file_never_share_a_lease_and_lose_no_grade(tmp_path
         PYTHONPATH=str(ROOT),
     )
     run = subprocess.run(
-        [sys.executable, "-m", "tests.annotate.sqlite_threads_check"],
+        [sys.executable, "-m", "tests.annotate.grading.sqlite_threads_check"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -1,8 +1,8 @@
 """Side-by-side grading: lease two arms' responses to one prompt together (issue 5).
 
 A study with ``side_by_side`` on shows its annotators one prompt and two responses to it,
-each graded on every dimension. This module builds the pair on top of ``annotate.queue``
-and leaves the single-item rules there untouched:
+each graded on every dimension. This module builds the pair on top of
+``annotate.grading.queue`` and leaves the single-item rules there untouched:
 
 - ``next_pair`` asks ``queue.next_item`` for the first response, exactly as in single mode
   (the selection rule's cell, exploration, overlap; its probability as recorded there).
@@ -43,8 +43,8 @@ from django.db import transaction
 from django.db.models import Case, Subquery, Value, When
 from django.utils import timezone
 
+from ..models import Annotation, Arm, Assignment, Response, Study
 from . import queue
-from .models import Annotation, Arm, Assignment, Response, Study
 from .queue import AssignmentDone, LeaseExpired, QueueError
 
 LEFT, RIGHT = Assignment.Side.LEFT.value, Assignment.Side.RIGHT.value

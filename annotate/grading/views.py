@@ -35,10 +35,11 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
-from . import history, permissions, queue
-from .models import Annotation, Assignment, Membership, Study
-from .numbers import parse_id
-from .permissions import get_study_for
+from .. import permissions
+from ..models import Annotation, Assignment, Membership, Study
+from ..numbers import parse_id
+from ..permissions import get_study_for
+from . import history, queue
 from .queue import AssignmentDone, LeaseExpired, QueueClosed, UndoRefused
 
 PAGE = "annotate/grade_page.html"
@@ -220,7 +221,7 @@ def _render_next(
     request: HtmxHttpRequest, study: Study, *, status: str = "", status_kind: str = "ok"
 ) -> HttpResponse:
     # Imported here: the side-by-side views build on this module's helpers.
-    from . import queue_pairs, views_grade_pair
+    from . import queue_pairs, views_pair
 
     try:
         if study.side_by_side:
@@ -232,7 +233,7 @@ def _render_next(
             request, study, _closed_context(closed), status=status, status_kind=status_kind
         )
     if isinstance(served, queue_pairs.Pair):
-        context = views_grade_pair.pair_context(served)
+        context = views_pair.pair_context(served)
     else:
         context = _item_context(served)
     return _render(request, study, context, status=status, status_kind=status_kind)
@@ -491,7 +492,7 @@ def grade_undo(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         study=study,
         annotator=request.user,
     )
-    from . import queue_pairs, views_grade_pair
+    from . import queue_pairs, views_pair
 
     try:
         # A side-by-side answer is undone with its pair; any other alone.
@@ -506,7 +507,7 @@ def grade_undo(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         if not request.htmx:
             messages.info(request, "Undone. Grade both again.")
             return redirect("annotate-grade", slug=study.slug)
-        return views_grade_pair.render_undone(request, study, undone)
+        return views_pair.render_undone(request, study, undone)
     assignment = undone
     skipped = annotation.status == Annotation.Status.SKIPPED
     if not request.htmx:

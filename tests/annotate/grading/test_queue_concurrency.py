@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from django.db import connection, connections
 
-from annotate import queue
+from annotate.grading import queue
 from annotate.models import Annotation, Assignment, Membership, Study
-from tests.annotate.queue_helpers import GOOD_LABELS, add_responses
+from tests.annotate.grading.queue_helpers import GOOD_LABELS, add_responses
 from tests.factories import MembershipFactory, UserFactory, make_study
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

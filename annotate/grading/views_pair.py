@@ -1,8 +1,8 @@
 """The grading page in side-by-side mode: one prompt, two responses, each graded on every
-dimension (``annotate.queue_pairs`` owns the rules).
+dimension (``annotate.grading.queue_pairs`` owns the rules).
 
 It reuses the single-item page (``annotate/grade_page.html``, its ``item`` partial and
-``views_grade``'s rendering): the pair is shown by ``annotate/_grade_pair.html``. Form
+``views``' rendering): the pair is shown by ``annotate/_grade_pair.html``. Form
 fields are named by side (``label-left-<dimension>``, ``label-right-<dimension>``), and
 the URLs carry the pair's random key, never an assignment id, so nothing on the page tells
 which response was picked first (the partner is more often the incumbent's).
@@ -17,11 +17,11 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponse
 from django.views.decorators.http import require_POST
 
-from . import queue_pairs, views_grade
-from .models import Annotation, Assignment, Study
+from ..models import Annotation, Assignment, Study
+from . import queue_pairs, views
 from .queue import AssignmentDone, LeaseExpired
 from .queue_pairs import LEFT, RIGHT, SIDE_NAMES, SIDES, Pair
-from .views_grade import (
+from .views import (
     FLAG_REASONS,
     OTHER,
     SKIP_REASONS,
@@ -55,7 +55,7 @@ def pair_context(
     for side in SIDES:
         dimensions = []
         for dim in item["dimensions"]:
-            view = views_grade._dimension_view(dim)
+            view = views._dimension_view(dim)
             # The rubric partial names ids and inputs after ``key``: make them per side.
             view["key"] = _field(side, dim["key"])
             view["side"] = SIDE_NAMES[side]
@@ -77,7 +77,7 @@ def pair_context(
         "item": item,
         "pair_key": pair.key,
         "sides": sides,
-        "key_hints": views_grade.key_hints(sides[0]["dimensions"]),
+        "key_hints": views.key_hints(sides[0]["dimensions"]),
         "client_key": client_key or uuid.uuid4(),
         "values": values,
         "errors": errors,
@@ -112,7 +112,7 @@ def _invalid(
     context = pair_context(
         pair, client_key=client_key, values=values, errors=errors, open_panel=open_panel
     )
-    return views_grade._render(
+    return views._render(
         request,
         study,
         context,
@@ -125,7 +125,7 @@ def _invalid(
 def _service_errors(exc: ValidationError) -> dict[str, str]:
     """``left.labels.<key>`` → ``left-<key>`` (the form's field), other keys as they are."""
     errors = {}
-    for field, text in views_grade._error_text(exc).items():
+    for field, text in views._error_text(exc).items():
         side, _, rest = field.partition(".")
         if side in SIDE_NAMES.values() and rest.startswith("labels."):
             field = f"{side}-{rest.removeprefix('labels.')}"
@@ -152,10 +152,10 @@ def _refusal_note(outcome: queue_pairs.PairOutcome) -> str:
 @annotator_login_required
 @require_POST
 def pair_submit(request: HtmxHttpRequest, slug: str, pair_key: uuid.UUID) -> HttpResponse:
-    study = views_grade._study_for_annotator(request, slug)
+    study = views._study_for_annotator(request, slug)
     pair = _own_pair(study, request.user, pair_key)
     try:
-        client_key = views_grade._client_key(request)
+        client_key = views._client_key(request)
     except ValidationError:
         return HttpResponse("Missing client key.", status=400)
 
@@ -177,7 +177,7 @@ def pair_submit(request: HtmxHttpRequest, slug: str, pair_key: uuid.UUID) -> Htt
                 continue
             labels[side][dim.key] = value
             shown[name] = value
-    flag_reason = views_grade._reason(request, "flag", FLAG_REASONS)
+    flag_reason = views._reason(request, "flag", FLAG_REASONS)
     if request.POST.get("flag_choice") == OTHER and not flag_reason:
         errors["flag"] = "Say why you flag it."
     flag_side = request.POST.get("flag_side", "both")
@@ -218,14 +218,14 @@ def pair_submit(request: HtmxHttpRequest, slug: str, pair_key: uuid.UUID) -> Htt
             labels=labels,
             comment=comment,
             flags=flags,
-            time_spent_ms=views_grade._time_spent_ms(request, pair.left),
+            time_spent_ms=views._time_spent_ms(request, pair.left),
         )
     except ValidationError as exc:
         return _invalid(
             request, study, pair, client_key=client_key, values=values, errors=_service_errors(exc)
         )
     except LeaseExpired:
-        return views_grade._after_post(
+        return views._after_post(
             request,
             study,
             "Not saved: your time on those responses ran out and someone else graded them "
@@ -233,36 +233,34 @@ def pair_submit(request: HtmxHttpRequest, slug: str, pair_key: uuid.UUID) -> Htt
             "warning",
         )
     except AssignmentDone:
-        return views_grade._after_post(request, study, "Those were already answered.", "warning")
+        return views._after_post(request, study, "Those were already answered.", "warning")
     if outcome.refused:
-        return views_grade._after_post(
+        return views._after_post(
             request, study, f"Saved, except that {_refusal_note(outcome)}.", "warning"
         )
     if outcome.replayed:
-        return views_grade._after_post(request, study, "Already saved (it was not counted twice).")
+        return views._after_post(request, study, "Already saved (it was not counted twice).")
     if was_expired:
-        return views_grade._after_post(
+        return views._after_post(
             request,
             study,
             "Saved. Your time on that pair had run out, but nobody else had graded it, "
             "so your grades are kept.",
             "warning",
         )
-    return views_grade._after_post(
-        request, study, "Both saved" + (" and flagged." if flags else ".")
-    )
+    return views._after_post(request, study, "Both saved" + (" and flagged." if flags else "."))
 
 
 @annotator_login_required
 @require_POST
 def pair_skip(request: HtmxHttpRequest, slug: str, pair_key: uuid.UUID) -> HttpResponse:
-    study = views_grade._study_for_annotator(request, slug)
+    study = views._study_for_annotator(request, slug)
     pair = _own_pair(study, request.user, pair_key)
     try:
-        client_key = views_grade._client_key(request)
+        client_key = views._client_key(request)
     except ValidationError:
         return HttpResponse("Missing client key.", status=400)
-    reason = views_grade._reason(request, "skip", SKIP_REASONS)
+    reason = views._reason(request, "skip", SKIP_REASONS)
     if not reason:
         return _invalid(
             request,
@@ -278,8 +276,8 @@ def pair_skip(request: HtmxHttpRequest, slug: str, pair_key: uuid.UUID) -> HttpR
             pair_key=pair.key, annotator=request.user, client_key=client_key, reason=reason
         )
     except AssignmentDone:
-        return views_grade._after_post(request, study, "Those were already answered.", "warning")
-    return views_grade._after_post(request, study, "Skipped both.")
+        return views._after_post(request, study, "Those were already answered.", "warning")
+    return views._after_post(request, study, "Skipped both.")
 
 
 def render_undone(request: HtmxHttpRequest, study: Study, pair: Pair) -> HttpResponse:
@@ -308,4 +306,4 @@ def render_undone(request: HtmxHttpRequest, study: Study, pair: Pair) -> HttpRes
         if skipped
         else "Undone: both grades are back. Your previous grades are preselected."
     )
-    return views_grade._render(request, study, pair_context(pair, values=values), status=status)
+    return views._render(request, study, pair_context(pair, values=values), status=status)

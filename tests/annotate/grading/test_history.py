@@ -10,10 +10,10 @@ import pytest
 from django.urls import reverse
 
 from accounts.models import AuditEvent
-from annotate import history, queue
+from annotate.grading import history, queue
 from annotate.models import Annotation, JudgeScore, Study
 from calibration.counts import count_labels, study_counts
-from tests.annotate.test_grade_views import LABELS, add_items, grade_url
+from tests.annotate.grading.test_grade_views import LABELS, add_items, grade_url
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""The annotation queue's rules, service by service (annotate/queue.py)."""
+"""The annotation queue's rules, service by service (annotate/grading/queue.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
 
-from annotate import hooks, queue
-from annotate.models import Annotation, Assignment, Label, Study
-from annotate.queue import (
+from annotate import hooks
+from annotate.grading import queue
+from annotate.grading.queue import (
     AssignmentDone,
     LeaseExpired,
     QueueClosed,
@@ -24,7 +24,8 @@ from annotate.queue import (
     submit_annotation,
     undo_annotation,
 )
-from tests.annotate.queue_helpers import (
+from annotate.models import Annotation, Assignment, Label, Study
+from tests.annotate.grading.queue_helpers import (
     GOOD_LABELS,
     add_annotator,
     add_responses,

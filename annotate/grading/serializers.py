@@ -1,4 +1,4 @@
-"""Serializers of the annotation queue's API (annotate/api_queue.py).
+"""Serializers of the annotation queue's API (annotate/grading/api.py).
 
 The item an annotator receives is built by ``queue.item_for_annotator`` and only
 described here: it has no field for the arm, the model, the judge or the metadata.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from .numbers import DB_INT_MAX
+from ..numbers import DB_INT_MAX
 
 
 class DimensionItemSerializer(serializers.Serializer):

@@ -31,7 +31,7 @@ def main() -> int:
     from django.core.management import call_command
     from django.db import connections
 
-    from annotate import queue
+    from annotate.grading import queue
     from annotate.models import (
         Annotation,
         Arm,

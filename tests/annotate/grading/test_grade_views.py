@@ -1,4 +1,4 @@
-"""The annotator's grading pages through the Django test client (annotate/views_grade.py)."""
+"""The annotator's grading pages through the Django test client (annotate/grading/views.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from annotate.grading.views import MAX_TIME_SPENT_MS
 from annotate.models import Annotation, Assignment, JudgeScore, Response, Study
-from annotate.views_grade import MAX_TIME_SPENT_MS
 from tests.factories import MembershipFactory, PromptFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -20,8 +20,8 @@ from django.utils.text import Truncator
 
 from accounts.services import record
 
+from ..models import Annotation, Label, Response, Study
 from . import queue
-from .models import Annotation, Label, Response, Study
 
 HISTORY_SIZE = 10
 

@@ -7,10 +7,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from annotate.grading.queue import next_item, submit_annotation
 from annotate.models import Assignment, Study
-from annotate.queue import next_item, submit_annotation
 from calibration.audit_data import audit_response_ids
-from tests.annotate.queue_helpers import (
+from tests.annotate.grading.queue_helpers import (
     GOOD_LABELS,
     add_annotator,
     add_responses,
@@ -83,8 +83,8 @@ def test_audit_draws_are_uniform_over_responses(study):
 def test_side_by_side_pairs_start_from_an_audit_pick_and_only_it_is_audited(study, annotator):
     """The pair queue asks next_item for its first half, so audit picks reach it too; the
     partner is drawn given the first (policy partner) and is not part of the audit."""
-    from annotate import queue_pairs
-    from tests.annotate.test_side_by_side import add_prompts
+    from annotate.grading import queue_pairs
+    from tests.annotate.grading.test_side_by_side import add_prompts
 
     Study.objects.filter(pk=study.pk).update(side_by_side=True, overlap_share=0,
                                              audit_share=0.999)  # fmt: skip

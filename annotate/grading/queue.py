@@ -67,8 +67,8 @@ from django.utils import timezone
 
 from accounts.services import record
 
-from . import hooks
-from .models import Annotation, Assignment, Label, Membership, Prompt, Region, Response, Study
+from .. import hooks
+from ..models import Annotation, Assignment, Label, Membership, Prompt, Region, Response, Study
 
 logger = logging.getLogger(__name__)
 

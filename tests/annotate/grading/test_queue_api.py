@@ -8,9 +8,9 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from annotate import queue
+from annotate.grading import queue
 from annotate.models import Annotation, Dimension, JudgeScore, Study
-from tests.annotate.queue_helpers import (
+from tests.annotate.grading.queue_helpers import (
     GOOD_LABELS,
     add_annotator,
     add_responses,

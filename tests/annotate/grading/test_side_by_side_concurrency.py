@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from django.db import connection, connections
 
-from annotate import queue, queue_pairs
+from annotate.grading import queue, queue_pairs
+from annotate.grading.queue import QueueClosed
+from annotate.grading.queue_pairs import LEFT, RIGHT, Pair
 from annotate.models import Annotation, Assignment, Study
-from annotate.queue import QueueClosed
-from annotate.queue_pairs import LEFT, RIGHT, Pair
-from tests.annotate.queue_helpers import GOOD_LABELS, add_annotator
-from tests.annotate.test_side_by_side import add_prompts
+from tests.annotate.grading.queue_helpers import GOOD_LABELS, add_annotator
+from tests.annotate.grading.test_side_by_side import add_prompts
 from tests.factories import make_study
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

@@ -1,4 +1,4 @@
-"""Side-by-side grading: the pair lease (annotate/queue_pairs.py) and its page.
+"""Side-by-side grading: the pair lease (annotate/grading/queue_pairs.py) and its page.
 
 Every test runs on SQLite by default and on PostgreSQL with DATABASE_URL set.
 """
@@ -16,11 +16,11 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
 
-from annotate import queue, queue_pairs
+from annotate.grading import queue, queue_pairs
+from annotate.grading.queue import QueueClosed, UndoRefused
+from annotate.grading.queue_pairs import LEFT, RIGHT, Pair
 from annotate.models import Annotation, Arm, Assignment, JudgeScore, Response, Study
-from annotate.queue import QueueClosed, UndoRefused
-from annotate.queue_pairs import LEFT, RIGHT, Pair
-from tests.annotate.queue_helpers import add_annotator
+from tests.annotate.grading.queue_helpers import add_annotator
 from tests.factories import PromptFactory
 
 pytestmark = pytest.mark.django_db
