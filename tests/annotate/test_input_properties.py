@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 
 from annotate.grading import queue
 from annotate.grading.serializers import SkipSerializer, SubmitSerializer
-from annotate.imports import importing
+from annotate.imports import importing, parsing
+from annotate.imports.schema import _Schema
 from annotate.models import Study
 from annotate.numbers import (
     DB_ID_MAX,
@@ -142,12 +143,12 @@ def related(field: str, path: tuple[str, ...]) -> bool:
 
 
 @pytest.fixture
-def schema(study) -> importing._Schema:
-    return importing._Schema(study)
+def schema(study) -> _Schema:
+    return _Schema(study)
 
 
-def parse(parser: Any, data: bytes, schema: importing._Schema) -> tuple[list, list]:
-    sink = importing._Problems("f", importing.MAX_PROBLEMS)
+def parse(parser: Any, data: bytes, schema: _Schema) -> tuple[list, list]:
+    sink = parsing._Problems("f", parsing.MAX_PROBLEMS)
     staged = list(parser(io.BytesIO(data), schema, sink))
     return staged, sink.items
 
@@ -157,7 +158,7 @@ def test_a_jsonl_line_with_any_value_spliced_anywhere_is_parsed_or_refused_by_fi
     @given(path=st.sampled_from(PATHS), raw=RAW_JSON)
     def check(path: tuple[str, ...], raw: str) -> None:
         RUN["jsonl"] += 1
-        staged, problems = parse(importing._parse_jsonl, spliced(path, raw) + b"\n", schema)
+        staged, problems = parse(parsing._parse_jsonl, spliced(path, raw) + b"\n", schema)
         assert len(staged) + len(problems) == 1
         for p in problems:
             assert p.line == 1 and p.field and p.message
@@ -172,7 +173,7 @@ def test_any_bytes_on_a_jsonl_line_are_parsed_or_refused_by_field(schema):
     @given(data=st.binary(max_size=300))
     def check(data: bytes) -> None:
         RUN["bytes"] += 1
-        staged, problems = parse(importing._parse_jsonl, data, schema)
+        staged, problems = parse(parsing._parse_jsonl, data, schema)
         assert all(p.field and p.line >= 1 for p in problems)
         assert not staged or not problems
 
@@ -184,7 +185,7 @@ CSV_CELL = st.one_of(NUMBER_TEXT, st.text(max_size=10), st.sampled_from(['"', '"
 
 
 def test_a_csv_row_of_any_cells_is_parsed_or_refused_by_field(schema):
-    header = ",".join(importing.CSV_COLUMNS)
+    header = ",".join(parsing.CSV_COLUMNS)
 
     @fuzz(1000)
     @given(cells=st.lists(CSV_CELL, min_size=1, max_size=9), keep=st.integers(0, 6))
@@ -194,7 +195,7 @@ def test_a_csv_row_of_any_cells_is_parsed_or_refused_by_field(schema):
         good = ["q-1", "eu", "Question?", "inc", "Answer.", "correctness", "1"]
         row = good[:keep] + cells if keep else cells
         text = header + "\n" + ",".join(_csv_quote(c) for c in row) + "\n"
-        _, problems = parse(importing._parse_csv, text.encode(), schema)
+        _, problems = parse(parsing._parse_csv, text.encode(), schema)
         assert all(p.field and p.message and p.line >= 1 for p in problems)
 
     check()

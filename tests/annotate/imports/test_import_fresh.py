@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from annotate.imports import importing
+from annotate.imports import binning, fresh
 from annotate.imports.importing import ImportFailed, import_file
+from annotate.imports.schema import _Schema
 from annotate.models import Dimension, JudgeScore, Prompt, Response, Study
 from tests.annotate.imports.import_helpers import csv_rows, interaction, jsonl, snapshot
 from tests.factories import make_study
@@ -94,7 +95,7 @@ def stored(study: Study) -> dict[str, list[tuple[Any, ...]]]:
 def test_a_fresh_import_stores_what_the_staged_import_stores(monkeypatch):
     # A small reservoir and small batches, so that the sampled quantile cuts depend on the
     # order and batching in which the scores are fed: both paths must feed them alike.
-    monkeypatch.setattr(importing, "RESERVOIR_SIZE", 17)
+    monkeypatch.setattr(binning, "RESERVOIR_SIZE", 17)
     data = varied_file(40)
     fresh, staged = continuous_study("fresh"), continuous_study("staged")
 
@@ -118,7 +119,7 @@ def test_a_fresh_import_stores_what_the_staged_import_stores(monkeypatch):
 
 
 def test_a_fresh_csv_import_stores_what_the_staged_import_stores(monkeypatch):
-    monkeypatch.setattr(importing, "RESERVOIR_SIZE", 5)
+    monkeypatch.setattr(binning, "RESERVOIR_SIZE", 5)
     # csv_rows scores correctness n % 2: as a continuous judge, that needs quantile cuts.
     data = csv_rows(*range(12)).encode()
     fresh, staged = continuous_study("fresh-csv"), continuous_study("staged-csv")
@@ -179,7 +180,7 @@ def test_ids_are_drawn_as_one_range_or_else_as_a_list(study):
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL only: the fresh path draws ids from the sequences")
     with connection.cursor() as cursor:
-        writer = importing._FreshWriter(cursor, study, importing._Schema(study), [[0.5]] * 3)
+        writer = fresh._FreshWriter(cursor, study, _Schema(study), [[0.5]] * 3)
         ids = writer._ids(writer.response_seq, 5)
         assert isinstance(ids, range) and len(ids) == 5
         # Values that are not consecutive (as when another session draws meanwhile): the
