@@ -143,7 +143,7 @@ def import_file(
         # Imports of one study run one after another (a no-op on SQLite, whose write
         # transactions are serial anyway), so the existence checks below cannot race.
         Study.objects.select_for_update().filter(pk=study.pk).first()
-        schema = _Schema(study)
+        schema = _Schema.of(study)
         if why := schema.emptiness():
             raise ImportFailed([ImportProblem(name, 1, "study", why)])
         with connection.cursor() as cursor:

@@ -81,13 +81,16 @@ class _DimRule:
 class _Schema:
     """The study's arms, dimensions and regions, as the parsers need them."""
 
-    def __init__(self, study: Study) -> None:
-        self.regions = dict(Region.objects.filter(study=study).values_list("key", "id"))
-        arms = list(Arm.objects.filter(study=study).order_by("position", "id"))
-        dims = list(Dimension.objects.filter(study=study).order_by("position", "id"))
-        self.arms = [(a.key, a.pk) for a in arms]
-        self.arm_keys = {a.key for a in arms}
-        self.arm_key_of = {a.pk: a.key for a in arms}
+    def __init__(
+        self, regions: dict[str, int], arms: list[tuple[str, int]], dims: list[Dimension]
+    ) -> None:
+        """``regions``: key → id; ``arms``: (key, id) in the study's order; ``dims``: the
+        dimensions in the study's order. No query: unsaved dimensions with a ``pk`` will do,
+        so the parsers can be run without a database (:meth:`of` reads a study's)."""
+        self.regions = regions
+        self.arms = arms
+        self.arm_keys = {key for key, _ in arms}
+        self.arm_key_of = {pk: key for key, pk in arms}
         self.dimensions = dims
         self.rules = [_DimRule.of(d) for d in dims]
         self.checks = [(r.key, *r.bounds(), r) for r in self.rules]
@@ -96,6 +99,14 @@ class _Schema:
         self.arm_list = ", ".join(k for k, _ in self.arms)
         self.dim_list = ", ".join(r.key for r in self.rules)
         self.region_list = ", ".join(self.regions)
+
+    @classmethod
+    def of(cls, study: Study) -> _Schema:
+        """The schema of ``study``, as stored."""
+        regions = dict(Region.objects.filter(study=study).values_list("key", "id"))
+        arms = Arm.objects.filter(study=study).order_by("position", "id")
+        dims = Dimension.objects.filter(study=study).order_by("position", "id")
+        return cls(regions, list(arms.values_list("key", "id")), list(dims))
 
     def emptiness(self) -> str | None:
         for what, items in (("arms", self.arms), ("dimensions", self.rules)):

@@ -144,7 +144,7 @@ def related(field: str, path: tuple[str, ...]) -> bool:
 
 @pytest.fixture
 def schema(study) -> _Schema:
-    return _Schema(study)
+    return _Schema.of(study)
 
 
 def parse(parser: Any, data: bytes, schema: _Schema) -> tuple[list, list]:
