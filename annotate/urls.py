@@ -4,7 +4,6 @@ from django.urls import path
 
 from . import views
 from .grading import views as grade
-from .grading import views_pair as grade_pair
 from .imports import views as imports
 
 urlpatterns = [
@@ -35,12 +34,12 @@ urlpatterns = [
     ),
     path(
         "studies/<slug:slug>/grade/pair/<uuid:pair_key>/submit/",
-        grade_pair.pair_submit,
+        grade.pair_submit,
         name="annotate-grade-pair-submit",
     ),
     path(
         "studies/<slug:slug>/grade/pair/<uuid:pair_key>/skip/",
-        grade_pair.pair_skip,
+        grade.pair_skip,
         name="annotate-grade-pair-skip",
     ),
 ]

@@ -8,6 +8,9 @@ these views parse the form, call it, and render the next item.
 With htmx the forms post in the background and the ``item`` partial of
 ``annotate/grade_page.html`` is swapped in; without JavaScript they post and redirect.
 
+A study graded side by side shows a pair (one prompt, two responses) on the same page: its
+views are at the end. One :class:`GradeForm` reads the grades of an item and of a pair.
+
 Who may grade: only members whose role in the study is *annotator*. Leads and admins see
 model names and judge scores elsewhere in Baton, so their grades would not be blind;
 they get a 403 that says so. Users with no role in the study get a 404, so that the page
@@ -27,7 +30,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render, resolve_url
 from django.urls import reverse
 from django.utils import timezone
@@ -39,8 +42,9 @@ from .. import permissions
 from ..models import Annotation, Assignment, Membership, Study
 from ..numbers import parse_id
 from ..permissions import get_study_for
-from . import history, queue
+from . import history, queue, queue_pairs
 from .queue import AssignmentDone, LeaseExpired, QueueClosed, UndoRefused
+from .queue_pairs import LEFT, RIGHT, SIDE_NAMES, SIDES, Pair
 
 PAGE = "annotate/grade_page.html"
 UNDO_WINDOW_SECONDS = 120
@@ -59,6 +63,9 @@ FLAG_REASONS = [
     ("broken", "Broken or truncated"),
 ]
 OTHER = "other"
+# What the annotator reads of a pair: letters, so that "left" is never mistaken for a grade.
+SIDE_LETTERS = {LEFT: "A", RIGHT: "B"}
+FLAG_SIDES = ("both", "left", "right")
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -81,6 +88,11 @@ def annotator_login_required(view: Callable[..., HttpResponse]) -> Callable[...,
         return guarded(request, *args, **kwargs)
 
     return wrapper
+
+
+def _field(side: int, dimension_key: str) -> str:
+    """A pair's form field of one side's dimension: ``left-<key>``."""
+    return f"{SIDE_NAMES[side]}-{dimension_key}"
 
 
 def _study_for_annotator(request: HtmxHttpRequest, slug: str) -> Study:
@@ -220,9 +232,6 @@ def _closed_context(closed: QueueClosed) -> dict[str, Any]:
 def _render_next(
     request: HtmxHttpRequest, study: Study, *, status: str = "", status_kind: str = "ok"
 ) -> HttpResponse:
-    # Imported here: the side-by-side views build on this module's helpers.
-    from . import queue_pairs, views_pair
-
     try:
         if study.side_by_side:
             served = queue_pairs.next_pair(study=study, annotator=request.user)
@@ -233,7 +242,7 @@ def _render_next(
             request, study, _closed_context(closed), status=status, status_kind=status_kind
         )
     if isinstance(served, queue_pairs.Pair):
-        context = views_pair.pair_context(served)
+        context = pair_context(served)
     else:
         context = _item_context(served)
     return _render(request, study, context, status=status, status_kind=status_kind)
@@ -283,22 +292,57 @@ def _invalid(
     )
 
 
-def _labels_from_post(request: HttpRequest, study: Study) -> tuple[dict[str, int], dict[str, str]]:
-    """The grades of a form (``label-<dimension key>``), and what is wrong, by dimension."""
-    labels: dict[str, int] = {}
-    errors: dict[str, str] = {}
-    for dim in study.dimensions.all():
-        raw = request.POST.get(f"label-{dim.key}", "")
-        try:
-            value = int(raw)
-        except ValueError:
-            errors[dim.key] = f"Pick a grade for {dim.title}."
-            continue
-        if value not in dim.scale_values():
-            errors[dim.key] = f"{value} is not a grade for {dim.title}."
-            continue
-        labels[dim.key] = value
-    return labels, errors
+class GradeForm:
+    """A posted grading form: a grade per dimension, a flag and a comment.
+
+    One item's fields are ``label-<dimension key>``; a pair's are named by side
+    (``label-left-<key>``, ``label-right-<key>``, ``sides=SIDES``), and ``labels`` is then
+    keyed by side. ``errors`` is keyed by field as the page shows them (``<key>`` or
+    ``left-<key>``, and ``flag``); ``values`` fills the form again. Without ``flag`` (a
+    correction keeps the answer's flag) the flag fields are not read.
+    """
+
+    def __init__(
+        self,
+        request: HtmxHttpRequest,
+        study: Study,
+        *,
+        sides: tuple[int, ...] = (),
+        flag: bool = True,
+    ) -> None:
+        post = request.POST
+        self.errors: dict[str, str] = {}
+        shown: dict[str, int] = {}
+        by_side: dict[int, dict[str, int]] = {side: {} for side in sides}
+        dimensions = list(study.dimensions.all())
+        for side in sides or (None,):
+            for dim in dimensions:
+                name, where = dim.key, dim.title
+                if side is not None:
+                    name = _field(side, dim.key)
+                    where = f"{dim.title} of response {SIDE_LETTERS[side]}"
+                try:
+                    value = int(post.get(f"label-{name}", ""))
+                except ValueError:
+                    self.errors[name] = f"Pick a grade for {where}."
+                    continue
+                if value not in dim.scale_values():
+                    self.errors[name] = f"{value} is not a grade for {where}."
+                    continue
+                shown[name] = value
+                if side is not None:
+                    by_side[side][dim.key] = value
+        self.labels: Any = by_side if sides else shown
+        self.flag_reason = ""
+        if flag:
+            self.flag_reason = _reason(request, "flag", FLAG_REASONS)
+            if post.get("flag_choice") == OTHER and not self.flag_reason:
+                self.errors["flag"] = "Say why you flag it."
+        self.comment = post.get("comment", "").strip()
+        self.values: dict[str, Any] = {"labels": shown, "comment": self.comment}
+        if flag:
+            self.values["flag_choice"] = post.get("flag_choice", "")
+            self.values["flag_other"] = post.get("flag_other", "")
 
 
 def _client_key(request: HtmxHttpRequest) -> uuid.UUID:
@@ -373,17 +417,9 @@ def grade_submit(request: HtmxHttpRequest, slug: str, assignment_id: int) -> Htt
     except ValidationError:
         return HttpResponse("Missing client key.", status=400)
 
-    labels, errors = _labels_from_post(request, study)
-    flag_reason = _reason(request, "flag", FLAG_REASONS)
-    if request.POST.get("flag_choice") == OTHER and not flag_reason:
-        errors["flag"] = "Say why you flag it."
-    comment = request.POST.get("comment", "").strip()
-    values = {
-        "labels": labels,
-        "comment": comment,
-        "flag_choice": request.POST.get("flag_choice", ""),
-        "flag_other": request.POST.get("flag_other", ""),
-    }
+    form = GradeForm(request, study)
+    labels, errors, values = form.labels, form.errors, form.values
+    flag_reason, comment = form.flag_reason, form.comment
     if errors:
         return _invalid(
             request,
@@ -492,8 +528,6 @@ def grade_undo(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         study=study,
         annotator=request.user,
     )
-    from . import queue_pairs, views_pair
-
     try:
         # A side-by-side answer is undone with its pair; any other alone.
         undone = queue_pairs.undo_pair(
@@ -507,7 +541,7 @@ def grade_undo(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         if not request.htmx:
             messages.info(request, "Undone. Grade both again.")
             return redirect("annotate-grade", slug=study.slug)
-        return views_pair.render_undone(request, study, undone)
+        return render_undone(request, study, undone)
     assignment = undone
     skipped = annotation.status == Annotation.Status.SKIPPED
     if not request.htmx:
@@ -548,9 +582,8 @@ def grade_correct(request: HtmxHttpRequest, slug: str, annotation_id: int) -> Ht
     }
     errors: dict[str, str] = {}
     if request.method == "POST":
-        labels, errors = _labels_from_post(request, study)
-        comment = request.POST.get("comment", "").strip()
-        values = {"labels": labels, "comment": comment}
+        form = GradeForm(request, study, flag=False)
+        labels, errors, values, comment = form.labels, form.errors, form.values, form.comment
         if not errors:
             try:
                 history.correct_answer(
@@ -584,6 +617,260 @@ def grade_correct(request: HtmxHttpRequest, slug: str, annotation_id: int) -> Ht
         "form_errors": [t for k, t in errors.items() if k not in {d["key"] for d in dimensions}],
     }
     return render(request, "annotate/grade_correct.html", context, status=422 if errors else 200)
+
+
+# --------------------------------------------------------------------------- side by side
+# One prompt, two responses, each graded on every dimension (``queue_pairs`` owns the
+# rules). The page is the single item's (its ``item`` partial and this module's rendering);
+# the pair is shown by ``annotate/_grade_pair.html``. Form fields are named by side
+# (``label-left-<dimension>``, ``label-right-<dimension>``), and the URLs carry the pair's
+# random key, never an assignment id, so nothing on the page tells which response was
+# picked first (the partner is more often the incumbent's).
+
+
+def pair_context(
+    pair: Pair,
+    *,
+    client_key: uuid.UUID | None = None,
+    values: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    open_panel: str = "",
+) -> dict[str, Any]:
+    """The ``pair`` state of the page: the prompt, then each side's text and rubric blocks."""
+    item = queue_pairs.pair_for_annotator(pair)
+    values = values or {}
+    errors = errors or {}
+    sides = []
+    fields = set()
+    for side in SIDES:
+        dimensions = []
+        for dim in item["dimensions"]:
+            view = _dimension_view(dim)
+            # The rubric partial names ids and inputs after ``key``: make them per side.
+            view["key"] = _field(side, dim["key"])
+            view["side"] = SIDE_NAMES[side]
+            view["side_label"] = f"Response {SIDE_LETTERS[side]}"
+            view["value"] = values.get("labels", {}).get(view["key"])
+            view["error"] = errors.get(view["key"], "")
+            fields.add(view["key"])
+            dimensions.append(view)
+        sides.append(
+            {
+                "name": SIDE_NAMES[side],
+                "letter": SIDE_LETTERS[side],
+                "text": item["responses"][side],
+                "dimensions": dimensions,
+            }
+        )
+    return {
+        "state": "pair",
+        "item": item,
+        "pair_key": pair.key,
+        "sides": sides,
+        "key_hints": key_hints(sides[0]["dimensions"]),
+        "client_key": client_key or uuid.uuid4(),
+        "values": values,
+        "errors": errors,
+        "form_errors": [
+            text for key, text in errors.items() if key not in fields | {"flag", "skip"}
+        ],
+        "open_panel": open_panel,
+        "skip_reasons": SKIP_REASONS,
+        "flag_reasons": FLAG_REASONS,
+        "flag_sides": [("both", "Both responses"), ("left", "Response A"), ("right", "Response B")],
+    }
+
+
+def _own_pair(study: Study, user: Any, pair_key: uuid.UUID) -> Pair:
+    try:
+        return queue_pairs.get_pair(pair_key=pair_key, annotator=user, study=study)
+    except Assignment.DoesNotExist:
+        raise Http404("No such pair to grade.") from None
+
+
+def _invalid_pair(
+    request: HtmxHttpRequest,
+    study: Study,
+    pair: Pair,
+    *,
+    client_key: uuid.UUID,
+    values: dict[str, Any],
+    errors: dict[str, str],
+    open_panel: str = "",
+) -> HttpResponse:
+    """The same pair again with its values and errors (htmx 200, plain form 422)."""
+    context = pair_context(
+        pair, client_key=client_key, values=values, errors=errors, open_panel=open_panel
+    )
+    return _render(
+        request,
+        study,
+        context,
+        status="Not saved: " + " ".join(dict.fromkeys(errors.values())),
+        status_kind="error",
+        http_status=200 if request.htmx else 422,
+    )
+
+
+def _service_errors(exc: ValidationError) -> dict[str, str]:
+    """``left.labels.<key>`` → ``left-<key>`` (the form's field), other keys as they are."""
+    errors = {}
+    for field, text in _error_text(exc).items():
+        side, _, rest = field.partition(".")
+        if side in SIDE_NAMES.values() and rest.startswith("labels."):
+            field = f"{side}-{rest.removeprefix('labels.')}"
+        elif side in SIDE_NAMES.values():
+            field = "__all__"
+        errors[field] = text
+    return errors
+
+
+def _refusal_note(outcome: queue_pairs.PairOutcome) -> str:
+    notes = []
+    for side, refused in outcome.refused.items():
+        letter = SIDE_LETTERS[side]
+        if isinstance(refused, LeaseExpired):
+            notes.append(
+                f"response {letter} was not saved: your time ran out and someone else "
+                "graded it meanwhile"
+            )
+        else:
+            notes.append(f"response {letter} had already been answered")
+    return "; ".join(notes)
+
+
+@annotator_login_required
+@require_POST
+def pair_submit(request: HtmxHttpRequest, slug: str, pair_key: uuid.UUID) -> HttpResponse:
+    study = _study_for_annotator(request, slug)
+    pair = _own_pair(study, request.user, pair_key)
+    try:
+        client_key = _client_key(request)
+    except ValidationError:
+        return HttpResponse("Missing client key.", status=400)
+
+    form = GradeForm(request, study, sides=SIDES)
+    errors, flag_reason = form.errors, form.flag_reason
+    flag_side = request.POST.get("flag_side", "both")
+    if flag_side not in FLAG_SIDES:
+        errors["flag"] = (
+            f"Flag which response? {flag_side!r} is not one of {', '.join(FLAG_SIDES)}."
+        )
+    flags = {
+        side: flag_reason
+        for side in SIDES
+        if flag_reason and flag_side in ("both", SIDE_NAMES[side])
+    }
+    values = {**form.values, "flag_side": flag_side}
+    if errors:
+        return _invalid_pair(
+            request,
+            study,
+            pair,
+            client_key=client_key,
+            values=values,
+            errors=errors,
+            open_panel="flag" if "flag" in errors else "",
+        )
+
+    was_expired = any(half.is_expired() for half in pair.halves)
+    try:
+        outcome = queue_pairs.submit_pair(
+            pair_key=pair.key,
+            annotator=request.user,
+            client_key=client_key,
+            labels=form.labels,
+            comment=form.comment,
+            flags=flags,
+            time_spent_ms=_time_spent_ms(request, pair.left),
+        )
+    except ValidationError as exc:
+        return _invalid_pair(
+            request, study, pair, client_key=client_key, values=values, errors=_service_errors(exc)
+        )
+    except LeaseExpired:
+        return _after_post(
+            request,
+            study,
+            "Not saved: your time on those responses ran out and someone else graded them "
+            "meanwhile. Here is the next pair.",
+            "warning",
+        )
+    except AssignmentDone:
+        return _after_post(request, study, "Those were already answered.", "warning")
+    if outcome.refused:
+        return _after_post(
+            request, study, f"Saved, except that {_refusal_note(outcome)}.", "warning"
+        )
+    if outcome.replayed:
+        return _after_post(request, study, "Already saved (it was not counted twice).")
+    if was_expired:
+        return _after_post(
+            request,
+            study,
+            "Saved. Your time on that pair had run out, but nobody else had graded it, "
+            "so your grades are kept.",
+            "warning",
+        )
+    return _after_post(request, study, "Both saved" + (" and flagged." if flags else "."))
+
+
+@annotator_login_required
+@require_POST
+def pair_skip(request: HtmxHttpRequest, slug: str, pair_key: uuid.UUID) -> HttpResponse:
+    study = _study_for_annotator(request, slug)
+    pair = _own_pair(study, request.user, pair_key)
+    try:
+        client_key = _client_key(request)
+    except ValidationError:
+        return HttpResponse("Missing client key.", status=400)
+    reason = _reason(request, "skip", SKIP_REASONS)
+    if not reason:
+        return _invalid_pair(
+            request,
+            study,
+            pair,
+            client_key=client_key,
+            values={},
+            errors={"skip": "Pick or type a reason to skip."},
+            open_panel="skip",
+        )
+    try:
+        queue_pairs.skip_pair(
+            pair_key=pair.key, annotator=request.user, client_key=client_key, reason=reason
+        )
+    except AssignmentDone:
+        return _after_post(request, study, "Those were already answered.", "warning")
+    return _after_post(request, study, "Skipped both.")
+
+
+def render_undone(request: HtmxHttpRequest, study: Study, pair: Pair) -> HttpResponse:
+    """After ``undo_pair``: the pair again, its previous grades preselected."""
+    flag_codes = {text: code for code, text in FLAG_REASONS}
+    previous = queue_pairs.previous_values(pair)
+    labels: dict[str, int] = {}
+    flagged: dict[int, Annotation] = {}
+    for side, annotation in previous.items():
+        for label in annotation.labels.all():
+            labels[_field(side, label.dimension.key)] = label.value
+        if annotation.flagged:
+            flagged[side] = annotation
+    values: dict[str, Any] = {"labels": labels}
+    if previous:
+        values["comment"] = next(iter(previous.values())).comment
+    if flagged:
+        reason = next(iter(flagged.values())).flag_reason
+        choice = flag_codes.get(reason, OTHER)
+        values["flag_choice"] = choice
+        values["flag_other"] = reason if choice == OTHER else ""
+        values["flag_side"] = "both" if len(flagged) == 2 else SIDE_NAMES[next(iter(flagged))]
+    skipped = any(a.status == Annotation.Status.SKIPPED for a in previous.values())
+    status = (
+        "Skip undone."
+        if skipped
+        else "Undone: both grades are back. Your previous grades are preselected."
+    )
+    return _render(request, study, pair_context(pair, values=values), status=status)
 
 
 def grading_rows(studies: list[tuple[Study, str]], user: Any) -> list[dict[str, Any]]:
