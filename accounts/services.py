@@ -138,7 +138,7 @@ def clear_login_failures(*, username: str, ip: str | None) -> None:
 
 
 def import_details(report: Any, *, via: str) -> dict[str, Any]:
-    """Audit details of a data import (an ``annotate.importing.ImportReport``)."""
+    """Audit details of a data import (an ``annotate.imports.importing.ImportReport``)."""
     summary = {k: v for k, v in report.as_dict().items() if k not in {"phases", "seconds"}}
     return {"via": via, **summary}
 

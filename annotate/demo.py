@@ -743,7 +743,7 @@ def _create_study_shell(*, slug: str, name: str, seed: int) -> Study:
 
 def _import_records(*, study: Study, records: list[dict[str, object]]) -> None:
     """Write the records as JSONL and load them through the import service."""
-    from .importing import import_file
+    from .imports.importing import import_file
 
     with tempfile.TemporaryDirectory(prefix="baton-demo-") as tmp:
         path = Path(tmp) / f"{study.slug}.jsonl"

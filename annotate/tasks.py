@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.tasks import task
 
-from annotate import services_import
+from annotate.imports import services as import_services
 from annotate.models import ImportJob
 
 
@@ -20,7 +20,7 @@ class ImportRefused(Exception):
 @task
 def run_import(job_id: int) -> str:
     """Import an uploaded file (idempotent: a job that is not queued any more is left alone)."""
-    job = services_import.run_import_job(job_id=job_id)
+    job = import_services.run_import_job(job_id=job_id)
     if job is None:
         return "skipped"
     if job.status == ImportJob.Status.FAILED:

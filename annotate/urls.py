@@ -2,42 +2,44 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views, views_grade, views_grade_pair, views_import
+from . import views
+from .grading import views as grade
+from .imports import views as imports
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("studies/<slug:slug>/upload/", views_import.study_upload, name="annotate-upload"),
+    path("studies/<slug:slug>/upload/", imports.study_upload, name="annotate-upload"),
     path(
         "studies/<slug:slug>/upload/<int:job_id>/",
-        views_import.upload_job,
+        imports.upload_job,
         name="annotate-upload-job",
     ),
-    path("studies/<slug:slug>/annotate/", views_grade.study_home, name="annotate-study-home"),
-    path("studies/<slug:slug>/grade/", views_grade.grade, name="annotate-grade"),
+    path("studies/<slug:slug>/annotate/", grade.study_home, name="annotate-study-home"),
+    path("studies/<slug:slug>/grade/", grade.grade, name="annotate-grade"),
     path(
         "studies/<slug:slug>/grade/<int:assignment_id>/submit/",
-        views_grade.grade_submit,
+        grade.grade_submit,
         name="annotate-grade-submit",
     ),
     path(
         "studies/<slug:slug>/grade/<int:assignment_id>/skip/",
-        views_grade.grade_skip,
+        grade.grade_skip,
         name="annotate-grade-skip",
     ),
-    path("studies/<slug:slug>/grade/undo/", views_grade.grade_undo, name="annotate-grade-undo"),
+    path("studies/<slug:slug>/grade/undo/", grade.grade_undo, name="annotate-grade-undo"),
     path(
         "studies/<slug:slug>/grade/answers/<int:annotation_id>/",
-        views_grade.grade_correct,
+        grade.grade_correct,
         name="annotate-grade-correct",
     ),
     path(
         "studies/<slug:slug>/grade/pair/<uuid:pair_key>/submit/",
-        views_grade_pair.pair_submit,
+        grade.pair_submit,
         name="annotate-grade-pair-submit",
     ),
     path(
         "studies/<slug:slug>/grade/pair/<uuid:pair_key>/skip/",
-        views_grade_pair.pair_skip,
+        grade.pair_skip,
         name="annotate-grade-pair-skip",
     ),
 ]

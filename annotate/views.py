@@ -4,8 +4,8 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from .grading.views import grading_rows
 from .models import Membership, Study
-from .views_grade import grading_rows
 
 
 @login_required

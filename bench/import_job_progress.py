@@ -91,9 +91,9 @@ def main() -> None:
     from django.core.files import File
     from django.core.management import call_command
 
-    from annotate.importing import import_file
+    from annotate.imports.importing import import_file
+    from annotate.imports.services import start_import
     from annotate.models import ImportJob
-    from annotate.services_import import start_import
 
     call_command("migrate", verbosity=0)
     path = work / "bench.jsonl"

@@ -123,7 +123,7 @@ def child(path: Path) -> dict[str, object]:
     from django.core.management import call_command
     from django.db import connection
 
-    from annotate.importing import import_file
+    from annotate.imports.importing import import_file
     from annotate.models import Arm, Dimension, Region, Study
 
     call_command("migrate", verbosity=0)

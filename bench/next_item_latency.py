@@ -204,7 +204,7 @@ def service_breakdown(study, user, rounds: int) -> dict[str, dict[str, float]]:
     ``pick_cell``) timed by wrapping the queue's two call sites; the queue's own part is the
     difference. Also the queue alone with its uniform fallback (no selection rule).
     """
-    from annotate import queue
+    from annotate.grading import queue
 
     timings: dict[str, list[float]] = {"next_item": [], "selection": [], "queue_only": []}
     spent = [0.0]
@@ -264,7 +264,7 @@ def database_time(study, user) -> dict[str, Any]:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from annotate import queue
+    from annotate.grading import queue
 
     for _ in range(3):
         a = queue.next_item(study=study, annotator=user)

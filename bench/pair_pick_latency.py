@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> dict:
     from django.core.management import call_command
     from django.db import connection
 
-    from annotate import queue, queue_pairs
     from annotate.demo import make_demo
+    from annotate.grading import queue, queue_pairs
     from annotate.models import Membership, Study
     from tests.factories import UserFactory
 

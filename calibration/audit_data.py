@@ -1,7 +1,7 @@
 """The audit sample out of the database, for :mod:`calibration.bayes.audit`.
 
 The audit sample is every response an ``audit`` pick drew (``Assignment.policy``), graded
-live by anyone: ``annotate.queue`` draws it uniformly over all the study's responses, and
+live by anyone: ``annotate.grading.queue`` draws it uniformly over all the study's responses, and
 records a draw that lands on a response already graded or leased too, so the sample is a
 uniform one of the whole population, not of what is still ungraded.
 """

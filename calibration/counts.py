@@ -129,7 +129,7 @@ def _ordered_arms(study: Study) -> list[Arm]:
 
 def parse_cell(cell: str, n_dims: int) -> list[int]:
     """The judge bins of a response's ``cell`` (``"1.0.3"``): ``-1`` for a dimension whose
-    part is empty (no score, as :func:`annotate.services_setup.rebuild_cells` writes it),
+    part is empty (no score, as :func:`annotate.setup.services.rebuild_cells` writes it),
     and for every dimension when the string does not have ``n_dims`` parts."""
     parts = cell.split(".") if cell else []
     if len(parts) != n_dims:

@@ -2,7 +2,7 @@
 
 The *plan* is what the sequential rule's guarantee rests on: the label budget, each
 dimension's margin, the confidence and the audit share. Once the study has a grade it is
-frozen (``annotate.services_setup`` refuses edits); a change is a re-plan: explicit (a
+frozen (``annotate.setup.services`` refuses edits); a change is a re-plan: explicit (a
 reason and a confirmation), written to the audit log and to a :class:`Replan` row, and
 statistically accounted for. The new boundaries keep each verdict's conditional wrong-go
 probability (:func:`calibration.bayes.decision.replan_design`, derivation in that module's

@@ -435,7 +435,7 @@ def human_only_delta(
 
 
 #: Draws an audit pick makes before it gives up and the usual pick follows (the queue's
-#: ``annotate.queue.MAX_REJECTIONS``).
+#: ``annotate.grading.queue.MAX_REJECTIONS``).
 AUDIT_DRAWS = 12
 
 
@@ -679,7 +679,7 @@ def run_loop(
         A :class:`~calibration.bayes.fit.Fitter` (keep one per process: it caches
         compiled models).
     audit_share
-        As the app's queue (``annotate.queue``, ``Study.audit_share``): before each pick,
+        As the app's queue (``annotate.grading.queue``, ``Study.audit_share``): before each pick,
         with this probability an *audit* pick (policy ``audit``, probability
         ``audit_share / N``) is drawn uniformly over *all* the responses; a draw that lands
         on a graded response puts it in the audit sample and the draw goes on (at most

@@ -94,7 +94,7 @@ class CellPick:
 
 
 # ---------------------------------------------------------------------------------------
-# Availability (shared with annotate/queue.py)
+# Availability (shared with annotate/grading/queue.py)
 
 
 def _live_graded(study: Study) -> QuerySet[Annotation]:

@@ -19,6 +19,6 @@ urlpatterns = [
     path("api/", include("annotate.api_urls")),
     path("api/", include("calibration.api_urls")),
     path("", include("annotate.urls")),
-    path("", include("annotate.urls_setup")),
+    path("", include("annotate.setup.urls")),
     path("", include("calibration.urls")),
 ]

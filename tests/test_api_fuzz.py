@@ -46,13 +46,13 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from accounts.services import issue_token
-from annotate import queue
-from annotate.importing import import_file
+from annotate.grading import queue
+from annotate.imports.importing import import_file
 from annotate.models import Annotation, Membership, Study
 from calibration import services
 from calibration.models import Fit
-from tests.annotate.import_helpers import interaction, jsonl
-from tests.annotate.queue_helpers import GOOD_LABELS
+from tests.annotate.grading.queue_helpers import GOOD_LABELS
+from tests.annotate.imports.import_helpers import interaction, jsonl
 from tests.calibration.helpers import FakeFitter
 from tests.factories import MembershipFactory, UserFactory, make_study
 

@@ -308,7 +308,7 @@ def _manage(url: str, *args: str) -> str:
 SEED = """
 from annotate.models import Study
 from accounts.services import issue_token
-from tests.annotate.queue_helpers import add_annotator, add_responses
+from tests.annotate.grading.queue_helpers import add_annotator, add_responses
 from tests.factories import make_study
 import json
 study = make_study(slug="restart")

@@ -2,7 +2,7 @@ r"""Design-based estimate of ``Δ`` from the audit sample: the model-free check.
 
 A share of every study's grades (``Study.audit_share``, 10% by default) goes to responses
 drawn *uniformly over all the study's responses*, whatever the selector would have chosen
-(``annotate.queue``, policy ``audit``). Within each (arm, region) stratum those responses
+(``annotate.grading.queue``, policy ``audit``). Within each (arm, region) stratum those responses
 are a simple random sample, so an estimate built on them alone needs no model: it is
 unbiased whatever the judge does, which is exactly what the calibration model cannot
 promise when the judge treats the arms or regions differently (review, §1–2 and §7).

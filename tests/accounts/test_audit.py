@@ -69,7 +69,7 @@ def test_others_cannot_read_the_audit_log(client, request, study, persona, statu
 
 
 def test_undoing_a_grade_is_recorded(study, annotator):
-    from annotate import queue
+    from annotate.grading import queue
     from annotate.models import Annotation
     from tests.factories import PromptFactory, ResponseFactory
 
@@ -88,7 +88,7 @@ def test_imports_and_exports_are_recorded(client, study, admin_user, lead, tmp_p
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.core.management import call_command
 
-    from tests.annotate.import_helpers import interaction, jsonl
+    from tests.annotate.imports.import_helpers import interaction, jsonl
 
     client.force_login(admin_user)
     upload = SimpleUploadedFile("batch.jsonl", jsonl(interaction(1), interaction(2)).read())
@@ -116,7 +116,7 @@ def test_uploads_through_the_page_are_recorded(
 ):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from tests.annotate.import_helpers import interaction, jsonl
+    from tests.annotate.imports.import_helpers import interaction, jsonl
 
     settings.MEDIA_ROOT = tmp_path
     client.force_login(admin_user)

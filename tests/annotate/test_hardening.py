@@ -20,9 +20,9 @@ from django.core.management import call_command
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from annotate import queue, queue_pairs
-from annotate.exporting import LABEL_COLUMNS, write_labels
-from annotate.importing import ImportFailed, import_file
+from annotate.grading import queue, queue_pairs
+from annotate.imports.exporting import LABEL_COLUMNS, write_labels
+from annotate.imports.importing import ImportFailed, import_file
 from annotate.models import (
     Annotation,
     Arm,
@@ -34,8 +34,8 @@ from annotate.models import (
     Response,
     Study,
 )
-from tests.annotate.import_helpers import interaction, jsonl, snapshot
-from tests.annotate.queue_helpers import GOOD_LABELS, add_responses, fake_selection_rule
+from tests.annotate.grading.queue_helpers import GOOD_LABELS, add_responses, fake_selection_rule
+from tests.annotate.imports.import_helpers import interaction, jsonl, snapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -175,7 +175,7 @@ def test_the_api_serves_the_first_pick_of_a_page_pair_never_its_partner(sbs, ann
 
 
 def test_the_api_serves_the_earlier_half_of_an_overlap_pair(sbs, annotator):
-    from tests.annotate.queue_helpers import add_annotator
+    from tests.annotate.grading.queue_helpers import add_annotator
 
     add_prompts(sbs, 1, arms=list(sbs.arms.order_by("position")[:2]))
     dora = add_annotator(sbs, "dora")
@@ -193,7 +193,7 @@ def test_the_api_serves_the_earlier_half_of_an_overlap_pair(sbs, annotator):
 
 
 def add_prompts(study: Study, n: int, *, arms: list[Arm] | None = None) -> list[list[Response]]:
-    from tests.annotate.test_side_by_side import add_prompts as build
+    from tests.annotate.grading.test_side_by_side import add_prompts as build
 
     return build(study, n, arms=arms)
 
@@ -265,8 +265,8 @@ def test_an_upload_job_with_a_hostile_line_fails_with_its_problem_not_an_interna
 ):
     from django.core.files.base import ContentFile
 
+    from annotate.imports.services import run_import_job
     from annotate.models import ImportJob
-    from annotate.services_import import run_import_job
 
     settings.MEDIA_ROOT = tmp_path
     data = (_line_with(study, META=DEEP) + "\n" + _line_with(study, SCORE="9" * 5000)).encode()
@@ -315,7 +315,7 @@ def test_the_page_undo_answers_404_to_an_id_that_is_not_one(client, solo, annota
 
 
 def _regions(study, share: str) -> dict:
-    from tests.annotate.test_setup import regions_data
+    from tests.annotate.setup.test_setup import regions_data
 
     eu, us = study.regions.order_by("position")
     return regions_data([(eu.pk, "eu", share), (us.pk, "us", "0.4")], initial=2)
@@ -336,7 +336,7 @@ def test_a_region_share_too_big_for_decimals_is_refused_by_field(client, admin_u
 
 @pytest.mark.parametrize("cuts", ["nan", "inf", "-inf", "1e400", "-Infinity", "NaN"])
 def test_judge_cut_points_must_be_finite(client, admin_user, study, cuts):
-    from tests.annotate.test_setup import dimension_data
+    from tests.annotate.setup.test_setup import dimension_data
 
     client.force_login(admin_user)
     d = study.dimensions.get(key="correctness")

@@ -24,8 +24,10 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from annotate import importing, queue
-from annotate.forms_setup import DimensionForm, RegionFormSet, StudyForm
+from annotate.grading import queue
+from annotate.grading.serializers import SkipSerializer, SubmitSerializer
+from annotate.imports import importing, parsing
+from annotate.imports.schema import _Schema
 from annotate.models import Study
 from annotate.numbers import (
     DB_ID_MAX,
@@ -35,9 +37,9 @@ from annotate.numbers import (
     parse_id,
     parse_int,
 )
-from annotate.serializers_queue import SkipSerializer, SubmitSerializer
-from tests.annotate.import_helpers import ARMS, interaction
-from tests.annotate.queue_helpers import GOOD_LABELS, add_responses, fake_selection_rule
+from annotate.setup.forms import DimensionForm, RegionFormSet, StudyForm
+from tests.annotate.grading.queue_helpers import GOOD_LABELS, add_responses, fake_selection_rule
+from tests.annotate.imports.import_helpers import ARMS, interaction
 
 pytestmark = pytest.mark.django_db
 
@@ -141,12 +143,12 @@ def related(field: str, path: tuple[str, ...]) -> bool:
 
 
 @pytest.fixture
-def schema(study) -> importing._Schema:
-    return importing._Schema(study)
+def schema(study) -> _Schema:
+    return _Schema.of(study)
 
 
-def parse(parser: Any, data: bytes, schema: importing._Schema) -> tuple[list, list]:
-    sink = importing._Problems("f", importing.MAX_PROBLEMS)
+def parse(parser: Any, data: bytes, schema: _Schema) -> tuple[list, list]:
+    sink = parsing._Problems("f", parsing.MAX_PROBLEMS)
     staged = list(parser(io.BytesIO(data), schema, sink))
     return staged, sink.items
 
@@ -156,7 +158,7 @@ def test_a_jsonl_line_with_any_value_spliced_anywhere_is_parsed_or_refused_by_fi
     @given(path=st.sampled_from(PATHS), raw=RAW_JSON)
     def check(path: tuple[str, ...], raw: str) -> None:
         RUN["jsonl"] += 1
-        staged, problems = parse(importing._parse_jsonl, spliced(path, raw) + b"\n", schema)
+        staged, problems = parse(parsing._parse_jsonl, spliced(path, raw) + b"\n", schema)
         assert len(staged) + len(problems) == 1
         for p in problems:
             assert p.line == 1 and p.field and p.message
@@ -171,7 +173,7 @@ def test_any_bytes_on_a_jsonl_line_are_parsed_or_refused_by_field(schema):
     @given(data=st.binary(max_size=300))
     def check(data: bytes) -> None:
         RUN["bytes"] += 1
-        staged, problems = parse(importing._parse_jsonl, data, schema)
+        staged, problems = parse(parsing._parse_jsonl, data, schema)
         assert all(p.field and p.line >= 1 for p in problems)
         assert not staged or not problems
 
@@ -183,7 +185,7 @@ CSV_CELL = st.one_of(NUMBER_TEXT, st.text(max_size=10), st.sampled_from(['"', '"
 
 
 def test_a_csv_row_of_any_cells_is_parsed_or_refused_by_field(schema):
-    header = ",".join(importing.CSV_COLUMNS)
+    header = ",".join(parsing.CSV_COLUMNS)
 
     @fuzz(1000)
     @given(cells=st.lists(CSV_CELL, min_size=1, max_size=9), keep=st.integers(0, 6))
@@ -193,7 +195,7 @@ def test_a_csv_row_of_any_cells_is_parsed_or_refused_by_field(schema):
         good = ["q-1", "eu", "Question?", "inc", "Answer.", "correctness", "1"]
         row = good[:keep] + cells if keep else cells
         text = header + "\n" + ",".join(_csv_quote(c) for c in row) + "\n"
-        _, problems = parse(importing._parse_csv, text.encode(), schema)
+        _, problems = parse(parsing._parse_csv, text.encode(), schema)
         assert all(p.field and p.message and p.line >= 1 for p in problems)
 
     check()

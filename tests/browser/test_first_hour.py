@@ -217,7 +217,7 @@ def test_work_is_kept_drafts_survive_a_reload_keys_typed_ahead_are_queued_and_an
 ):
     import time
 
-    from annotate import queue
+    from annotate.grading import queue
     from annotate.models import Annotation
     from tests.browser.test_grading import shown, wait_next
 

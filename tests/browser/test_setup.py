@@ -32,11 +32,11 @@ def _interactions(n: int) -> BytesIO:
 
 
 def test_admin_sets_up_a_study_from_nothing_to_active(page, live_server, monkeypatch):
-    from annotate import services_setup
-    from annotate.importing import import_file
+    from annotate.imports.importing import import_file
+    from annotate.setup import services as setup_services
 
     refits = []
-    monkeypatch.setattr(services_setup, "request_refit", lambda **kw: refits.append(kw))
+    monkeypatch.setattr(setup_services, "request_refit", lambda **kw: refits.append(kw))
     UserFactory(username="alice", is_staff=True)
     UserFactory(username="dora")
     base = live_server.url

@@ -7,9 +7,9 @@ import json
 import pytest
 from django.core.files.base import ContentFile
 
+from annotate.imports.services import run_import_job
 from annotate.models import ImportJob, Membership, Response
-from annotate.services_import import run_import_job
-from tests.annotate.import_helpers import interaction
+from tests.annotate.imports.import_helpers import interaction
 from tests.browser.conftest import log_in, screenshot
 from tests.factories import MembershipFactory, UserFactory, make_study
 

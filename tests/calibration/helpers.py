@@ -19,7 +19,7 @@ from annotate.models import (
     Response,
     Study,
 )
-from annotate.services_setup import rebuild_cells
+from annotate.setup.services import rebuild_cells
 from calibration import services
 from calibration.bayes.curve import design_for
 from calibration.bayes.data import JointCells

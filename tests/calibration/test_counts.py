@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from annotate.models import Annotation, Arm, JudgeScore, Label, Region, Response
-from annotate.services_setup import rebuild_cells
+from annotate.setup.services import rebuild_cells
 from calibration.counts import count_labels, study_counts
 from tests.calibration.helpers import grade, populate
 from tests.factories import PromptFactory, ResponseFactory, UserFactory

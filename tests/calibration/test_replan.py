@@ -7,8 +7,8 @@ from django.core.cache import cache
 from django.urls import reverse
 
 from accounts.models import AuditEvent
-from annotate import services_setup as setup
 from annotate.models import Dimension, Study
+from annotate.setup import services as setup
 from calibration import replans, services
 from calibration.bayes.decision import Design
 from calibration.models import Replan

@@ -9,8 +9,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from annotate.grading.queue import next_item
 from annotate.models import Annotation, Assignment, Label, Membership, Response, Study
-from annotate.queue import next_item
 from calibration.bayes.fit import DimensionFit
 from calibration.bayes.select import DimensionDraws, Selector
 from calibration.models import Fit

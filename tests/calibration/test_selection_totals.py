@@ -162,8 +162,8 @@ def test_labels_since_a_fit_take_the_majority_per_dimension(study):
 
 
 def test_a_re_import_that_moves_responses_between_cells_updates_the_totals(db):
-    from annotate.importing import import_file
-    from tests.annotate.import_helpers import interaction, jsonl
+    from annotate.imports.importing import import_file
+    from tests.annotate.imports.import_helpers import interaction, jsonl
 
     study = make_study(slug="reimport", candidates=2)
     first = {"correctness": 0, "refusal": 0, "style": 1}

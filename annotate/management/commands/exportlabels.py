@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.services import record
-from annotate.exporting import EXPORT_FORMATS, write_labels
+from annotate.imports.exporting import EXPORT_FORMATS, write_labels
 from annotate.models import Study
 
 

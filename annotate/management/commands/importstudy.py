@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from annotate.importing import FORMATS, ImportFailed, import_file
+from annotate.imports.importing import FORMATS, ImportFailed, import_file
 from annotate.models import Study
 
 

@@ -1,0 +1,91 @@
+"""Judge-score bins: each dimension's cut points, from its declared scale or from a bounded
+sample of this import's scores, and the SQL that bins a score."""
+
+from __future__ import annotations
+
+import math
+import random
+from array import array
+from collections.abc import Iterable
+from typing import Any
+
+from .. import hooks
+from ..models import Dimension
+
+RESERVOIR_SIZE = 100_000  # scores kept per dimension to place quantile cuts
+
+
+class _CutsCollector:
+    """Bounded statistics of this import's scores, for dimensions whose cuts are not fixed.
+
+    A reservoir sample (Vitter's algorithm R, seeded so an import is reproducible) of at most
+    ``RESERVOIR_SIZE`` scores per dimension keeps memory constant; quantiles of 100k draws are
+    within a fraction of a percentile of the file's.
+    """
+
+    def __init__(self, dims: list[Dimension]) -> None:
+        self.pending = [
+            (i, d)
+            for i, d in enumerate(dims)
+            if d.judge_cuts is None and judge_cuts_for(d, None) is None
+        ]
+        self.samples = {i: array("d") for i, _ in self.pending}
+        self.seen = dict.fromkeys(self.samples, 0)
+        self.rng = random.Random(20_240_611)
+
+    def feed(self, response_rows: list[tuple[Any, ...]]) -> None:
+        for i, _ in self.pending:
+            col = 5 + 2 * i
+            sample, n = self.samples[i], self.seen[i]
+            room = RESERVOIR_SIZE - len(sample)
+            if room > 0:
+                sample.extend(row[col] for row in response_rows[:room])
+                rest = response_rows[room:]
+                n += min(room, len(response_rows))
+            else:
+                rest = response_rows
+            randrange = self.rng.randrange
+            for row in rest:
+                n += 1
+                k = randrange(n)
+                if k < RESERVOIR_SIZE:
+                    sample[k] = row[col]
+            self.seen[i] = n
+
+    def cuts(self) -> dict[int, list[float]]:
+        return {i: judge_cuts_for(d, self.samples[i]) or [] for i, d in self.pending}
+
+
+def judge_cuts_for(dimension: Dimension, scores: Iterable[float] | None) -> list[float] | None:
+    """Interior cut points for a dimension's judge scores (bin = number of cuts ≤ score).
+
+    * binary judge: ``[0.5]``;
+    * Likert judge with a declared range ``judge_min..judge_max`` of at most ``judge_bins``
+      points: one cut half-way between consecutive points (one bin per point);
+    * otherwise (continuous, or Likert with more points than bins or no declared range):
+      quantile cuts of ``scores`` into at most ``judge_bins`` bins, placed half-way between
+      distinct values (:func:`calibration.bayes.data.quantile_cuts`).
+
+    Returns None when the cuts depend on scores and none were given.
+    """
+    kind = dimension.judge_score_type
+    if kind == Dimension.JudgeScoreType.BINARY:
+        return [0.5]
+    lo, hi = dimension.judge_min, dimension.judge_max
+    if kind == Dimension.JudgeScoreType.LIKERT and lo is not None and hi is not None:
+        first, last = math.ceil(lo), math.floor(hi)
+        if 0 < last - first + 1 <= dimension.judge_bins:
+            return [k + 0.5 for k in range(first, last)]
+    if scores is None:
+        return None
+    return hooks.quantile_cuts(scores, dimension.judge_bins)
+
+
+def _bin_sql(column: str, cuts: list[float]) -> str:
+    """SQL for ``#{k : cuts[k] ≤ column}`` (what calibration.bayes.data.bin_scores computes)."""
+    if not cuts:
+        return "0"
+    whens = " ".join(
+        f"WHEN {column} >= {float(c)!r} THEN {k + 1}" for k, c in reversed(list(enumerate(cuts)))
+    )
+    return f"(CASE {whens} ELSE 0 END)"

@@ -1,0 +1,1 @@
+"""Study configuration, for admins: the setup rules, their forms and pages, blindness."""
