@@ -56,7 +56,7 @@ from annotate.models import (
     live_grade_sql,
 )
 from calibration.bayes.select import UNDECIDED, DimensionDraws, Selector, choose_cell
-from calibration.counts import parse_cell
+from calibration.counts import count_labels, parse_cell
 from calibration.models import CellTotal, Fit
 from calibration.summaries import open_verdicts
 
@@ -605,16 +605,6 @@ def _latest_fit(study: Study, *, trustworthy: bool) -> Fit | None:
     return found[0] if found else None
 
 
-def _graded_responses(study: Study) -> int:
-    return (
-        Annotation.objects.live_grades()
-        .filter(study=study)
-        .values("response_id")
-        .distinct()
-        .count()
-    )
-
-
 _open_cache: dict[tuple[int, int, Any], tuple[float, np.ndarray | None]] = {}
 
 
@@ -647,7 +637,7 @@ def selection_status(*, study: Study, graded: int | None = None) -> tuple[bool, 
     ``graded``: the number of graded responses, when the caller has just counted them.
     """
     if graded is None:
-        graded = _graded_responses(study)
+        graded = count_labels(study=study)
     if graded >= study.label_budget:
         return False, REASON_BUDGET
     fit = _latest_fit(study, trustworthy=True)

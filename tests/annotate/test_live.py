@@ -16,7 +16,9 @@ from django.utils import timezone
 from annotate.grading import history, queue
 from annotate.imports.exporting import label_rows
 from annotate.models import Annotation, Dimension, Label, live_grade_sql, live_sql
+from calibration import selection
 from calibration.counts import count_labels, graded_classes
+from calibration.dashboards import label_progress
 from calibration.services import graded_per_arm
 from tests.annotate.grading.test_grade_views import add_items
 
@@ -115,9 +117,18 @@ def test_the_consumers_count_the_live_grades(study, annotator, answers):
     state = queue._study_state(study_id=study.pk, annotator=annotator, now=timezone.now())
     assert state.graded == len(graded)
     assert sum(graded_per_arm(study=study).values()) == len(graded)
+    assert label_progress(study)["used"] == len(graded)
     assert set(graded_classes(study=study, dimensions=list(study.dimensions.all()))) == graded
     progress = queue.annotator_progress(study=study, annotator=annotator)
     assert (progress["graded_total"], progress["skipped"]) == (2, 1)
+
+
+def test_what_is_available_is_what_has_no_live_grade(study, answers):
+    # No leases here: every response without a live grade may be given out, skipped or not.
+    available = set(selection.available_responses(study=study).values_list("pk", flat=True))
+    graded = set(Annotation.objects.live_grades().values_list("response_id", flat=True))
+    assert available == set(study.responses.values_list("pk", flat=True)) - graded
+    assert answers["skipped"].response_id in available
 
 
 def test_the_export_holds_the_labels_of_live_answers(study, answers):
