@@ -115,6 +115,7 @@ class Study(models.Model):
 
         From then on it changes only through an audited re-plan
         (:mod:`calibration.replans`), which keeps the sequential rule's error guarantee.
+        An undone grade counts here too (so not ``live_grades()``): it was given.
         """
         return self.annotations.filter(status=Annotation.Status.GRADED).exists()
 
@@ -396,6 +397,47 @@ class JudgeScore(models.Model):
         return f"{self.judge}={self.value}"
 
 
+# What counts: the one definition of a live annotation and a live grade.
+#
+# An annotation is *live* until it is undone. Undo and a correction both set ``undone_at``
+# and keep the row with its labels for the audit (a correction supersedes: the old answer
+# is marked undone and a new one is created), so there is no other flag to read. A *live
+# grade* is a live annotation with status graded: a skip is live (the annotator has answered
+# the response) but gives no grade. The budget, the calibration counts, the queue and the
+# export all read these helpers; plain SQL reads ``live_sql``/``live_grade_sql``, the same
+# rule (tests/annotate/test_live.py checks that both select the same rows).
+
+
+def live_q(prefix: str = "") -> Q:
+    """Live annotations (not undone), optionally across a relation (``"annotation__"``)."""
+    return Q(**{f"{prefix}undone_at__isnull": True})
+
+
+def live_grade_q(prefix: str = "") -> Q:
+    """Live graded annotations (not undone, not skipped); ``prefix`` as in :func:`live_q`."""
+    return live_q(prefix) & Q(**{f"{prefix}status": Annotation.Status.GRADED})
+
+
+def live_sql(alias: str) -> str:
+    """:func:`live_q` as a SQL condition on the annotation table named ``alias``."""
+    return f"{alias}.undone_at IS NULL"
+
+
+def live_grade_sql(alias: str) -> str:
+    """:func:`live_grade_q` as a SQL condition on the annotation table named ``alias``."""
+    return f"{live_sql(alias)} AND {alias}.status = '{Annotation.Status.GRADED.value}'"
+
+
+class AnnotationQuerySet(models.QuerySet["Annotation"]):
+    def live(self) -> AnnotationQuerySet:
+        """Answers that count: graded or skipped, not undone (nor corrected since)."""
+        return self.filter(live_q())
+
+    def live_grades(self) -> AnnotationQuerySet:
+        """Grades that count: live and graded (what the budget and the model read)."""
+        return self.filter(live_grade_q())
+
+
 class Annotation(models.Model):
     """One annotator's verdict on one response: graded (with labels) or skipped.
 
@@ -422,11 +464,15 @@ class Annotation(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     undone_at = models.DateTimeField(null=True, blank=True)
 
+    objects = AnnotationQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["annotator", "client_key"], name="annotation_client_key_unique"
             ),
+            # The conditions below spell out live_q and live_grade_q (the class is not
+            # defined yet here); a change to the rule must change them too, by migration.
             models.UniqueConstraint(
                 fields=["response", "annotator"],
                 condition=Q(undone_at__isnull=True),
@@ -457,12 +503,24 @@ class Annotation(models.Model):
         return f"{self.annotator} {self.status} response {self.response_id}"
 
 
+class LabelQuerySet(models.QuerySet["Label"]):
+    def of_live(self) -> LabelQuerySet:
+        """Labels of live annotations (``AnnotationQuerySet.live``)."""
+        return self.filter(live_q("annotation__"))
+
+    def of_live_grades(self) -> LabelQuerySet:
+        """Labels of live grades (``AnnotationQuerySet.live_grades``)."""
+        return self.filter(live_grade_q("annotation__"))
+
+
 class Label(models.Model):
     """The grade one annotation gives on one dimension (0/1 binary, 1..K ordinal)."""
 
     annotation = models.ForeignKey(Annotation, on_delete=models.CASCADE, related_name="labels")
     dimension = models.ForeignKey(Dimension, on_delete=models.PROTECT, related_name="labels")
     value = models.PositiveSmallIntegerField()
+
+    objects = LabelQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -13,7 +13,7 @@ from collections import defaultdict
 import numpy as np
 from django.db.models import Count
 
-from annotate.models import Annotation, Arm, Assignment, Dimension, JudgeScore, Label, Study
+from annotate.models import Arm, Assignment, Dimension, JudgeScore, Label, Study
 from calibration.bayes.audit import AuditEstimate, Stratum, audit_delta
 from calibration.counts import n_bins_of
 
@@ -61,12 +61,11 @@ def audit_estimates(
             n_all[key] += row["n"]
         # The audited responses' grades (pass share over live grades) and judge bins.
         grades: dict[int, list[bool]] = defaultdict(list)
-        labels = Label.objects.filter(
-            dimension=dim,
-            annotation__response_id__in=ids,
-            annotation__status=Annotation.Status.GRADED,
-            annotation__undone_at__isnull=True,
-        ).values_list("annotation__response_id", "value")
+        labels = (
+            Label.objects.of_live_grades()
+            .filter(dimension=dim, annotation__response_id__in=ids)
+            .values_list("annotation__response_id", "value")
+        )
         for rid, value in labels:
             grades[rid].append(_passes(dim, value))
         bins = dict(

@@ -9,7 +9,7 @@ dimension (:class:`~calibration.bayes.data.JointCells`). Dashboards read the per
 Human truth per response and dimension
 --------------------------------------
 A response's true class ``y`` on a dimension is the majority of the labels of its *live*
-graded annotations (``status = graded``, ``undone_at`` null), each label mapped to pass/fail
+graded annotations (``Annotation.objects.live_grades()``), each label mapped to pass/fail
 by :meth:`annotate.models.Dimension.passes` (binary: ``value == 1``; ordinal:
 ``value >= pass_threshold``). Skipped and undone annotations give no label.
 
@@ -98,9 +98,8 @@ def _pass_threshold(dimension: Dimension) -> int:
 def count_labels(*, study: Study) -> int:
     """Graded responses of the study: responses with at least one live graded annotation."""
     return (
-        Annotation.objects.filter(
-            study=study, status=Annotation.Status.GRADED, undone_at__isnull=True
-        )
+        Annotation.objects.live_grades()
+        .filter(study=study)
         .values("response_id")
         .distinct()
         .count()
@@ -149,12 +148,8 @@ def graded_classes(
     """
     thresholds = {d.pk: _pass_threshold(d) for d in dimensions}
     rows = (
-        Label.objects.filter(
-            annotation__study=study,
-            annotation__status=Annotation.Status.GRADED,
-            annotation__undone_at__isnull=True,
-            dimension_id__in=list(thresholds),
-        )
+        Label.objects.of_live_grades()
+        .filter(annotation__study=study, dimension_id__in=list(thresholds))
         .order_by()
         .values_list(
             "annotation__response_id",

@@ -328,12 +328,6 @@ def fit_advice(fit: Fit, health: list[dict[str, Any]]) -> str | None:
 # Labels and annotators
 
 
-def _live_graded(study: Study):
-    return Annotation.objects.filter(
-        study=study, status=Annotation.Status.GRADED, undone_at__isnull=True
-    )
-
-
 def label_progress(study: Study, *, now: Any = None) -> dict[str, Any]:
     """Labels used against the budget, per arm × region and per dimension, active annotators.
 
@@ -341,7 +335,7 @@ def label_progress(study: Study, *, now: Any = None) -> dict[str, Any]:
     the budget and ``Fit.n_labels`` count them.
     """
     now = now or timezone.now()
-    live = _live_graded(study)
+    live = Annotation.objects.live_grades().filter(study=study)
     arms = list(study.arms.order_by("position", "id"))
     regions = list(study.regions.order_by("position", "id"))
     grid = {
@@ -416,13 +410,9 @@ def annotator_stats(study: Study, *, now: Any = None) -> dict[str, Any]:
     now = now or timezone.now()
     dims = list(study.dimensions.order_by("position", "id"))
     rows = list(
-        Label.objects.filter(
-            annotation__study=study,
-            annotation__status=Annotation.Status.GRADED,
-            annotation__undone_at__isnull=True,
-        ).values_list(
-            "annotation__response_id", "annotation__annotator_id", "dimension_id", "value"
-        )
+        Label.objects.of_live_grades()
+        .filter(annotation__study=study)
+        .values_list("annotation__response_id", "annotation__annotator_id", "dimension_id", "value")
     )
     users = dict(
         Annotation.objects.filter(study=study)
@@ -492,7 +482,8 @@ def annotator_stats(study: Study, *, now: Any = None) -> dict[str, Any]:
     hour_ago = now - timedelta(hours=1)
     pace = {
         row["annotator_id"]: row
-        for row in Annotation.objects.filter(study=study, undone_at__isnull=True)
+        for row in Annotation.objects.live()
+        .filter(study=study)
         .values("annotator_id")
         .order_by()
         .annotate(
@@ -505,9 +496,11 @@ def annotator_stats(study: Study, *, now: Any = None) -> dict[str, Any]:
         )
     }
     times: dict[int, list[int]] = defaultdict(list)
-    for a, ms in Annotation.objects.filter(
-        study=study, status=Annotation.Status.GRADED, undone_at__isnull=True, time_spent_ms__gt=0
-    ).values_list("annotator_id", "time_spent_ms"):
+    for a, ms in (
+        Annotation.objects.live_grades()
+        .filter(study=study, time_spent_ms__gt=0)
+        .values_list("annotator_id", "time_spent_ms")
+    ):
         times[a].append(ms)
     people = []
     for a in annotator_ids:

@@ -45,9 +45,18 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
-from annotate.models import Annotation, Arm, Assignment, Dimension, Label, Response, Study
+from annotate.models import (
+    Annotation,
+    Arm,
+    Assignment,
+    Dimension,
+    Label,
+    Response,
+    Study,
+    live_grade_sql,
+)
 from calibration.bayes.select import UNDECIDED, DimensionDraws, Selector, choose_cell
-from calibration.counts import parse_cell
+from calibration.counts import count_labels, parse_cell
 from calibration.models import CellTotal, Fit
 from calibration.summaries import open_verdicts
 
@@ -97,12 +106,6 @@ class CellPick:
 # Availability (shared with annotate/grading/queue.py)
 
 
-def _live_graded(study: Study) -> QuerySet[Annotation]:
-    return Annotation.objects.filter(
-        study=study, status=Annotation.Status.GRADED, undone_at__isnull=True
-    )
-
-
 def _live_leases(study: Study, now: Any) -> QuerySet[Assignment]:
     return Assignment.objects.filter(study=study, completed_at__isnull=True, expires_at__gt=now)
 
@@ -115,7 +118,7 @@ def available_responses(*, study: Study, now: Any | None = None) -> QuerySet[Res
     population.
     """
     now = now or timezone.now()
-    graded = _live_graded(study).filter(response=OuterRef("pk"))
+    graded = Annotation.objects.live_grades().filter(study=study, response=OuterRef("pk"))
     leased = _live_leases(study, now).filter(response=OuterRef("pk"))
     return Response.objects.filter(study=study).exclude(Exists(graded)).exclude(Exists(leased))
 
@@ -226,13 +229,12 @@ def _busy_cells(study: Study, now: Any, refreshed_at: Any) -> list[CellKey]:
     annotation, assignment = Annotation._meta.db_table, Assignment._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""SELECT response_id FROM {annotation}
-                WHERE study_id = %s AND status = %s AND undone_at IS NULL
+            f"""SELECT response_id FROM {annotation} a
+                WHERE a.study_id = %s AND {live_grade_sql("a")}
                 UNION SELECT response_id FROM {assignment}
                 WHERE study_id = %s AND completed_at IS NULL AND expires_at > %s""",
             [
                 study.pk,
-                Annotation.Status.GRADED,
                 study.pk,
                 connection.ops.adapt_datetimefield_value(now),
             ],
@@ -298,7 +300,6 @@ def labels_since(
     """
     since = connection.ops.adapt_datetimefield_value(fit.started_at or fit.created_at)
     annotation, label = Annotation._meta.db_table, Label._meta.db_table
-    graded = Annotation.Status.GRADED
     dims = list(dimensions or study.dimensions.all())
     if not dims:
         return []
@@ -319,22 +320,20 @@ def labels_since(
                 FROM {label} l
                 JOIN {annotation} a ON a.id = l.annotation_id
                 JOIN {Response._meta.db_table} r ON r.id = a.response_id
-                WHERE a.study_id = %s AND a.status = %s AND a.undone_at IS NULL
+                WHERE a.study_id = %s AND {live_grade_sql("a")}
                   AND a.created_at >= %s AND l.dimension_id IN ({marks})
                   AND NOT EXISTS (
                       SELECT 1 FROM {annotation} b
                       WHERE b.study_id = %s AND b.response_id = a.response_id
-                        AND b.status = %s AND b.undone_at IS NULL AND b.created_at < %s)
+                        AND {live_grade_sql("b")} AND b.created_at < %s)
                 GROUP BY a.response_id, r.arm_id, r.region_id, r.cell, l.dimension_id
                 ORDER BY a.response_id""",
             [
                 *thresholds,
                 study.pk,
-                graded,
                 since,
                 *[d.pk for d in dims],
                 study.pk,
-                graded,
                 since,
             ],
         )
@@ -606,10 +605,6 @@ def _latest_fit(study: Study, *, trustworthy: bool) -> Fit | None:
     return found[0] if found else None
 
 
-def _graded_responses(study: Study) -> int:
-    return _live_graded(study).values("response_id").distinct().count()
-
-
 _open_cache: dict[tuple[int, int, Any], tuple[float, np.ndarray | None]] = {}
 
 
@@ -642,7 +637,7 @@ def selection_status(*, study: Study, graded: int | None = None) -> tuple[bool, 
     ``graded``: the number of graded responses, when the caller has just counted them.
     """
     if graded is None:
-        graded = _graded_responses(study)
+        graded = count_labels(study=study)
     if graded >= study.label_budget:
         return False, REASON_BUDGET
     fit = _latest_fit(study, trustworthy=True)

@@ -41,7 +41,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from annotate.models import Annotation, Study
+from annotate.models import Annotation, Study, live_grade_sql
 from calibration.bayes.posterior import FIT_SETTINGS
 from calibration.counts import StudyCounts, count_labels, study_counts
 from calibration.models import Fit
@@ -250,19 +250,18 @@ def _refit_state(*, study_id: int) -> tuple[int | None, int, int | None]:
     every grade).
     """
     fit, annotation = Fit._meta.db_table, Annotation._meta.db_table
-    graded = Annotation.Status.GRADED
     sql = f"""
         SELECT
             (SELECT id FROM {fit} WHERE study_id = %s AND status = %s LIMIT 1),
             (SELECT COUNT(*) FROM {fit} WHERE study_id = %s AND status = %s),
             last.started_at,
             (SELECT COUNT(DISTINCT a.response_id) FROM {annotation} a
-             WHERE a.study_id = %s AND a.status = %s AND a.undone_at IS NULL
+             WHERE a.study_id = %s AND {live_grade_sql("a")}
                AND a.created_at >= last.started_at
                AND NOT EXISTS (
                    SELECT 1 FROM {annotation} b
-                   WHERE b.response_id = a.response_id AND b.status = %s
-                     AND b.undone_at IS NULL AND b.created_at < last.started_at))
+                   WHERE b.response_id = a.response_id AND {live_grade_sql("b")}
+                     AND b.created_at < last.started_at))
         FROM (SELECT 1 AS one) AS here LEFT JOIN (
             SELECT started_at FROM {fit}
             WHERE study_id = %s AND started_at IS NOT NULL AND status <> %s
@@ -274,8 +273,6 @@ def _refit_state(*, study_id: int) -> tuple[int | None, int, int | None]:
         study_id,
         Fit.Status.RUNNING,
         study_id,
-        graded,
-        graded,
         study_id,
         Fit.Status.QUEUED,
     ]
@@ -570,9 +567,8 @@ def _delta(d: dict[str, Any]) -> dict[str, Any]:
 def graded_per_arm(*, study: Study) -> dict[str, int]:
     """Graded responses per arm key (live graded annotations), as ``count_labels`` counts."""
     rows = (
-        Annotation.objects.filter(
-            study=study, status=Annotation.Status.GRADED, undone_at__isnull=True
-        )
+        Annotation.objects.live_grades()
+        .filter(study=study)
         .values("response__arm__key")
         .annotate(n=Count("response_id", distinct=True))
     )

@@ -35,7 +35,8 @@ class CorrectionRefused(Exception):
 def recent_answers(*, study: Study, annotator: Any, limit: int = HISTORY_SIZE) -> list[dict]:
     """The annotator's last live grades and skips in the study, newest first."""
     rows = (
-        Annotation.objects.filter(study=study, annotator=annotator, undone_at__isnull=True)
+        Annotation.objects.live()
+        .filter(study=study, annotator=annotator)
         .select_related("response__prompt")
         .prefetch_related("labels__dimension")
         .order_by("-created_at", "-id")[:limit]
@@ -63,8 +64,10 @@ def _grade_text(label: Label) -> str:
 
 def answer_for_correction(*, study: Study, annotator: Any, annotation_id: int) -> Annotation:
     """The annotator's own live answer (``Annotation.DoesNotExist`` for anyone else's)."""
-    return Annotation.objects.select_related("response").get(
-        pk=annotation_id, study=study, annotator=annotator, undone_at__isnull=True
+    return (
+        Annotation.objects.live()
+        .select_related("response")
+        .get(pk=annotation_id, study=study, annotator=annotator)
     )
 
 

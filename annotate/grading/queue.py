@@ -68,7 +68,18 @@ from django.utils import timezone
 from accounts.services import record
 
 from .. import hooks
-from ..models import Annotation, Assignment, Label, Membership, Prompt, Region, Response, Study
+from ..models import (
+    Annotation,
+    Assignment,
+    Label,
+    Membership,
+    Prompt,
+    Region,
+    Response,
+    Study,
+    live_grade_sql,
+    live_sql,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -216,9 +227,7 @@ def can_grade(*, study: Study, user: Any) -> bool:
 
 
 def _live_graded(study_id: int) -> QuerySet[Annotation]:
-    return Annotation.objects.filter(
-        study_id=study_id, status=Annotation.Status.GRADED, undone_at__isnull=True
-    )
+    return Annotation.objects.live_grades().filter(study_id=study_id)
 
 
 def _graded_count(*, study: Study) -> int:
@@ -250,9 +259,11 @@ def _unavailable_count(*, study: Study, annotator: Any, now: datetime, pick: _Pi
     """
     cell = _cell_filter(pick, "response__")
     graded = _live_graded(study.pk).filter(**cell).values("response_id")
-    mine = Annotation.objects.filter(
-        study_id=study.pk, annotator=annotator, undone_at__isnull=True, **cell
-    ).values("response_id")
+    mine = (
+        Annotation.objects.live()
+        .filter(study_id=study.pk, annotator=annotator, **cell)
+        .values("response_id")
+    )
     leased = _open_leases(study.pk, now).filter(**cell).values("response_id")
     return graded.union(mine, leased).count()
 
@@ -341,18 +352,8 @@ def _available_qs(
 ) -> QuerySet[Response]:
     """Exactly the available responses (anti-joins): the slow, always-correct path."""
     return Response.objects.filter(study_id=study.pk, **_cell_filter(pick)).filter(
-        ~Exists(
-            Annotation.objects.filter(
-                response=OuterRef("pk"),
-                status=Annotation.Status.GRADED,
-                undone_at__isnull=True,
-            )
-        ),
-        ~Exists(
-            Annotation.objects.filter(
-                response=OuterRef("pk"), annotator=annotator, undone_at__isnull=True
-            )
-        ),
+        ~Exists(Annotation.objects.live_grades().filter(response=OuterRef("pk"))),
+        ~Exists(Annotation.objects.live().filter(response=OuterRef("pk"), annotator=annotator)),
         ~Exists(
             Assignment.objects.filter(
                 response=OuterRef("pk"), completed_at__isnull=True, expires_at__gt=now
@@ -391,12 +392,13 @@ def _is_available(response_id: int, *, annotator: Any, now: datetime) -> bool:
 
     Available: no live grade by anyone, no live grade or skip by this annotator, no
     unexpired open lease. (Plain SQL: this runs on every pick and the ORM's compilation
-    of the same query costs more CPU than PostgreSQL's execution of it.)
+    of the same query costs more CPU than PostgreSQL's execution of it.) The first test is
+    ``live_grade_sql`` or a live answer of mine, folded into one probe of the response.
     """
     rows = _sql(
         f"""SELECT 1 WHERE NOT EXISTS (
                 SELECT 1 FROM {_T.annotation} a
-                WHERE a.response_id = %s AND a.undone_at IS NULL
+                WHERE a.response_id = %s AND {live_sql("a")}
                   AND (a.status = %s OR a.annotator_id = %s))
             AND NOT EXISTS (
                 SELECT 1 FROM {_T.assignment} s
@@ -465,8 +467,8 @@ def _draw_overlap(
         .filter(n=1)
         .exclude(
             Exists(
-                Annotation.objects.filter(
-                    response=OuterRef("response_id"), annotator=annotator, undone_at__isnull=True
+                Annotation.objects.live().filter(
+                    response=OuterRef("response_id"), annotator=annotator
                 )
             )
         )
@@ -497,9 +499,7 @@ def _draw_overlap(
 def _labelled_elsewhere(response_id: int, *, annotator: Any, now: datetime) -> bool:
     """Graded live by anyone, or leased (unexpired, open) to another annotator."""
     return (
-        Annotation.objects.filter(
-            response_id=response_id, status=Annotation.Status.GRADED, undone_at__isnull=True
-        ).exists()
+        Annotation.objects.live_grades().filter(response_id=response_id).exists()
         or Assignment.objects.filter(
             response_id=response_id, completed_at__isnull=True, expires_at__gt=now
         )
@@ -543,7 +543,7 @@ def _draw_audit(
 
 
 def _is_overlap_candidate(response_id: int, *, annotator: Any, now: datetime) -> bool:
-    live = Annotation.objects.filter(response_id=response_id, undone_at__isnull=True)
+    live = Annotation.objects.live().filter(response_id=response_id)
     graded = [a for a in live if a.status == Annotation.Status.GRADED]
     mine = [a for a in live if a.annotator_id == annotator.pk]
     leased = Assignment.objects.filter(
@@ -563,7 +563,7 @@ def _study_state(*, study_id: int, annotator: Any, now: datetime) -> Study:
             EXISTS (SELECT 1 FROM {_T.membership} m
                     WHERE m.study_id = st.id AND m.user_id = %s AND m.role = %s) AS is_grader,
             (SELECT COUNT(DISTINCT a.response_id) FROM {_T.annotation} a
-             WHERE a.study_id = st.id AND a.status = %s AND a.undone_at IS NULL) AS graded,
+             WHERE a.study_id = st.id AND {live_grade_sql("a")}) AS graded,
             (SELECT COUNT(*) FROM {_T.assignment} s
              WHERE s.study_id = st.id AND s.completed_at IS NULL AND s.expires_at > %s
                AND s.policy <> %s AND s.annotator_id <> %s) AS reserved
@@ -571,7 +571,6 @@ def _study_state(*, study_id: int, annotator: Any, now: datetime) -> Study:
     params = [
         annotator.pk,
         Membership.Role.ANNOTATOR,
-        Annotation.Status.GRADED,
         _db_time(now),
         Assignment.Policy.OVERLAP,
         annotator.pk,
@@ -833,9 +832,11 @@ def _get_assignment(*, assignment_id: int, annotator: Any) -> Assignment:
 def _check_answerable(*, assignment: Assignment, annotator: Any) -> None:
     if assignment.completed_at is not None:
         raise AssignmentDone("this item was already answered; ask for the next one")
-    if Annotation.objects.filter(
-        response_id=assignment.response_id, annotator=annotator, undone_at__isnull=True
-    ).exists():
+    if (
+        Annotation.objects.live()
+        .filter(response_id=assignment.response_id, annotator=annotator)
+        .exists()
+    ):
         raise AssignmentDone("you already answered this response")
 
 
@@ -1057,7 +1058,7 @@ def annotator_progress(*, study: Study, annotator: Any) -> dict[str, int]:
     annotators), ``budget_left``, ``left_in_study`` (responses nobody has graded and this
     annotator has not skipped; open leases are not subtracted).
     """
-    mine = Annotation.objects.filter(study=study, annotator=annotator, undone_at__isnull=True)
+    mine = Annotation.objects.live().filter(study=study, annotator=annotator)
     today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     counts = mine.aggregate(
         graded_total=Count("id", filter=Q(status=Annotation.Status.GRADED)),

@@ -353,12 +353,15 @@ def answered_half(annotation: Annotation) -> Assignment | None:
 def _answer_of(half: Assignment) -> Annotation | None:
     if half.completed_at is None:
         return None
-    return Annotation.objects.filter(
-        annotator_id=half.annotator_id,
-        response_id=half.response_id,
-        created_at=half.completed_at,
-        undone_at__isnull=True,
-    ).first()
+    return (
+        Annotation.objects.live()
+        .filter(
+            annotator_id=half.annotator_id,
+            response_id=half.response_id,
+            created_at=half.completed_at,
+        )
+        .first()
+    )
 
 
 def undo_pair(
@@ -416,6 +419,7 @@ def previous_values(pair: Pair) -> dict[int, Annotation]:
     """The undone annotations a re-leased pair came back from, by side (to preselect)."""
     out: dict[int, Annotation] = {}
     for side, half in zip(SIDES, pair.halves, strict=True):
+        # Deliberately the undone ones: the opposite of Annotation.objects.live().
         found = (
             Annotation.objects.filter(
                 annotator_id=half.annotator_id,
@@ -463,7 +467,8 @@ def pair_sides(*, study: Study) -> list[dict[str, Any]]:
     index = {(r, a, t): (k, s) for k, s, r, a, t in halves}
     rows = []
     answers = (
-        Annotation.objects.filter(study=study, undone_at__isnull=True)
+        Annotation.objects.live()
+        .filter(study=study)
         .select_related("response__arm")
         .order_by("created_at", "pk")
     )

@@ -108,9 +108,8 @@ def _undoable(study: Study, user: Any) -> Annotation | None:
     """The annotator's most recent live annotation in the study, while undo is allowed."""
     since = timezone.now() - timedelta(seconds=UNDO_WINDOW_SECONDS)
     return (
-        Annotation.objects.filter(
-            study=study, annotator=user, undone_at__isnull=True, created_at__gte=since
-        )
+        Annotation.objects.live()
+        .filter(study=study, annotator=user, created_at__gte=since)
         .order_by("-created_at", "-pk")
         .only("pk", "status", "created_at")
         .first()

@@ -81,7 +81,8 @@ def label_rows(*, study: Study, chunk_size: int = 2000) -> Iterator[dict[str, An
     """One dict per live label, oldest annotation first, keys as in ``LABEL_COLUMNS``."""
     dimensions = {d.pk: d for d in study.dimensions.all()}
     rows = (
-        Label.objects.filter(annotation__study=study, annotation__undone_at__isnull=True)
+        Label.objects.of_live()
+        .filter(annotation__study=study)
         .order_by("annotation__created_at", "annotation_id", "dimension__position", "dimension_id")
         .values_list(
             "annotation__response__prompt__external_id",
