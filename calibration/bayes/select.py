@@ -103,6 +103,8 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from calibration.bayes.decision import sequential_sides
+
 __all__ = [
     "ESS_REFIT_FRACTION",
     "SELECTION_DRAWS",
@@ -269,8 +271,9 @@ def verdicts(
 
     **go** when ``P(Δ > −δ) ≥ confidence``, **no-go** when ``P(Δ < −δ) ≥ confidence``,
     else **undecided**. With ``required_z`` (the boundary ``b_n`` of the sequential rule,
-    :func:`calibration.bayes.decision.required_z`) the rule the verdicts follow instead:
-    go when ``z = (E_u[Δ] + δ) / sd_u(Δ) ≥ b_n``, no-go when ``z ≤ −b_n``.
+    :func:`calibration.bayes.decision.required_z`) the rule the verdicts follow instead,
+    :func:`calibration.bayes.decision.sequential_sides` on the weighted
+    ``z = (E_u[Δ] + δ) / sd_u(Δ)``: go when ``z ≥ b_n``, no-go when ``z ≤ −b_n``.
 
     Parameters
     ----------
@@ -291,8 +294,9 @@ def verdicts(
         sd = np.sqrt(np.clip(u @ (d - mean) ** 2, 0.0, None))
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(sd > 0, (mean + margin) / sd, np.sign(mean + margin) * np.inf)
-        out[z >= required_z] = GO
-        out[z <= -required_z] = NO_GO
+        go, nogo = sequential_sides(z, required_z)
+        out[go] = GO
+        out[nogo] = NO_GO
         return out
     p_ok = u @ (d > -margin)
     p_bad = u @ (d < -margin)
