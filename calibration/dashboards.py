@@ -58,7 +58,7 @@ from numpy.typing import ArrayLike
 
 from annotate.models import Annotation, Arm, Assignment, Dimension, Label, Study
 from calibration import agreement
-from calibration.bayes.decision import required_z, required_z_at, sequential_sides
+from calibration.bayes.decision import delta_draws, required_z, required_z_at, sequential_sides
 from calibration.models import Fit
 from calibration.summaries import is_settled
 
@@ -785,9 +785,7 @@ def pair_data(study: Study, fit: Fit, cand: str) -> dict[str, Any] | None:
         df = draws[key]
         c, i = df.arms.index(cand), df.arms.index(inc_key)
         w = np.array([shares[r] for r in df.regions], dtype=np.float64)
-        w = w / w.sum()
-        theta = np.asarray(df.theta, dtype=np.float64)
-        delta = (theta[:, c, :] - theta[:, i, :]) @ w
+        delta = delta_draws(df.theta, w, c, i)
         h = history.get(key, {"n": [], "mean": [], "lower": [], "upper": []})
         hist_sd = (np.array(h["upper"]) - np.array(h["lower"])) / 3.92
         forecast = None

@@ -79,6 +79,7 @@ from calibration.bayes.data import (
 from calibration.bayes.decision import (
     Design,
     audited_verdict,
+    delta_draws,
     information_fraction,
     replan_cell,
     required_z,
@@ -582,14 +583,13 @@ def _summaries(
     out = []
     for d, name in enumerate(pop.dimensions):
         theta = np.asarray(fits[name].theta, dtype=np.float64)
-        level = theta @ pop.traffic  # (S, M)
         for c in range(1, len(pop.arms)):
             # Every fit is a look: the sequential rule at this candidate's own information
             # fraction, as the app's summary (decision.summarise with arm_labels).
             fraction = information_fraction(int(arm_labels[0]), int(arm_labels[c]), budget)
             key = (pop.arms[c], name)
             s = summarise_delta(
-                level[:, c] - level[:, 0],
+                delta_draws(theta, pop.traffic, c),
                 margin=pop.margins[d],
                 confidence=confidence,
                 fraction=fraction,

@@ -103,6 +103,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from calibration.bayes.decision import delta_draws as arm_delta_draws
 from calibration.bayes.decision import sequential_sides
 
 __all__ = [
@@ -239,6 +240,9 @@ def effective_sample_size(log_weights: ArrayLike) -> float:
 def delta_draws(theta: ArrayLike, traffic: ArrayLike) -> NDArray[np.float64]:
     """``Δ_{s,c} = Σ_r w_r θ_s[c, r] − Σ_r w_r θ_s[0, r]`` for candidates ``c = 1..M-1``.
 
+    Every candidate's :func:`calibration.bayes.decision.delta_draws` (the summary's ``Δ``,
+    to the last bit), one column each.
+
     Parameters
     ----------
     theta
@@ -252,11 +256,12 @@ def delta_draws(theta: ArrayLike, traffic: ArrayLike) -> NDArray[np.float64]:
         ``(S, M - 1)``; column ``c - 1`` is candidate ``c``.
     """
     th = np.asarray(theta, dtype=np.float64)
-    w = np.asarray(traffic, dtype=np.float64)
-    if w.shape != th.shape[2:]:
-        raise ValueError(f"traffic must have shape ({th.shape[2]},)")
-    level = th @ (w / w.sum())  # (S, M)
-    return np.asarray(level[:, 1:] - level[:, :1], dtype=np.float64)
+    if th.ndim != 3:
+        raise ValueError("theta must be (draws, arms, regions)")
+    columns = [arm_delta_draws(th, traffic, c) for c in range(1, th.shape[1])]
+    if not columns:
+        return np.empty((th.shape[0], 0))
+    return np.stack(columns, axis=1)
 
 
 def verdicts(

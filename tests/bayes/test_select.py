@@ -436,3 +436,15 @@ def test_the_selectors_settled_verdicts_are_the_summarys_sequential_verdicts():
             assert got.tolist() == [w.verdict for w in want]
             seen.update(got.tolist())
     assert seen == {"go", "no-go", "undecided"}
+
+
+def test_the_selectors_delta_is_the_summarys_delta_to_the_last_bit():
+    from calibration.bayes import decision
+
+    rng = np.random.default_rng(5)
+    theta = rng.beta(20, 8, size=(500, 4, 5))
+    traffic = rng.dirichlet(np.ones(5)) * 3  # not normalised: both normalise the same way
+    got = delta_draws(theta, traffic)
+    want = np.stack([decision.delta_draws(theta, traffic, c) for c in (1, 2, 3)], axis=1)
+    np.testing.assert_array_equal(got, want)
+    assert delta_draws(theta[:, :1], traffic).shape == (500, 0)

@@ -518,3 +518,17 @@ def test_the_forecast_settles_a_simulated_look_as_the_verdicts_would(monkeypatch
         assert reach == pytest.approx(np.mean([v.verdict != "undecided" for v in verdicts]))
         shown.update(v.verdict for v in verdicts)
     assert shown == {"go", "no-go", "undecided"}
+
+
+def test_pair_data_delta_draws_are_the_summarys_delta_to_the_last_bit(study, fitted):
+    from calibration.bayes.decision import delta_draws
+
+    data = dashboards.pair_data(study, fitted, "cand1")
+    draws = services.load_draws(fitted)
+    shares = {g["key"]: g["traffic_share"] for g in fitted.summary["regions"]}
+    for dim in data["dimensions"]:
+        df = draws[dim["key"]]
+        w = [shares[r] for r in df.regions]
+        inc = df.arms.index(fitted.summary["incumbent"]["arm"])
+        want = delta_draws(df.theta, w, df.arms.index("cand1"), inc)
+        np.testing.assert_array_equal(dim["delta_draws"], want)
