@@ -82,8 +82,7 @@ from calibration.bayes.decision import (
     delta_draws,
     information_fraction,
     replan_cell,
-    required_z,
-    strictest_open_boundary,
+    selector_boundary,
     summarise_delta,
 )
 from calibration.bayes.select import DimensionDraws, Selector, choose_cell
@@ -631,8 +630,7 @@ def _summaries(
 def _selector_boundary(record: BatchRecord, labels: int, budget: int, confidence: float) -> float:
     """The selector's boundary after a fit, as the app sets it (``selection.selector_for``):
     the strictest over the verdicts left open, else the study-wide ``n/N`` one."""
-    bound = strictest_open_boundary(record.deltas)
-    return bound if bound is not None else required_z(labels, budget, confidence)
+    return selector_boundary(record.deltas, labels=labels, budget=budget, confidence=confidence)
 
 
 def run_loop(

@@ -162,6 +162,7 @@ __all__ = [
     "required_probability_at",
     "required_z",
     "required_z_at",
+    "selector_boundary",
     "sequential_sides",
     "sequential_verdict",
     "standardised_distance",
@@ -535,6 +536,19 @@ def strictest_open_boundary(cells: Iterable[Mapping[str, Any]]) -> float | None:
     if any(v is None for v in values):
         return float("inf")
     return max(float(v) for v in values if v is not None)
+
+
+def selector_boundary(
+    cells: Iterable[Mapping[str, Any]], *, labels: int, budget: int, confidence: float
+) -> float:
+    """The one boundary the selector settles verdicts by after a fit.
+
+    The strictest over the verdicts left open (:func:`strictest_open_boundary`), else the
+    study-wide ``n/N`` one (:func:`required_z` at ``labels`` graded responses). Used by
+    :func:`calibration.selection.selector_for` (the app) and the replay's loop.
+    """
+    bound = strictest_open_boundary(cells)
+    return bound if bound is not None else required_z(labels, budget, confidence)
 
 
 def summarise_delta(

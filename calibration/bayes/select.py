@@ -105,6 +105,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from calibration.bayes.decision import delta_draws as arm_delta_draws
 from calibration.bayes.decision import sequential_sides
+from calibration.bayes.decision import verdict as one_look_verdict
 
 __all__ = [
     "ESS_REFIT_FRACTION",
@@ -275,7 +276,8 @@ def verdicts(
     """Verdict per candidate from (weighted) draws of ``Δ``.
 
     **go** when ``P(Δ > −δ) ≥ confidence``, **no-go** when ``P(Δ < −δ) ≥ confidence``,
-    else **undecided**. With ``required_z`` (the boundary ``b_n`` of the sequential rule,
+    else **undecided** (:func:`calibration.bayes.decision.verdict` on the weighted
+    probabilities). With ``required_z`` (the boundary ``b_n`` of the sequential rule,
     :func:`calibration.bayes.decision.required_z`) the rule the verdicts follow instead,
     :func:`calibration.bayes.decision.sequential_sides` on the weighted
     ``z = (E_u[Δ] + δ) / sd_u(Δ)``: go when ``z ≥ b_n``, no-go when ``z ≤ −b_n``.
@@ -305,8 +307,9 @@ def verdicts(
         return out
     p_ok = u @ (d > -margin)
     p_bad = u @ (d < -margin)
-    out[p_ok >= confidence] = GO
-    out[p_bad >= confidence] = NO_GO
+    out[:] = [
+        one_look_verdict(float(a), float(b), confidence) for a, b in zip(p_ok, p_bad, strict=True)
+    ]
     return out
 
 

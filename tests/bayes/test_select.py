@@ -448,3 +448,18 @@ def test_the_selectors_delta_is_the_summarys_delta_to_the_last_bit():
     want = np.stack([decision.delta_draws(theta, traffic, c) for c in (1, 2, 3)], axis=1)
     np.testing.assert_array_equal(got, want)
     assert delta_draws(theta[:, :1], traffic).shape == (500, 0)
+
+
+def test_the_selectors_one_look_verdicts_are_the_summarys():
+    from calibration.bayes.decision import summarise_delta
+
+    rng = np.random.default_rng(12)
+    delta = rng.normal(np.linspace(-0.08, 0.06, 6), 0.02, size=(4000, 6))
+    for confidence in (0.9, 0.95, 0.99):
+        got = verdicts(delta, margin=0.02, confidence=confidence)
+        want = [
+            summarise_delta(delta[:, k], margin=0.02, confidence=confidence).verdict
+            for k in range(6)
+        ]
+        assert got.tolist() == want
+    assert set(got.tolist()) == {"go", "no-go", "undecided"}
