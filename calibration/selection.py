@@ -47,6 +47,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from annotate.models import Annotation, Arm, Assignment, Dimension, Label, Response, Study
+from calibration.bayes.decision import selector_boundary
 from calibration.bayes.select import UNDECIDED, DimensionDraws, Selector, choose_cell
 from calibration.counts import parse_cell
 from calibration.models import CellTotal, Fit
@@ -487,9 +488,6 @@ def selector_for(*, study: Study, fit: Fit) -> _Context | None:
         base = hit[1].selector
         delta = labels_key - hit[0]
         new = [(a, g, c, dict(ys)) for (a, g, c, ys), n in delta.items() for _ in range(n)]
-    # Lazy: calibration.bayes.decision imports the fit module, hence PyMC (seconds).
-    from calibration.bayes.decision import selector_boundary
-
     selector = Selector(
         dimensions=static.draws,
         traffic=static.traffic,
