@@ -31,8 +31,8 @@ For an undecided cell with posterior draws ``Δ_s`` (mean ``μ₀``, variance ``
 3. *Preposterior simulation*: for each draw ``s`` take ``Δ_s`` as the truth, simulate what
    ``k`` labels would say, ``e ~ N(Δ_s, 1/(λk))``, and update:
    ``μ_k = v_k (μ₀/v₀ + λk·e)``. The verdict is reached by the rule the verdicts follow
-   (:func:`calibration.bayes.decision.required_z`): ``z_k = (μ_k + δ)/√v_k ≥ b`` (go) or
-   ``≤ −b`` (no-go), where ``b`` is the sequential boundary at ``n + k`` labels of the
+   (:func:`calibration.bayes.decision.sequential_sides`): ``z_k = (μ_k + δ)/√v_k ≥ b`` (go)
+   or ``≤ −b`` (no-go), where ``b`` is the sequential boundary at ``n + k`` labels of the
    budget (without a budget, the one-look ``b = Φ⁻¹(γ)``).
 
 We report the smallest ``k`` (on a geometric grid) at which at least half of the
@@ -58,7 +58,7 @@ from numpy.typing import ArrayLike
 
 from annotate.models import Annotation, Arm, Assignment, Dimension, Label, Study
 from calibration import agreement
-from calibration.bayes.decision import required_z, required_z_at
+from calibration.bayes.decision import delta_draws, required_z, required_z_at, sequential_sides
 from calibration.models import Fit
 from calibration.summaries import is_settled
 
@@ -638,8 +638,7 @@ def forecast_labels(
             bound = required_z_at(grown, confidence)
         else:
             bound = required_z(int(n_labels) + int(k), budget, confidence)
-        go_ = z_k >= bound
-        nogo = z_k <= -bound
+        go_, nogo = sequential_sides(z_k, bound)
         reached = go_ | nogo
         reach.append(float(reached.mean()))
         lean.append(float(go_.sum() / reached.sum()) if reached.any() else None)
@@ -779,9 +778,7 @@ def pair_data(study: Study, fit: Fit, cand: str) -> dict[str, Any] | None:
         df = draws[key]
         c, i = df.arms.index(cand), df.arms.index(inc_key)
         w = np.array([shares[r] for r in df.regions], dtype=np.float64)
-        w = w / w.sum()
-        theta = np.asarray(df.theta, dtype=np.float64)
-        delta = (theta[:, c, :] - theta[:, i, :]) @ w
+        delta = delta_draws(df.theta, w, c, i)
         h = history.get(key, {"n": [], "mean": [], "lower": [], "upper": []})
         hist_sd = (np.array(h["upper"]) - np.array(h["lower"])) / 3.92
         forecast = None

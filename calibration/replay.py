@@ -79,10 +79,10 @@ from calibration.bayes.data import (
 from calibration.bayes.decision import (
     Design,
     audited_verdict,
+    delta_draws,
     information_fraction,
     replan_cell,
-    required_z,
-    strictest_open_boundary,
+    selector_boundary,
     summarise_delta,
 )
 from calibration.bayes.select import DimensionDraws, Selector, choose_cell
@@ -582,14 +582,13 @@ def _summaries(
     out = []
     for d, name in enumerate(pop.dimensions):
         theta = np.asarray(fits[name].theta, dtype=np.float64)
-        level = theta @ pop.traffic  # (S, M)
         for c in range(1, len(pop.arms)):
             # Every fit is a look: the sequential rule at this candidate's own information
             # fraction, as the app's summary (decision.summarise with arm_labels).
             fraction = information_fraction(int(arm_labels[0]), int(arm_labels[c]), budget)
             key = (pop.arms[c], name)
             s = summarise_delta(
-                level[:, c] - level[:, 0],
+                delta_draws(theta, pop.traffic, c),
                 margin=pop.margins[d],
                 confidence=confidence,
                 fraction=fraction,
@@ -631,8 +630,7 @@ def _summaries(
 def _selector_boundary(record: BatchRecord, labels: int, budget: int, confidence: float) -> float:
     """The selector's boundary after a fit, as the app sets it (``selection.selector_for``):
     the strictest over the verdicts left open, else the study-wide ``n/N`` one."""
-    bound = strictest_open_boundary(record.deltas)
-    return bound if bound is not None else required_z(labels, budget, confidence)
+    return selector_boundary(record.deltas, labels=labels, budget=budget, confidence=confidence)
 
 
 def run_loop(

@@ -37,6 +37,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,7 @@ from annotate.models import (
     Study,
     live_grade_sql,
 )
+from calibration.bayes.decision import selector_boundary
 from calibration.bayes.select import UNDECIDED, DimensionDraws, Selector, choose_cell
 from calibration.counts import count_labels, parse_cell
 from calibration.models import CellTotal, Fit
@@ -349,12 +351,9 @@ def labels_since(
     return out
 
 
-def _strictest_boundary(summary: dict[str, Any] | None) -> float | None:
-    """The strictest boundary over the summary's open verdicts (None if none is open)."""
-    from calibration.bayes.decision import strictest_open_boundary
-
-    cells = (d for c in (summary or {}).get("candidates", []) for d in c.get("dimensions", []))
-    return strictest_open_boundary(cells)
+def _verdict_cells(summary: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
+    """The summary's (candidate, dimension) rows, each with its verdict and boundary."""
+    return (d for c in (summary or {}).get("candidates", []) for d in c.get("dimensions", []))
 
 
 @dataclass(frozen=True)
@@ -488,10 +487,6 @@ def selector_for(*, study: Study, fit: Fit) -> _Context | None:
         base = hit[1].selector
         delta = labels_key - hit[0]
         new = [(a, g, c, dict(ys)) for (a, g, c, ys), n in delta.items() for _ in range(n)]
-    # Lazy: calibration.bayes.decision imports the fit module, hence PyMC (seconds).
-    from calibration.bayes.decision import required_z
-
-    bound = _strictest_boundary(fit.summary)
     selector = Selector(
         dimensions=static.draws,
         traffic=static.traffic,
@@ -502,9 +497,12 @@ def selector_for(*, study: Study, fit: Fit) -> _Context | None:
         # the selector takes one, so it gets the strictest the summary holds: a verdict the
         # dashboard shows open must never look settled to the selector and stop attracting
         # grades (the study-wide n/N is laxer than a candidate's own fraction).
-        required_z=bound
-        if bound is not None
-        else required_z(fit.n_labels + labels_key.total(), study.label_budget, study.confidence),
+        required_z=selector_boundary(
+            _verdict_cells(fit.summary),
+            labels=fit.n_labels + labels_key.total(),
+            budget=study.label_budget,
+            confidence=study.confidence,
+        ),
         log_weights=list(base.log_weights) if base is not None else [],
         n_observed=base.n_observed if base is not None else 0,
     )

@@ -162,6 +162,8 @@ __all__ = [
     "required_probability_at",
     "required_z",
     "required_z_at",
+    "selector_boundary",
+    "sequential_sides",
     "sequential_verdict",
     "standardised_distance",
     "strictest_open_boundary",
@@ -287,11 +289,11 @@ def information_fraction(n_incumbent: int, n_candidate: int, budget: int) -> flo
 
 
 def required_z_at(fraction: float, confidence: float) -> float:
-    """Boundary ``b = z_{1-(1-γ)/2} / √t`` at information fraction ``t`` (``inf`` at 0)."""
-    c = _critical(confidence)
-    if fraction <= 0:
-        return float("inf")
-    return c / sqrt(min(fraction, 1.0))
+    """Boundary ``b = z_{1-(1-γ)/2} / √t`` at information fraction ``t`` (``inf`` at 0).
+
+    The original plan's boundary: :meth:`Design.required_z` of ``Design.initial(γ)``.
+    """
+    return Design.initial(confidence).required_z(fraction)
 
 
 def required_probability_at(fraction: float, confidence: float) -> float:
@@ -463,14 +465,32 @@ def standardised_distance(draws: ArrayLike, *, margin: float) -> float:
     return float("inf") if num > 0 else (float("-inf") if num < 0 else 0.0)
 
 
+def sequential_sides(
+    z: ArrayLike, required: float, required_nogo: float | None = None
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """The sequential rule on an array of ``z``: the (go, no-go) masks.
+
+    Go where ``z ≥ b``, no-go where ``z ≤ −b`` and not go (module docstring); a NaN ``z``
+    is neither. ``required_nogo``: the no-go side's own boundary after a re-plan (default
+    ``b``). :func:`sequential_verdict` is the same rule for one ``z``; the selector's open
+    verdicts (:func:`calibration.bayes.select.verdicts`) and the dashboard's forecast
+    (:func:`calibration.dashboards.forecast_labels`) apply it to many.
+    """
+    zz = np.asarray(z, dtype=np.float64)
+    go = zz >= required
+    nogo = ~go & (zz <= -(required if required_nogo is None else required_nogo))
+    return go, nogo
+
+
 def sequential_verdict(z: float, required: float, required_nogo: float | None = None) -> Verdict:
     """The sequential rule: go when ``z ≥ b``, no-go when ``z ≤ −b`` (module docstring).
 
     ``required_nogo``: the no-go side's own boundary after a re-plan (default ``b``).
     """
-    if z >= required:
+    go, nogo = sequential_sides(z, required, required_nogo)
+    if go:
         return "go"
-    if z <= -(required if required_nogo is None else required_nogo):
+    if nogo:
         return "no-go"
     return "undecided"
 
@@ -516,6 +536,19 @@ def strictest_open_boundary(cells: Iterable[Mapping[str, Any]]) -> float | None:
     if any(v is None for v in values):
         return float("inf")
     return max(float(v) for v in values if v is not None)
+
+
+def selector_boundary(
+    cells: Iterable[Mapping[str, Any]], *, labels: int, budget: int, confidence: float
+) -> float:
+    """The one boundary the selector settles verdicts by after a fit.
+
+    The strictest over the verdicts left open (:func:`strictest_open_boundary`), else the
+    study-wide ``n/N`` one (:func:`required_z` at ``labels`` graded responses). Used by
+    :func:`calibration.selection.selector_for` (the app) and the replay's loop.
+    """
+    bound = strictest_open_boundary(cells)
+    return bound if bound is not None else required_z(labels, budget, confidence)
 
 
 def summarise_delta(

@@ -103,6 +103,10 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from calibration.bayes.decision import delta_draws as arm_delta_draws
+from calibration.bayes.decision import sequential_sides
+from calibration.bayes.decision import verdict as one_look_verdict
+
 __all__ = [
     "ESS_REFIT_FRACTION",
     "SELECTION_DRAWS",
@@ -237,6 +241,9 @@ def effective_sample_size(log_weights: ArrayLike) -> float:
 def delta_draws(theta: ArrayLike, traffic: ArrayLike) -> NDArray[np.float64]:
     """``Δ_{s,c} = Σ_r w_r θ_s[c, r] − Σ_r w_r θ_s[0, r]`` for candidates ``c = 1..M-1``.
 
+    Every candidate's :func:`calibration.bayes.decision.delta_draws` (the summary's ``Δ``,
+    to the last bit), one column each.
+
     Parameters
     ----------
     theta
@@ -250,11 +257,12 @@ def delta_draws(theta: ArrayLike, traffic: ArrayLike) -> NDArray[np.float64]:
         ``(S, M - 1)``; column ``c - 1`` is candidate ``c``.
     """
     th = np.asarray(theta, dtype=np.float64)
-    w = np.asarray(traffic, dtype=np.float64)
-    if w.shape != th.shape[2:]:
-        raise ValueError(f"traffic must have shape ({th.shape[2]},)")
-    level = th @ (w / w.sum())  # (S, M)
-    return np.asarray(level[:, 1:] - level[:, :1], dtype=np.float64)
+    if th.ndim != 3:
+        raise ValueError("theta must be (draws, arms, regions)")
+    columns = [arm_delta_draws(th, traffic, c) for c in range(1, th.shape[1])]
+    if not columns:
+        return np.empty((th.shape[0], 0))
+    return np.stack(columns, axis=1)
 
 
 def verdicts(
@@ -268,9 +276,11 @@ def verdicts(
     """Verdict per candidate from (weighted) draws of ``Δ``.
 
     **go** when ``P(Δ > −δ) ≥ confidence``, **no-go** when ``P(Δ < −δ) ≥ confidence``,
-    else **undecided**. With ``required_z`` (the boundary ``b_n`` of the sequential rule,
-    :func:`calibration.bayes.decision.required_z`) the rule the verdicts follow instead:
-    go when ``z = (E_u[Δ] + δ) / sd_u(Δ) ≥ b_n``, no-go when ``z ≤ −b_n``.
+    else **undecided** (:func:`calibration.bayes.decision.verdict` on the weighted
+    probabilities). With ``required_z`` (the boundary ``b_n`` of the sequential rule,
+    :func:`calibration.bayes.decision.required_z`) the rule the verdicts follow instead,
+    :func:`calibration.bayes.decision.sequential_sides` on the weighted
+    ``z = (E_u[Δ] + δ) / sd_u(Δ)``: go when ``z ≥ b_n``, no-go when ``z ≤ −b_n``.
 
     Parameters
     ----------
@@ -291,13 +301,15 @@ def verdicts(
         sd = np.sqrt(np.clip(u @ (d - mean) ** 2, 0.0, None))
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(sd > 0, (mean + margin) / sd, np.sign(mean + margin) * np.inf)
-        out[z >= required_z] = GO
-        out[z <= -required_z] = NO_GO
+        go, nogo = sequential_sides(z, required_z)
+        out[go] = GO
+        out[nogo] = NO_GO
         return out
     p_ok = u @ (d > -margin)
     p_bad = u @ (d < -margin)
-    out[p_ok >= confidence] = GO
-    out[p_bad >= confidence] = NO_GO
+    out[:] = [
+        one_look_verdict(float(a), float(b), confidence) for a, b in zip(p_ok, p_bad, strict=True)
+    ]
     return out
 
 

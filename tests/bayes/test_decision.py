@@ -167,3 +167,15 @@ def test_the_strictest_open_boundary_ignores_settled_verdicts_and_counts_both_si
     assert strictest_open_boundary(cells[:1]) is None
     # Rows from before per-candidate boundaries (no fraction) say nothing.
     assert strictest_open_boundary([{"verdict": "undecided", "required_z": 2.0}]) is None
+
+
+def test_the_selectors_boundary_is_the_strictest_open_one_else_the_study_wide_one():
+    from calibration.bayes.decision import required_z, required_z_at, selector_boundary
+
+    open_ = {"verdict": "undecided", "fraction": 0.2, "required_z": required_z_at(0.2, 0.95)}
+    laxer = {"verdict": "undecided", "fraction": 0.5, "required_z": required_z_at(0.5, 0.95)}
+    settled = {"verdict": "go", "fraction": 0.1, "required_z": required_z_at(0.1, 0.95)}
+    kw = {"labels": 150, "budget": 300, "confidence": 0.95}
+    assert selector_boundary([open_, laxer, settled], **kw) == required_z_at(0.2, 0.95)
+    assert selector_boundary([settled], **kw) == required_z(150, 300, 0.95)
+    assert selector_boundary([{**open_, "required_z": None}], **kw) == float("inf")

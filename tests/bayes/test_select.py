@@ -411,3 +411,55 @@ def test_selection_and_replay_import_without_django():
     env["PYTHONPATH"] = str(root)
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, timeout=300)
     assert proc.returncode == 0
+
+
+def test_the_selectors_settled_verdicts_are_the_summarys_sequential_verdicts():
+    """One rule: what the selector holds open is what ``summarise_delta`` shows undecided."""
+    from calibration.bayes.decision import required_z_at, summarise_delta
+
+    rng = np.random.default_rng(11)
+    s, c = 4000, 6
+    # Candidates from far below to far above the margin, so that every fraction below
+    # settles some and leaves others open.
+    delta = rng.normal(np.linspace(-0.08, 0.06, c), 0.02, size=(s, c))
+    seen = set()
+    for confidence in (0.9, 0.95, 0.99):
+        for t in (0.05, 0.1, 0.25, 0.5, 0.9, 1.0, 1.5):
+            b = required_z_at(t, confidence)
+            got = verdicts(delta, margin=0.02, confidence=confidence, required_z=b)
+            want = [
+                summarise_delta(delta[:, k], margin=0.02, confidence=confidence, fraction=t)
+                for k in range(c)
+            ]
+            # Clear of the boundary, so that the two z's rounding cannot decide.
+            assert all(abs(abs(w.z) - b) > 1e-6 for w in want)
+            assert got.tolist() == [w.verdict for w in want]
+            seen.update(got.tolist())
+    assert seen == {"go", "no-go", "undecided"}
+
+
+def test_the_selectors_delta_is_the_summarys_delta_to_the_last_bit():
+    from calibration.bayes import decision
+
+    rng = np.random.default_rng(5)
+    theta = rng.beta(20, 8, size=(500, 4, 5))
+    traffic = rng.dirichlet(np.ones(5)) * 3  # not normalised: both normalise the same way
+    got = delta_draws(theta, traffic)
+    want = np.stack([decision.delta_draws(theta, traffic, c) for c in (1, 2, 3)], axis=1)
+    np.testing.assert_array_equal(got, want)
+    assert delta_draws(theta[:, :1], traffic).shape == (500, 0)
+
+
+def test_the_selectors_one_look_verdicts_are_the_summarys():
+    from calibration.bayes.decision import summarise_delta
+
+    rng = np.random.default_rng(12)
+    delta = rng.normal(np.linspace(-0.08, 0.06, 6), 0.02, size=(4000, 6))
+    for confidence in (0.9, 0.95, 0.99):
+        got = verdicts(delta, margin=0.02, confidence=confidence)
+        want = [
+            summarise_delta(delta[:, k], margin=0.02, confidence=confidence).verdict
+            for k in range(6)
+        ]
+        assert got.tolist() == want
+    assert set(got.tolist()) == {"go", "no-go", "undecided"}

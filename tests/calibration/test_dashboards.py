@@ -481,3 +481,54 @@ def test_grades_past_the_budget_never_flip_a_verdict(study, fitted):
     assert cell["verdict"] == "no-go" and cell["final"] is True
     assert later.summary["candidates"][0]["verdict"] == "no-go"
     assert dashboards.bar(cell) == "final: the budget was reached"
+
+
+def test_the_forecast_settles_a_simulated_look_as_the_verdicts_would(monkeypatch):
+    """Every simulated look of the forecast is read by the summary's rule and boundary."""
+    from calibration.bayes.decision import required_z_at, summarise_delta
+
+    looks = []
+    real = dashboards.sequential_sides
+
+    def spy(z, required, required_nogo=None):
+        looks.append((np.array(z), required))
+        return real(z, required, required_nogo)
+
+    monkeypatch.setattr(dashboards, "sequential_sides", spy)
+    rng = np.random.default_rng(3)
+    draws = rng.normal(0.0, 0.02, 2000)
+    n, t = 200, 0.1
+    out = dashboards.forecast_labels(
+        draws, margin=0.02, confidence=0.95, n_labels=n, budget=10_000, fraction=t, sims=200
+    )
+    assert len(looks) == len(out["grid"])
+    unit = rng.standard_normal(200)
+    unit = (unit - unit.mean()) / unit.std()
+    shown = set()
+    for k, (z_k, bound), reach in zip(out["grid"], looks, out["reach"], strict=True):
+        grown = t * (n + k) / n
+        assert bound == required_z_at(grown, 0.95)
+        # Each simulated look as draws whose standardised distance to the margin is its z.
+        verdicts = [
+            summarise_delta(unit + z - 0.02, margin=0.02, confidence=0.95, fraction=grown)
+            for z in z_k
+        ]
+        assert max(abs(v.z - z) for v, z in zip(verdicts, z_k, strict=True)) < 1e-9
+        assert min(abs(abs(z) - bound) for z in z_k) > 1e-6  # rounding cannot decide
+        assert reach == pytest.approx(np.mean([v.verdict != "undecided" for v in verdicts]))
+        shown.update(v.verdict for v in verdicts)
+    assert shown == {"go", "no-go", "undecided"}
+
+
+def test_pair_data_delta_draws_are_the_summarys_delta_to_the_last_bit(study, fitted):
+    from calibration.bayes.decision import delta_draws
+
+    data = dashboards.pair_data(study, fitted, "cand1")
+    draws = services.load_draws(fitted)
+    shares = {g["key"]: g["traffic_share"] for g in fitted.summary["regions"]}
+    for dim in data["dimensions"]:
+        df = draws[dim["key"]]
+        w = [shares[r] for r in df.regions]
+        inc = df.arms.index(fitted.summary["incumbent"]["arm"])
+        want = delta_draws(df.theta, w, df.arms.index("cand1"), inc)
+        np.testing.assert_array_equal(dim["delta_draws"], want)

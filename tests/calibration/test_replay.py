@@ -312,3 +312,40 @@ def test_the_replay_selector_takes_the_boundary_the_app_gives_it() -> None:
         reason="batch",
     )
     assert _selector_boundary(settled, 150, 300, 0.95) == required_z(150, 300, 0.95)
+
+
+def test_the_replays_delta_is_the_summarys_delta(table_path) -> None:
+    from types import SimpleNamespace
+
+    from calibration.bayes.decision import delta_draws, summarise_delta
+    from calibration.replay import _summaries
+
+    pop = _pop(table_path, candidates=["B", "C"])
+    rng = np.random.default_rng(2)
+    m, r = len(pop.arms), len(pop.regions)
+    fits = {
+        name: SimpleNamespace(
+            theta=rng.beta(20, 8, size=(300, m, r)),
+            confusion=rng.dirichlet(np.ones(2), size=(300, m, 2)),
+        )
+        for name in pop.dimensions
+    }
+    rows = _summaries(pop, fits, confidence=0.95, picks=[0, 1, 2], policies=[], with_ppi=False,
+                      budget=100)  # fmt: skip
+    assert len(rows) == (m - 1) * len(pop.dimensions)
+    for row in rows:
+        c, name = pop.arms.index(row["candidate"]), row["dimension"]
+        d = pop.dimensions.index(name)
+        s = summarise_delta(
+            delta_draws(fits[name].theta, pop.traffic, c),
+            margin=pop.margins[d],
+            confidence=0.95,
+            fraction=row["fraction"],
+        )
+        assert (row["mean"], row["lower"], row["upper"], row["sd"], row["verdict"]) == (
+            s.mean,
+            s.lower,
+            s.upper,
+            s.sd,
+            s.verdict,
+        )
