@@ -235,7 +235,8 @@ class Fitter:
         chains, so a fit's sampling time stays within about that multiple. A fit that
         fails on R-hat or divergences is not topped up: more draws would only dilute the
         evidence of a real problem. This is aimed at the ordered-logit model at millions
-        of responses (``bench/bayes_ordinal.py``), whose chains mix slowly along the
+        of responses (the model before the calibration curve, ``bench/bayes_ordinal.py`` in
+        git history), whose chains mix slowly along the
         ``J = 3`` ridge but agree. A top-up can also fail and then costs time for
         nothing: in ``bench/bayes_fit_time.py``, before the binary model sampled small
         cells in non-centred coordinates (:mod:`calibration.bayes.model`), one binary fit

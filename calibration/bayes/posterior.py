@@ -60,7 +60,8 @@ DIVERGENCES_MAX = 5
 # The ESS top-up (:func:`ess_top_up_chains`, used by ``Fitter.fit``).
 #: A fit short of ESS is topped up only while its max R-hat is at most this. Ordered-logit
 #: fits at 5M responses short of ESS (min bulk ESS 219–390 with 2 × 2000 draws, 34 of 60
-#: in ``bench/bayes_ordinal.py --studies 30 --sizes 5000000``) had a max R-hat of
+#: in ``bench/bayes_ordinal.py --studies 30 --sizes 5000000``, the model before the
+#: calibration curve; the bench is in git history) had a max R-hat of
 #: 1.002–1.022 and at most 1 divergence: the folded R-hat is noisy at that ESS. A real
 #: failure to converge is far above this (a chain stuck elsewhere: 2.2 with 437
 #: divergences, 10k responses, J = 3, in the same bench on another CPU). Between 1.01 and
