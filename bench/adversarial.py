@@ -404,13 +404,13 @@ def _forecaster(pop: Population, looks: dict[str, list[dict[str, Any]]]) -> Any:
     candidate's fraction, the history of earlier fits) wherever the shown verdict is
     undecided and not final. ``p`` is ``p_within`` (or ``p_at_margin`` for a close call).
     """
+    from calibration.bayes.decision import delta_draws
     from calibration.dashboards import honest_forecast
 
     history: dict[str, dict[str, list[float]]] = {}
 
     def on_fit(rec: Any, fits: dict[str, Any]) -> None:
         name = pop.dimensions[0]
-        level = np.asarray(fits[name].theta, dtype=np.float64) @ pop.traffic
         for row in rec.deltas:
             if row["dimension"] != name:
                 continue
@@ -422,7 +422,7 @@ def _forecaster(pop: Population, looks: dict[str, list[dict[str, Any]]]) -> Any:
                 continue
             c = pop.arms.index(cand)
             f = honest_forecast(
-                level[:, c] - level[:, 0],
+                delta_draws(fits[name].theta, pop.traffic, c),
                 margin=pop.margins[0],
                 confidence=0.95,
                 n_labels=rec.labels,

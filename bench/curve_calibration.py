@@ -31,6 +31,7 @@ from adversarial import SCENARIOS  # noqa: E402
 from bayes_common import git_head  # noqa: E402
 
 from calibration.bayes.data import joint_cells_from_arrays  # noqa: E402
+from calibration.bayes.decision import delta_draws  # noqa: E402
 from calibration.bayes.fit import Fitter  # noqa: E402
 
 #: The adversarial scenarios whose judge, pass rates and traffic are simulated here.
@@ -79,8 +80,7 @@ def one_study(
         human=human,
     )
     fit = fitter.fit(cells, 0, seed=seed, draws=1000, tune=500)
-    draws = np.asarray(fit.theta)
-    delta = (draws[:, 1, :] - draws[:, 0, :]) @ traffic
+    delta = delta_draws(fit.theta, traffic, 1)
     return float(delta.mean() - truth), float(delta.std()), bool(fit.ok)
 
 
