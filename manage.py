@@ -10,7 +10,7 @@ import sys
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     if sys.argv[1:2] == ["replay"]:
-        # replay runs in-process on a file (calibration/replay.py): no database, no session,
+        # replay runs in-process on a file (calibration/bayes/replay.py): no database, no session,
         # nothing signed. It runs from a fresh clone exactly as docs/replay.md shows, so it asks
         # for no SECRET_KEY; the placeholder key never reaches a server.
         os.environ.setdefault("BATON_INSECURE_DEV_KEY", "1")

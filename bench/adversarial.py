@@ -1,6 +1,6 @@
 r"""Honest verdicts where the model's assumptions are false: simulated studies through the loop.
 
-Every study goes through the project's own loop (:func:`calibration.replay.run_loop`: the
+Every study goes through the project's own loop (:func:`calibration.bayes.replay.run_loop`: the
 real :class:`~calibration.bayes.fit.Fitter`, the selector with its exploration share and
 reweighting between fits, and the sequential rule with the study's budget). The judge is
 what we do not trust, so the scenarios break what a calibration model is tempted to assume:
@@ -85,8 +85,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from calibration.bayes.data import bin_scores, quantile_cuts  # noqa: E402
-from calibration.replay import Population, all_labels_delta, run_loop  # noqa: E402
-from calibration.summaries import SETTLED  # noqa: E402
+from calibration.bayes.replay import Population, all_labels_delta, run_loop  # noqa: E402
+from calibration.bayes.summaries import SETTLED  # noqa: E402
 
 MARGIN = 0.02
 

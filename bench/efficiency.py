@@ -8,8 +8,8 @@ seed (:func:`adversarial.simulate` is deterministic) and spends the same budget 
 estimators that need no model use:
 
 * ``human``: the traffic-weighted Wald interval on the labels alone
-  (:func:`calibration.replay.human_only_delta`, λ = 0);
-* ``ppi``: PPI++ (:func:`calibration.replay.ppi_delta`, ``ppi_py``, power-tuned λ), the judge
+  (:func:`calibration.bayes.replay.human_only_delta`, λ = 0);
+* ``ppi``: PPI++ (:func:`calibration.bayes.replay.ppi_delta`, ``ppi_py``, power-tuned λ), the judge
   score of every response of the arm as the unlabelled set;
 * ``cje``: CJE (``cje-eval``'s ``calibrated_mean_ci`` per arm, as ``bench/replay_real.py``
   calls it; Welch-t interval of the difference).
@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adversarial import SCENARIOS, simulate, wilson  # noqa: E402
 from bayes_common import git_head  # noqa: E402
 
-from calibration.replay import all_labels_delta, human_only_delta, ppi_delta  # noqa: E402
+from calibration.bayes.replay import all_labels_delta, human_only_delta, ppi_delta  # noqa: E402
 
 METHODS = ("human", "ppi", "cje")
 

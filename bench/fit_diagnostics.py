@@ -47,7 +47,7 @@ def _django() -> None:
 
 def demo_population(seed: int) -> Any:
     from annotate.demo import ARMS, DIMENSIONS, REGIONS, generate_demo_data
-    from calibration.replay import Population
+    from calibration.bayes.replay import Population
 
     data = generate_demo_data(seed=seed, prompts=3000)
     arms = [key for key, _, _ in ARMS]
@@ -99,7 +99,7 @@ TABLES = {
 
 
 def table_population(name: str, data_dir: Path) -> Any:
-    from calibration.replay import load_table, population_from_table
+    from calibration.bayes.replay import load_table, population_from_table
 
     cfg = TABLES[name]
     inc, cand = cfg["pair"]

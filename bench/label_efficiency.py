@@ -8,7 +8,7 @@ in 0.80–0.92 per region, a binary judge with the same sensitivity/specificity 
     Human labels needed for a 95% interval of half-width ≤ 0.03 on Δ (true Δ drawn in
     ±0.04), by three methods on the same study:
 
-    * **active**: the app's loop (:func:`calibration.replay.run_loop`: 100 uniform labels,
+    * **active**: the app's loop (:func:`calibration.bayes.replay.run_loop`: 100 uniform labels,
       then ``choose_cell`` with 15% exploration on the reweighted draws of the real
       Fitter, refitting on a schedule that shrinks as the interval nears the target; not
       when the reweighted draws collapse, see ``REFIT_ON_COLLAPSE``); the model's 95%
@@ -75,14 +75,14 @@ from bayes_common import git_head  # noqa: E402
 
 from calibration.bayes.decision import required_z  # noqa: E402
 from calibration.bayes.fit import Fitter  # noqa: E402
-from calibration.bayes.simulate import sequential_go_rate, simulate_study  # noqa: E402
-from calibration.replay import (  # noqa: E402
+from calibration.bayes.replay import (  # noqa: E402
     BatchRecord,
     Population,
     human_only_delta,
     ppi_delta,
     run_loop,
 )
+from calibration.bayes.simulate import sequential_go_rate, simulate_study  # noqa: E402
 
 TARGET_HALF_WIDTH = 0.03
 MARGIN = 0.02

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import label_efficiency as le  # noqa: E402
 from bayes_common import git_head  # noqa: E402
 
-from calibration.replay import human_only_delta  # noqa: E402
+from calibration.bayes.replay import human_only_delta  # noqa: E402
 
 
 def spread(values: list[int | None]) -> dict[str, Any]:

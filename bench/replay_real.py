@@ -23,20 +23,20 @@ comparisons of one pair and seed share their labels. With the default offsets:
 
 What each run does and which methods are compared
 -------------------------------------------------
-For each pair and seed, :func:`calibration.replay.run_loop` hides the human labels and spends
+For each pair and seed, :func:`calibration.bayes.replay.run_loop` hides the human labels and spends
 the same budget twice, with the app's active rule and with uniform labelling (refit every
 ``--batch``; it does not stop when verdicts settle, so both use the whole budget). Each
 method's Δ estimate and 95% interval (candidate pass rate − incumbent pass rate) is
 compared with the Δ that all human labels of the pair give
-(:func:`calibration.replay.all_labels_delta`):
+(:func:`calibration.bayes.replay.all_labels_delta`):
 
 * ``active``: the model's credible interval after the active labels;
 * ``uniform``: the model's credible interval after the uniform labels;
-* ``ppi_uniform``: PPI++ (:func:`calibration.replay.ppi_delta`: ``ppi_py.ppi_mean_ci`` per
+* ``ppi_uniform``: PPI++ (:func:`calibration.bayes.replay.ppi_delta`: ``ppi_py.ppi_mean_ci`` per
   arm, power-tuned λ, raw judge score, arms combined as independent) on the uniform labels,
   with equal selection probabilities (a uniform sample without replacement);
 * ``human_uniform``: the Wald interval on the uniform labels alone
-  (:func:`calibration.replay.human_only_delta`, λ = 0);
+  (:func:`calibration.bayes.replay.human_only_delta`, λ = 0);
 * ``cje_uniform``: CJE (``cje-eval``, "causal judge evaluation"), its array API
   ``cje.calibrated_mean_ci`` per arm: the judge score of every response of the arm, the
   arm's uniform human labels (NaN elsewhere), defaults otherwise (cross-fitted judge→label
@@ -58,7 +58,7 @@ compared with the Δ that all human labels of the pair give
 
 Diagnostic only, not a cross-check: ``ppi_ipw_active``, PPI++ on the *active* labels,
 inverse-probability weighted by the logged pick probabilities; its variance ignores that the
-picks are adaptive and without replacement (``calibration/replay.py``), so its coverage says
+picks are adaptive and without replacement (``calibration/bayes/replay.py``), so its coverage says
 nothing about the model's.
 
 Reported per table and method, and per comparison: coverage of the all-labels Δ
@@ -95,7 +95,7 @@ from bayes_common import ROOT, git_head, machine_info  # noqa: E402
 
 from calibration.bayes.fit import Fitter  # noqa: E402
 from calibration.bayes.posterior import MODEL_VERSION  # noqa: E402
-from calibration.replay import (  # noqa: E402
+from calibration.bayes.replay import (  # noqa: E402
     Population,
     all_labels_delta,
     human_only_delta,

@@ -59,8 +59,8 @@ from numpy.typing import ArrayLike
 from annotate.models import Annotation, Arm, Assignment, Dimension, Label, Study
 from calibration import agreement
 from calibration.bayes.decision import delta_draws, required_z, required_z_at, sequential_sides
+from calibration.bayes.summaries import is_settled
 from calibration.models import Fit
-from calibration.summaries import is_settled
 
 __all__ = [
     "ACTIVE_WINDOW",
@@ -126,7 +126,7 @@ def decision_matrix(fit: Fit) -> dict[str, Any]:
                 "model_name": cand["model_name"],
                 "verdict": cand["verdict"],
                 "cells": cells,
-                # Open = what the queue still grades for (calibration.summaries).
+                # Open = what the queue still grades for (calibration.bayes.summaries).
                 "undecided": [c["title"] for c in cells if c and not is_settled(c["verdict"])],
                 "no_go": [c["title"] for c in cells if c and c["verdict"] == "no-go"],
             }

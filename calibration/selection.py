@@ -58,9 +58,9 @@ from annotate.models import (
 )
 from calibration.bayes.decision import selector_boundary
 from calibration.bayes.select import UNDECIDED, DimensionDraws, Selector, choose_cell
+from calibration.bayes.summaries import open_verdicts
 from calibration.counts import count_labels, parse_cell
 from calibration.models import CellTotal, Fit
-from calibration.summaries import open_verdicts
 
 __all__ = [
     "CACHE_TTL",

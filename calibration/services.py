@@ -611,7 +611,7 @@ def _final_at_budget(*, study: Study, n_labels: int, plan: int = 0) -> dict[str,
 def _keep_verdicts(raw: dict[str, Any], final: dict[str, Any]) -> None:
     """Overwrite ``raw``'s verdicts (decision.summarise's dict) with those of ``final``."""
     from calibration.bayes.decision import combine_verdicts
-    from calibration.summaries import verdict_table
+    from calibration.bayes.summaries import verdict_table
 
     table = verdict_table(final) or {}
     for cand_key, cand in raw["candidates"].items():

@@ -419,7 +419,7 @@ def replan_cell(
     ``fallback_fraction`` (the graded counts' :func:`information_fraction`). ``labels``
     (graded responses now) freezes the verdict when the new budget is already reached
     (:func:`replan_design`). Used by
-    :func:`calibration.replans.replan` (the app) and :func:`calibration.replay.run_loop`.
+    :func:`calibration.replans.replan` (the app) and :func:`calibration.bayes.replay.run_loop`.
     """
     sd = (cell or {}).get("sd")
     if cell and not sd and cell.get("upper") is not None:

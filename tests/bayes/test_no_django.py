@@ -14,6 +14,7 @@ def test_bayes_package_imports_without_django() -> None:
         "import calibration.bayes\n"
         "import calibration.bayes.data, calibration.bayes.model, calibration.bayes.fit\n"
         "import calibration.bayes.decision, calibration.bayes.simulate\n"
+        "import calibration.bayes.replay, calibration.bayes.summaries\n"
         "bad = sorted(m for m in sys.modules if m == 'django' or m.startswith('django.'))\n"
         "print(','.join(bad))\n"
         "sys.exit(1 if bad else 0)\n"

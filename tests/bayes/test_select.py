@@ -403,7 +403,7 @@ def test_thousands_of_cells_from_a_thousand_draws_all_get_a_usable_score():
 
 def test_selection_and_replay_import_without_django():
     code = (
-        "import sys, calibration.bayes.select, calibration.replay\n"
+        "import sys, calibration.bayes.select, calibration.bayes.replay\n"
         "sys.exit(1 if any(m == 'django' or m.startswith('django.') for m in sys.modules) else 0)"
     )
     root = Path(__file__).resolve().parents[2]

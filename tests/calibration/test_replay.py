@@ -12,7 +12,7 @@ from django.core.management import call_command
 from ppi_py import ppi_mean_ci
 
 from calibration.bayes.posterior import DimensionFit
-from calibration.replay import (
+from calibration.bayes.replay import (
     Population,
     all_labels_delta,
     human_only_delta,
@@ -296,7 +296,7 @@ def test_the_replay_selector_takes_the_boundary_the_app_gives_it() -> None:
     the study-wide n/N: its verdict must not look settled to the selector before the
     dashboard shows it settled (as ``selection.selector_for`` does in the app)."""
     from calibration.bayes.decision import information_fraction, required_z, required_z_at
-    from calibration.replay import BatchRecord, _selector_boundary
+    from calibration.bayes.replay import BatchRecord, _selector_boundary
 
     t = information_fraction(120, 30, 300)  # 0.32, against n/N = 0.5
     row = {"verdict": "undecided", "fraction": t, "required_z": required_z_at(t, 0.95)}
@@ -318,7 +318,7 @@ def test_the_replays_delta_is_the_summarys_delta(table_path) -> None:
     from types import SimpleNamespace
 
     from calibration.bayes.decision import delta_draws, summarise_delta
-    from calibration.replay import _summaries
+    from calibration.bayes.replay import _summaries
 
     pop = _pop(table_path, candidates=["B", "C"])
     rng = np.random.default_rng(2)

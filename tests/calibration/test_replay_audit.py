@@ -12,7 +12,7 @@ import pytest
 from calibration.bayes.audit import AuditEstimate, Stratum, audit_delta
 from calibration.bayes.decision import audited_verdict, information_fraction
 from calibration.bayes.posterior import DimensionFit
-from calibration.replay import Population, audit_sample_estimates, run_loop
+from calibration.bayes.replay import Population, audit_sample_estimates, run_loop
 from tests.calibration.test_replay import ConjugateFitter
 
 

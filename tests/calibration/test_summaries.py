@@ -1,10 +1,10 @@
-"""calibration.summaries: settled or open, from the summary shape build_summary writes."""
+"""calibration.bayes.summaries: settled or open, from the summary shape build_summary writes."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from calibration.summaries import open_verdicts, verdict_table
+from calibration.bayes.summaries import open_verdicts, verdict_table
 
 
 def _summary(**cells: str) -> dict:

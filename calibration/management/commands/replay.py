@@ -1,6 +1,6 @@
 """``manage.py replay FILE``: run a study against a table whose human labels are known.
 
-The work is in :mod:`calibration.replay` (no database); this command parses arguments,
+The work is in :mod:`calibration.bayes.replay` (no database); this command parses arguments,
 runs the loop and writes the JSON report. The file format is in docs/replay.md.
 """
 
@@ -54,7 +54,7 @@ def replay(
 ) -> dict[str, Any]:
     """Load the table, run the loop and return the report (what ``--out`` receives)."""
     from calibration.bayes.fit import Fitter
-    from calibration.replay import load_table, population_from_table, replay_report, run_loop
+    from calibration.bayes.replay import load_table, population_from_table, replay_report, run_loop
 
     pop = population_from_table(
         load_table(path),

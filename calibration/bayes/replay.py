@@ -86,7 +86,7 @@ from calibration.bayes.decision import (
     summarise_delta,
 )
 from calibration.bayes.select import DimensionDraws, Selector, choose_cell
-from calibration.summaries import is_settled
+from calibration.bayes.summaries import is_settled
 
 __all__ = [
     "BatchRecord",
