@@ -408,8 +408,8 @@ def synthetic_fit(study, draws: int = 1000, blob: bytes | None = None):
     from django.utils import timezone
 
     from calibration.bayes.fit import DimensionFit
+    from calibration.bayes.posterior import dump_draws
     from calibration.models import Fit
-    from calibration.services import dump_draws
 
     rng = np.random.default_rng(0)
     fits = {}

@@ -24,8 +24,6 @@ Life of a fit::
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import logging
 import threading
 import time
@@ -42,7 +40,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from annotate.models import Annotation, Study, live_grade_sql
-from calibration.bayes.posterior import FIT_SETTINGS
+from calibration.bayes.posterior import DRAWS_STORED, FIT_SETTINGS, dump_draws, parse_draws
 from calibration.counts import StudyCounts, count_labels, study_counts
 from calibration.models import Fit
 
@@ -71,9 +69,6 @@ logger = logging.getLogger(__name__)
 STALE_RUNNING_AFTER = timedelta(minutes=15)
 #: First key of the PostgreSQL advisory lock "a worker runs this fit" (second: the fit id).
 RUNNING_LOCK_CLASS = 0x0BA7
-#: Draws per dimension kept in Fit.draws (selection needs a few hundred to a thousand).
-DRAWS_STORED = 1000
-_DRAWS_FORMAT = "baton-fit-draws-1"
 
 # One Fitter per process: a long-lived db_worker keeps the compiled models of every shape
 # it has seen, so a refit only swaps the counts (pm.Data) and samples.
@@ -457,34 +452,6 @@ def _dimension_diagnostics(dim_fit: DimensionFit, seconds: float) -> dict[str, f
 
 # ---------------------------------------------------------------------------------------
 # Draws
-
-
-def dump_draws(fits: dict[str, DimensionFit]) -> bytes:
-    """All dimensions' draws in one blob: float32, thinned to :data:`DRAWS_STORED`."""
-    buf = io.BytesIO()
-    parts = {
-        f"dim_{i}": np.frombuffer(f.to_bytes(max_draws=DRAWS_STORED), dtype=np.uint8)
-        for i, f in enumerate(fits.values())
-    }
-    meta = {"format": _DRAWS_FORMAT, "dimensions": list(fits)}
-    header = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    np.savez(buf, meta=header, **parts)  # type: ignore[arg-type]  # stub: **kwds vs allow_pickle
-    return buf.getvalue()
-
-
-def parse_draws(blob: bytes) -> dict[str, DimensionFit]:
-    """Inverse of :func:`dump_draws`."""
-    # The light module: a web process that serves draws never imports PyMC.
-    from calibration.bayes.posterior import DimensionFit
-
-    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-        meta = json.loads(npz["meta"].tobytes().decode())
-        if meta.get("format") != _DRAWS_FORMAT:
-            raise ValueError(f"unknown draws format {meta.get('format')!r}")
-        return {
-            key: DimensionFit.from_bytes(npz[f"dim_{i}"].tobytes())
-            for i, key in enumerate(meta["dimensions"])
-        }
 
 
 _draws_cache: OrderedDict[tuple[int, object], dict[str, DimensionFit]] = OrderedDict()

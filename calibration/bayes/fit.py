@@ -250,7 +250,7 @@ class Fitter:
             ``theta`` and ``confusion`` with chains concatenated. After a top-up the draws
             are thinned evenly (over all chains) back to ``S = chains·draws`` as
             requested, so whatever reads a fit — summaries, selection, the stored blob
-            (itself thinned to ``services.DRAWS_STORED``) — sees the usual size and memory
+            (itself thinned to ``posterior.DRAWS_STORED``) — sees the usual size and memory
             stays bounded. Little is lost: a fit is topped up only when its integrated
             autocorrelation time is above ``chains·draws / ESS_MIN`` draws (10 at the
             defaults), and thinning such chains by a factor of at most

@@ -436,3 +436,36 @@ class DimensionFit:
             design=design,
             combos=combos,
         )
+
+
+# ---------------------------------------------------------------------------------------
+# The stored draws of a fit (``Fit.draws``): every dimension in one blob.
+
+#: Draws per dimension kept in ``Fit.draws`` (selection needs a few hundred to a thousand).
+DRAWS_STORED = 1000
+DRAWS_FORMAT = "baton-fit-draws-1"
+
+
+def dump_draws(fits: dict[str, DimensionFit]) -> bytes:
+    """All dimensions' draws in one blob: float32, thinned to :data:`DRAWS_STORED`."""
+    buf = io.BytesIO()
+    parts = {
+        f"dim_{i}": np.frombuffer(f.to_bytes(max_draws=DRAWS_STORED), dtype=np.uint8)
+        for i, f in enumerate(fits.values())
+    }
+    meta = {"format": DRAWS_FORMAT, "dimensions": list(fits)}
+    header = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(buf, meta=header, **parts)  # type: ignore[arg-type]  # stub: **kwds vs allow_pickle
+    return buf.getvalue()
+
+
+def parse_draws(blob: bytes) -> dict[str, DimensionFit]:
+    """Inverse of :func:`dump_draws`."""
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        meta = json.loads(npz["meta"].tobytes().decode())
+        if meta.get("format") != DRAWS_FORMAT:
+            raise ValueError(f"unknown draws format {meta.get('format')!r}")
+        return {
+            key: DimensionFit.from_bytes(npz[f"dim_{i}"].tobytes())
+            for i, key in enumerate(meta["dimensions"])
+        }

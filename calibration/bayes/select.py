@@ -127,7 +127,7 @@ __all__ = [
 Criterion = Literal["standardised", "variance", "wrong_verdict"]
 
 #: Draws the selector keeps from a fit: as many as a stored fit holds
-#: (``calibration.services.DRAWS_STORED``), so a replay's selector, which gets the fit
+#: (``calibration.bayes.posterior.DRAWS_STORED``), so a replay's selector, which gets the fit
 #: before storage, works as the app's does. Its work per pick grows with draws × cells (every
 #: arm × region × bin combination, thousands in a large study); a score only ranks cells,
 #: and verdicts are read from the fit's summary, over every draw.

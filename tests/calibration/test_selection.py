@@ -12,6 +12,7 @@ from django.utils import timezone
 from annotate.grading.queue import next_item
 from annotate.models import Annotation, Assignment, Label, Membership, Response, Study
 from calibration.bayes.fit import DimensionFit
+from calibration.bayes.posterior import dump_draws
 from calibration.bayes.select import DimensionDraws, Selector
 from calibration.models import Fit
 from calibration.selection import (
@@ -22,7 +23,6 @@ from calibration.selection import (
     selection_status,
     selector_for,
 )
-from calibration.services import dump_draws
 from tests.factories import MembershipFactory, PromptFactory, ResponseFactory, make_study
 
 S = 300
