@@ -222,9 +222,29 @@ def pass_probability(
 
 
 #: The judge "treats the models differently" only when the 95% interval of the difference
-#: lies wholly above this (5 points of total variation between the judge's bin
-#: distributions given the human class).
+#: lies wholly above this (5 points of the judge's pass rate among the responses of one
+#: human class).
 JUDGE_BAND = 0.05
+
+
+def judge_pass_difference(
+    confusion: NDArray[np.floating], *, candidate: int, incumbent: int = 0
+) -> NDArray[np.float64]:
+    r"""Draws of ``|P(j ≥ cut | y, c) − P(j ≥ cut | y, inc)|`` for ``y`` = fail, pass: ``(S, 2)``.
+
+    How much more (or less) often the judge passes one model's failures (``y = 0``, one
+    minus the specificity) and passes (``y = 1``, the sensitivity) than the other's, at the
+    judge's pass cut ``J // 2`` (the cut the pages and the naive Δ use). For a binary judge
+    this is the total variation between the two models' bin distributions. For more bins it
+    is not: the total variation sums an absolute difference per bin, so with a few dozen
+    failures per model its posterior sits well above zero when the judge is the same for
+    both (mean 0.18 over five bins in ``bench/adversarial.py``'s ``binned_5M``), and a claim
+    built on it would be a false alarm.
+    """
+    conf = np.asarray(confusion, dtype=np.float64)
+    cut = conf.shape[-1] // 2
+    passed = conf[..., cut:].sum(axis=-1)  # (S, M, 2)
+    return np.abs(passed[:, candidate] - passed[:, incumbent])
 
 
 def judge_difference(
@@ -236,17 +256,16 @@ def judge_difference(
 ) -> dict[str, object]:
     r"""How differently the judge treats two models, with an interval.
 
-    For each human class ``y``, the total variation between the judge's bin distributions
-    on the two models, ``TV_y = ½ Σ_j |P(j | y, c) − P(j | y, inc)|`` (for a binary judge
-    the difference in specificity (``y = 0``) or sensitivity (``y = 1``)), from
-    post-stratified draws (:func:`expected_confusion`), which the calibration curve gives
-    per arm without pooling. ``differs`` is true when the 95% interval of some ``TV_y``
-    lies wholly above ``band`` (:data:`JUDGE_BAND`).
+    For each human class ``y``, the difference in the judge's pass rate at its pass cut
+    between the two models (:func:`judge_pass_difference`; for a binary judge the
+    difference in specificity (``y = 0``) or sensitivity (``y = 1``)), from post-stratified
+    draws (:func:`expected_confusion`), which the calibration curve gives per arm without
+    pooling. ``differs`` is true when the 95% interval of either lies wholly above ``band``
+    (:data:`JUDGE_BAND`).
     """
-    conf = np.asarray(confusion, dtype=np.float64)
-    tv = 0.5 * np.abs(conf[:, candidate] - conf[:, incumbent]).sum(axis=-1)  # (S, 2)
-    lo, hi = np.quantile(tv, [0.025, 0.975], axis=0)
-    mean = tv.mean(axis=0)
+    diff = judge_pass_difference(confusion, candidate=candidate, incumbent=incumbent)
+    lo, hi = np.quantile(diff, [0.025, 0.975], axis=0)
+    mean = diff.mean(axis=0)
     out: dict[str, object] = {}
     for y, name in ((0, "fail"), (1, "pass")):
         out[name] = {"mean": float(mean[y]), "lower": float(lo[y]), "upper": float(hi[y])}

@@ -137,7 +137,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from calibration.bayes.audit import AuditEstimate, agree
-from calibration.bayes.curve import judge_difference
+from calibration.bayes.curve import judge_difference, judge_pass_difference
 from calibration.bayes.data import CellCounts
 from calibration.bayes.fit import DimensionFit
 
@@ -612,10 +612,11 @@ class JudgeSummary:
 
     ``confusion_mean[arm][y][bin]`` is the posterior mean of ``P(bin | y)``. For a binary
     judge ``sensitivity``/``specificity`` hold ``{arm: [mean, lower, upper]}``.
-    ``p_differs`` is ``P(max_y TV(π_c[y], π_inc[y]) > tol)`` where ``TV`` is the total
-    variation distance between the candidate's and the incumbent's confusion rows; for a
-    binary judge this is exactly ``P(|se_c − se_inc| > tol or |sp_c − sp_inc| > tol)``.
-    ``differs`` is the claim the app makes in words: the 95% interval of ``TV`` for some
+    ``p_differs`` is ``P(max_y D_y > tol)`` where ``D_y`` is the difference between the
+    candidate's and the incumbent's judge pass rate (at the pass cut ``J // 2``) among
+    responses of human class ``y`` (:func:`calibration.bayes.curve.judge_pass_difference`);
+    for a binary judge this is ``P(|se_c − se_inc| > tol or |sp_c − sp_inc| > tol)``.
+    ``differs`` is the claim the app makes in words: the 95% interval of ``D_y`` for some
     class lies wholly above ``tol`` (:func:`calibration.bayes.curve.judge_difference`);
     ``difference`` holds those intervals (``{"fail"|"pass": {mean, lower, upper}}``). A
     probability mixes the size of a difference with the width of the posterior, so only
@@ -636,8 +637,8 @@ def judge_summary(
 ) -> JudgeSummary:
     """Judge behaviour per arm and ``P(judge differs between candidate and incumbent)``."""
     conf = np.asarray(fit.confusion, dtype=np.float64)  # (S, M, 2, J)
-    tv = 0.5 * np.abs(conf[:, candidate] - conf[:, incumbent]).sum(axis=-1)  # (S, 2)
-    p_differs = float(np.mean(tv.max(axis=-1) > tol))
+    diff_draws = judge_pass_difference(conf, candidate=candidate, incumbent=incumbent)
+    p_differs = float(np.mean(diff_draws.max(axis=-1) > tol))
     mean = conf.mean(axis=0)
     arms = (fit.arms[incumbent], fit.arms[candidate])
     idx = (incumbent, candidate)

@@ -170,7 +170,9 @@ def test_judge_difference_is_said_only_outside_the_band() -> None:
     assert judge_difference(noisy, candidate=1)["differs"] is False
     flatter = same.copy()
     flatter[:, 1, 0] = [0.5, 0.5]  # the candidate's failures pass half the time
-    out = judge_difference(flatter + rng.normal(0, 0.02, same.shape), candidate=1)
+    noisy_flatter = flatter + rng.normal(0, 0.01, same.shape)
+    noisy_flatter /= noisy_flatter.sum(axis=-1, keepdims=True)  # each row a distribution
+    out = judge_difference(noisy_flatter, candidate=1)
     assert out["differs"] is True
     assert out["fail"]["lower"] > JUDGE_BAND  # type: ignore[index]
     assert out["pass"]["upper"] < JUDGE_BAND  # type: ignore[index]
@@ -220,3 +222,36 @@ def test_per_bin_tables_of_one_dimension_are_its_cells() -> None:
     back = direct.dimension_counts(0)
     np.testing.assert_array_equal(back.judge_only, counts.judge_only)
     np.testing.assert_array_equal(back.labelled, counts.labelled)
+
+
+def test_a_binned_judge_alike_for_both_models_is_not_said_to_differ() -> None:
+    """Five bins, the same judge for both models, the posterior of a few dozen failures per
+    model: the total variation between bin distributions clears the band (a false alarm),
+    the difference at the judge's pass cut does not; a judge that passes more of the
+    candidate's failures is still caught."""
+    from calibration.bayes.curve import judge_pass_difference
+
+    rng = np.random.default_rng(1)
+    s = 4000
+    fail_bins = np.array([0.30, 0.25, 0.20, 0.15, 0.10])
+    pass_bins = np.array([0.02, 0.05, 0.13, 0.30, 0.50])
+
+    def posterior(fail: np.ndarray, n_fail: int, n_pass: int) -> np.ndarray:
+        # Dirichlet draws of each model's bin distribution per human class, as a posterior
+        # from n_fail failures and n_pass passes would give.
+        out = np.empty((s, 2, 2, 5))
+        for m in range(2):
+            out[:, m, 0] = rng.dirichlet(1 + n_fail * (fail if m == 1 else fail_bins), s)
+            out[:, m, 1] = rng.dirichlet(1 + n_pass * pass_bins, s)
+        return out
+
+    same = posterior(fail_bins, 25, 125)
+    tv = 0.5 * np.abs(same[:, 1] - same[:, 0]).sum(axis=-1)
+    assert np.quantile(tv[:, 0], 0.025) > JUDGE_BAND  # the old measure: a false alarm
+    assert judge_difference(same, candidate=1)["differs"] is False
+    np.testing.assert_allclose(
+        judge_pass_difference(same, candidate=1)[:, 0],
+        np.abs(same[:, 1, 0, 2:].sum(-1) - same[:, 0, 0, 2:].sum(-1)),
+    )
+    flattering = np.array([0.08, 0.07, 0.25, 0.30, 0.30])  # passes 85% of its failures, not 45%
+    assert judge_difference(posterior(flattering, 25, 125), candidate=1)["differs"] is True
