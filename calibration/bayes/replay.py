@@ -627,12 +627,6 @@ def _summaries(
     return out
 
 
-def _selector_boundary(record: BatchRecord, labels: int, budget: int, confidence: float) -> float:
-    """The selector's boundary after a fit, as the app sets it (``selection.selector_for``):
-    the strictest over the verdicts left open, else the study-wide ``n/N`` one."""
-    return selector_boundary(record.deltas, labels=labels, budget=budget, confidence=confidence)
-
-
 def run_loop(
     pop: Population,
     *,
@@ -800,7 +794,9 @@ def run_loop(
                 confidence=confidence,
                 # Settled for the selector means settled by the rule the verdicts follow,
                 # as in the app: the strictest boundary of the verdicts this fit left open.
-                required_z=_selector_boundary(record, len(picks), budget, confidence),
+                required_z=selector_boundary(
+                    record.deltas, labels=len(picks), budget=budget, confidence=confidence
+                ),
             )
         return record
 

@@ -295,13 +295,19 @@ def test_the_replay_selector_takes_the_boundary_the_app_gives_it() -> None:
     """A candidate graded less than its incumbent has a smaller information fraction than
     the study-wide n/N: its verdict must not look settled to the selector before the
     dashboard shows it settled (as ``selection.selector_for`` does in the app)."""
-    from calibration.bayes.decision import information_fraction, required_z, required_z_at
-    from calibration.bayes.replay import BatchRecord, _selector_boundary
+    from calibration.bayes.decision import (
+        information_fraction,
+        required_z,
+        required_z_at,
+        selector_boundary,
+    )
+    from calibration.bayes.replay import BatchRecord
 
     t = information_fraction(120, 30, 300)  # 0.32, against n/N = 0.5
     row = {"verdict": "undecided", "fraction": t, "required_z": required_z_at(t, 0.95)}
     record = BatchRecord(labels=150, deltas=[row], fit_seconds=0.0, ess_before=None, reason="batch")
-    bound = _selector_boundary(record, 150, 300, 0.95)
+    kw = {"labels": 150, "budget": 300, "confidence": 0.95}
+    bound = selector_boundary(record.deltas, **kw)
     assert bound == pytest.approx(required_z_at(t, 0.95))
     assert bound > required_z(150, 300, 0.95)
     settled = BatchRecord(
@@ -311,7 +317,7 @@ def test_the_replay_selector_takes_the_boundary_the_app_gives_it() -> None:
         ess_before=None,
         reason="batch",
     )
-    assert _selector_boundary(settled, 150, 300, 0.95) == required_z(150, 300, 0.95)
+    assert selector_boundary(settled.deltas, **kw) == required_z(150, 300, 0.95)
 
 
 def test_the_replays_delta_is_the_summarys_delta(table_path) -> None:
