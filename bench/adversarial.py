@@ -53,11 +53,13 @@ Plan gaming (``game``)
 Forecast calibration (``--forecast PATH``)
 ------------------------------------------
 At every look where the dashboard would show a forecast (the shown verdict undecided, not
-final), :func:`calibration.dashboards.honest_forecast` is called as the dashboard calls it;
-its probability of settling within the labels left (``p_within``, or ``p_at_margin`` for a
-close call) is set against whether the model's verdict did settle by the budget. The
-reliability table is by decile of the forecast (looks, not studies: looks of one study are
-correlated, so the Wilson intervals are too narrow by an unknown factor).
+final), :func:`calibration.dashboards.settle_forecast` is called as the dashboard calls it;
+its probability of settling within the grades left (``p_within``) is set against whether
+the model's verdict did settle by the budget. The reliability table is by decile of the
+forecast (looks, not studies: looks of one study are correlated, so the Wilson intervals
+are too narrow by an unknown factor), over all looks and within bands of the truth
+(``table_by_truth``). ``forecast_spread`` draws each study's Δ from ±4·margin: the
+population over which a posterior predictive probability is meant to come true.
 
 Usage::
 
@@ -116,6 +118,9 @@ class Scenario:
     #: 1 first, then candidate 2); None: no gaming.
     game: str | None = None
     grade_to: int | None = None
+    #: When positive, each study draws the candidate's Δ uniformly from ``±spread`` (one
+    #: pass rate for every region; the incumbent's from ``theta``): a population of studies.
+    spread: float = 0.0
 
 
 def _flat(theta_inc: float, delta: float, regions: int = 3) -> tuple[tuple[float, ...], ...]:
@@ -230,6 +235,13 @@ SCENARIOS = {
             theta=_flat(0.85, MARGIN),
         ),
         Scenario(
+            "forecast_spread",
+            "identical judges, Δ drawn per study uniformly from ±4·margin: a population of "
+            "studies for the forecast's calibration",
+            theta=_flat(0.85, 0.0),
+            spread=4 * MARGIN,
+        ),
+        Scenario(
             "game_lower_budget",
             "identical judges, Δ = −margin; the lead lowers the budget to the current count "
             "at the first look where z ≥ 1.96 (a re-plan, as the app applies it)",
@@ -298,6 +310,10 @@ def _judge_of(sc: Scenario, m: int, r: int) -> tuple[float, float]:
 
 def simulate(sc: Scenario, seed: int) -> Population:
     """One study of a scenario (module docstring)."""
+    if sc.spread > 0:
+        # Its own stream, so the responses below are drawn as for a fixed Δ.
+        drawn = float(np.random.default_rng([seed, 1]).uniform(-sc.spread, sc.spread))
+        sc = replace(sc, theta=_flat(sc.theta[0][0], drawn, len(sc.traffic)))
     rng = np.random.default_rng(seed)
     m_arms, n_reg = len(sc.theta), len(sc.traffic)
     arm = np.repeat(np.arange(m_arms), sc.n_per_arm)
@@ -396,16 +412,17 @@ def _hooks(sc: Scenario, gamed: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _forecaster(pop: Population, looks: dict[str, list[dict[str, Any]]]) -> Any:
+def _forecaster(pop: Population, every: int, looks: dict[str, list[dict[str, Any]]]) -> Any:
     """An ``on_fit`` hook: the dashboard's forecast at every look where the page shows one.
 
-    :func:`calibration.dashboards.honest_forecast` (the dashboard's own function, called as
+    :func:`calibration.dashboards.settle_forecast` (the dashboard's own function, called as
     :func:`calibration.dashboards.pair_data` calls it: the Δ draws, the budget in force, the
-    candidate's fraction, the history of earlier fits) wherever the shown verdict is
-    undecided and not final. ``p`` is ``p_within`` (or ``p_at_margin`` for a close call).
+    refit cadence, the candidate's fraction, the boundary levels in force, the history of
+    earlier fits) wherever the shown verdict is undecided and not final. ``p`` is
+    ``p_within``.
     """
     from calibration.bayes.decision import delta_draws
-    from calibration.dashboards import honest_forecast
+    from calibration.dashboards import boundary_levels, settle_forecast
 
     history: dict[str, dict[str, list[float]]] = {}
 
@@ -421,20 +438,21 @@ def _forecaster(pop: Population, looks: dict[str, list[dict[str, Any]]]) -> Any:
             if row["audited_verdict"] != "undecided" or row.get("final"):
                 continue
             c = pop.arms.index(cand)
-            f = honest_forecast(
+            f = settle_forecast(
                 delta_draws(fits[name].theta, pop.traffic, c),
                 margin=pop.margins[0],
                 confidence=0.95,
                 n_labels=rec.labels,
                 budget=rec.budget,
+                every=every,
                 fraction=row["fraction"],
+                levels=boundary_levels(row, 0.95),
                 history_n=h["n"],
                 history_sd=h["sd"],
                 seed=len(h["n"]),
             )
-            p = f["p_at_margin"] if f["close"] else f["p_within"]
             looks.setdefault(cand, []).append(
-                {"labels": rec.labels, "budget": rec.budget, "p": p, "close": f["close"]}
+                {"labels": rec.labels, "budget": rec.budget, "p": f["p_within"]}
             )
 
     return on_fit
@@ -464,7 +482,7 @@ def run_study(
         # the app would show, and stop on), and coverage is read at a fixed look, the
         # budget, rather than at a stopping time chosen by the data.
         stop_when_settled=False,
-        on_fit=_forecaster(pop, looks) if forecast else None,
+        on_fit=_forecaster(pop, sc.batch, looks) if forecast else None,
         **_hooks(sc, gamed),
     )
     rows = []
@@ -527,7 +545,11 @@ def run_study(
             }
         if forecast:
             out_row["forecast"] = [
-                {**look, "settled": any(look["labels"] < n for n in settled_at)}
+                {
+                    **look,
+                    "truth": round(t, 5),
+                    "settled": any(look["labels"] < n for n in settled_at),
+                }
                 for look in looks.get(row["candidate"], [])
                 if look["p"] is not None
             ]
@@ -731,6 +753,27 @@ def reliability(looks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+#: Bands of the truth's distance to the margin, ``(Δ + δ)/δ``, for :func:`by_truth`.
+TRUTH_BANDS = {
+    "no-go side (Δ < −1.5·margin)": (-np.inf, -0.5),
+    "at the margin (Δ within ±0.5·margin of −margin)": (-0.5, 0.5),
+    "go side (Δ > −0.5·margin)": (0.5, np.inf),
+}
+
+
+def by_truth(looks: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`reliability` within bands of the truth (:data:`TRUTH_BANDS`).
+
+    A forecast sees the data, not the truth: calibration within a band of the truth is more
+    than any forecast can promise, and the bands show how far from it this one is.
+    """
+    out = {}
+    for name, (lo, hi) in TRUTH_BANDS.items():
+        sel = [x for x in looks if lo <= (x["truth"] + MARGIN) / MARGIN < hi]
+        out[name] = {"looks": len(sel), "table": reliability(sel)}
+    return out
+
+
 def _others(rows: list[dict[str, Any]], first: list[dict[str, Any]]) -> dict[str, Any]:
     other = [row for row in rows if row not in first]
     if not other:
@@ -869,8 +912,7 @@ def _write_forecast(path: Path, sc: Scenario, runs: list[dict[str, Any]], header
             if row["dimension"] == r["rows"][0]["dimension"] and row["verdict"] != "undecided"
         ),
         "table": reliability(looks),
-        "table_close_calls": reliability([x for x in looks if x["close"]]),
-        "table_not_close": reliability([x for x in looks if not x["close"]]),
+        "table_by_truth": by_truth(looks),
         "looks_detail": looks,
     }
     path.write_text(json.dumps(doc, indent=1) + "\n")

@@ -12,36 +12,37 @@ offline report. Nothing here renders HTML.
 * :func:`pair_data` — everything about one candidate against the incumbent: Δ draws per
   dimension, per-region summaries, the interval's history over fits, the judge's behaviour
   per arm, the naive judge-only Δ and a forecast of the labels still needed.
-* :func:`forecast_labels` — the forecast itself (pure numpy; method below).
+* :func:`settle_forecast` — the forecast itself (pure numpy; method below).
 * :func:`annotator_stats` — agreement on the overlap and each annotator's pace.
 
 Forecast method (approximate, and said so on the page)
 -------------------------------------------------------
-For an undecided cell with posterior draws ``Δ_s`` (mean ``μ₀``, variance ``v₀``) we assume:
+For an undecided cell with posterior draws ``Δ_s`` (mean ``μ₀``, variance ``v₀``), the
+forecast is the chance, under today's posterior, that the sequential rule settles the
+cell at one of the looks left in the budget (the posterior predictive probability):
 
-1. *Normal approximation*: the posterior of Δ stays normal as labels come in.
-2. *Linear information*: each further graded response adds a fixed precision ``λ`` to Δ,
-   so after ``k`` more labels ``v_k = 1 / (1/v₀ + λk)``. ``λ`` is the least-squares slope of
-   the posterior precision ``1/sd²`` against ``n_labels`` over the study's fit history
-   (``sd`` from each fit's 95% interval, ``(upper − lower) / 3.92``) when at least three
-   fits with different label counts give a positive slope: that measures what labels have
-   actually been worth here, including active selection. Otherwise ``λ = (1/v₀)/n`` (all
-   current information came from the ``n`` labels so far) — optimistic when much of it came
-   from judge-only counts.
-3. *Preposterior simulation*: for each draw ``s`` take ``Δ_s`` as the truth, simulate what
-   ``k`` labels would say, ``e ~ N(Δ_s, 1/(λk))``, and update:
-   ``μ_k = v_k (μ₀/v₀ + λk·e)``. The verdict is reached by the rule the verdicts follow
-   (:func:`calibration.bayes.decision.sequential_sides`): ``z_k = (μ_k + δ)/√v_k ≥ b`` (go)
-   or ``≤ −b`` (no-go), where ``b`` is the sequential boundary at ``n + k`` labels of the
-   budget (without a budget, the one-look ``b = Φ⁻¹(γ)``).
+1. *Linear information*: each further graded response adds a fixed precision ``λ`` to Δ,
+   so after ``k`` more grades the precision is ``1/v₀ + λk``. ``λ`` is the least-squares
+   slope of the posterior precision ``1/sd²`` against ``n_labels`` over the study's fit
+   history (``sd`` from each fit's 95% interval, ``(upper − lower) / 3.92``) when at least
+   three fits with different label counts give a positive slope: that measures what grades
+   have been worth here, active selection included. Otherwise ``λ = (1/v₀)/n``.
+2. *The truth from the posterior, the path by simulation*: each simulated future draws
+   ``Δ_s``; with ``I`` the precision, the score ``S = (μ + δ)·I`` moves as a Brownian
+   motion with drift ``Δ_s + δ`` in ``I`` (a normal posterior on a flat prior), from today's
+   ``(μ₀ + δ)/v₀``. It is looked at every ``refit_every`` grades up to the budget, as the
+   app refits, and at each look ``z = S/√I`` is read by the rule the verdicts follow
+   (:func:`calibration.bayes.decision.sequential_sides`) at the candidate's information
+   fraction, grown in proportion to the grades, and the boundary levels in force
+   (:func:`boundary_levels`: a re-plan's boundary included). The first look that settles
+   counts, as the app's first settled verdict does.
 
-We report the smallest ``k`` (on a geometric grid) at which at least half of the
-simulations reach a verdict, and the ``k`` for 80%. The pages show it only through
-:func:`honest_forecast`, which fixes the truth at the least favourable plausible value
-and says "close call" instead of a count when the margin is plausible (drawing the truth
-from the posterior promised settlement at the margin that did not happen). Labels are
-counted study-wide (one graded response carries every dimension), as ``Fit.n_labels``
-counts them.
+``p_within`` is the share of simulated futures settled by the budget; ``median`` and
+``p80`` the further grades by which half and 80% have. Averaged over a population of
+studies this probability comes true as often as it says; for one study it cannot know
+whether Δ sits on the margin, where far fewer settle than the same data suggest elsewhere
+(``bench/forecast_calibration.py``, docs/statistics.md). Grades are counted study-wide
+(one graded response carries every dimension), as ``Fit.n_labels`` counts them.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from numpy.typing import ArrayLike
 
 from annotate.models import Annotation, Arm, Assignment, Dimension, Label, Study
 from calibration import agreement
-from calibration.bayes.decision import delta_draws, required_z, required_z_at, sequential_sides
+from calibration.bayes.decision import Design, delta_draws, sequential_sides
 from calibration.bayes.summaries import is_settled
 from calibration.models import Fit
 
@@ -71,8 +72,8 @@ __all__ = [
     "decision_matrix",
     "fit_advice",
     "fit_health",
-    "forecast_labels",
-    "honest_forecast",
+    "boundary_levels",
+    "settle_forecast",
     "judge_comparison",
     "label_progress",
     "pair_data",
@@ -579,149 +580,131 @@ def judge_comparison(
     }
 
 
-def forecast_labels(
-    draws: ArrayLike,
-    *,
-    margin: float,
-    confidence: float,
-    n_labels: int,
-    budget: int | None = None,
-    history_n: ArrayLike = (),
-    history_sd: ArrayLike = (),
-    max_labels: int = 20_000,
-    seed: int = 0,
-    sims: int = 1000,
-    truth: float | None = None,
-    fraction: float | None = None,
-) -> dict[str, Any]:
-    """Labels expected to reach a verdict for one cell (module docstring: method).
+#: Simulated futures behind each forecast.
+FORECAST_SIMS = 4000
 
-    Returns ``median`` and ``p80`` (more labels, or None when not reached by
-    ``max_labels``), ``lambda_source`` ("history" or "current"), the grid and the reach
-    probability along it (for a chart or a table), and ``lean``: the share of reached
-    verdicts that are go at the ``p80`` point (or at the end of the grid).
+
+def boundary_levels(cell: dict[str, Any], confidence: float) -> tuple[float, float]:
+    """The (go, no-go) boundary levels ``b √t`` in force for a summary cell.
+
+    A cell stores the boundaries at its fraction (``required_z``, ``required_z_nogo``), which
+    carry every re-plan (:class:`calibration.bayes.decision.Design`: ``b = level / √t``), so
+    the level is ``b √t``. A stored boundary of None at a positive fraction is an infinite
+    one (a side a re-plan froze; summaries store no infinities). A cell at fraction 0 (one
+    arm without grades) or written before the boundaries were stored gets the original
+    plan's level; one without ``required_z_nogo`` uses the go side's.
     """
-    from scipy.special import ndtri
+    default = Design.initial(confidence).level
+    t = cell.get("fraction")
+    if "required_z" not in cell or t is None or t <= 0:
+        return default, default
+    root = math.sqrt(min(float(t), 1.0))
 
-    d = np.asarray(draws, dtype=np.float64).ravel()
-    mu0, v0 = float(d.mean()), float(d.var())
-    out: dict[str, Any] = {"median": None, "p80": None, "lean": None}
-    if v0 <= 0:
-        return {**out, "lambda_source": "none", "grid": [], "reach": []}
-    hn = np.asarray(history_n, dtype=np.float64)
-    hs = np.asarray(history_sd, dtype=np.float64)
-    lam, source = None, "current"
-    ok = np.isfinite(hs) & (hs > 0)
-    hn, hs = hn[ok], hs[ok]
-    if len(np.unique(hn)) >= 3:
-        prec = 1.0 / hs**2
-        slope = float(np.polyfit(hn, prec, 1)[0])
-        if slope > 0:
-            lam, source = slope, "history"
-    if lam is None:
-        lam = (1.0 / v0) / max(int(n_labels), 1)
-    rng = np.random.default_rng(seed)
-    truths = rng.choice(d, size=sims, replace=True) if truth is None else np.full(sims, truth)
-    z = rng.standard_normal(sims)
-    grid = np.unique(np.geomspace(5, max_labels, 40).round().astype(int))
-    reach, lean = [], []
-    for k in grid:
-        vk = 1.0 / (1.0 / v0 + lam * k)
-        est = truths + z / math.sqrt(lam * k)
-        mu_k = vk * (mu0 / v0 + lam * k * est)
-        z_k = (mu_k + margin) / math.sqrt(vk)
-        if budget is None:
-            bound = float(ndtri(confidence))
-        elif fraction is not None:
-            # This candidate's information fraction, grown in proportion to the labels.
-            grown = fraction * (int(n_labels) + int(k)) / max(int(n_labels), 1)
-            bound = required_z_at(grown, confidence)
-        else:
-            bound = required_z(int(n_labels) + int(k), budget, confidence)
-        go_, nogo = sequential_sides(z_k, bound)
-        reached = go_ | nogo
-        reach.append(float(reached.mean()))
-        lean.append(float(go_.sum() / reached.sum()) if reached.any() else None)
-    reach_arr = np.array(reach)
-    for key, level in (("median", 0.5), ("p80", 0.8)):
-        hit = np.flatnonzero(reach_arr >= level)
-        out[key] = int(grid[hit[0]]) if hit.size else None
-    at = np.flatnonzero(reach_arr >= 0.8)
-    out["lean"] = lean[at[0]] if at.size else lean[-1]
-    return {
-        **out,
-        "lambda_source": source,
-        "lambda": lam,
-        "grid": grid.tolist(),
-        "reach": reach,
-        "max_labels": max_labels,
-    }
+    def level(b: Any) -> float:
+        return math.inf if b is None else float(b) * root
+
+    go = level(cell["required_z"])
+    return go, level(cell["required_z_nogo"]) if "required_z_nogo" in cell else go
 
 
-#: The posterior interval whose end nearest the margin the forecast takes as the truth.
-FORECAST_INTERVAL = 0.80
-
-
-def honest_forecast(
+def settle_forecast(
     draws: ArrayLike,
     *,
     margin: float,
     confidence: float,
     n_labels: int,
     budget: int,
+    every: int,
     fraction: float | None = None,
+    levels: tuple[float, float] | None = None,
     history_n: ArrayLike = (),
     history_sd: ArrayLike = (),
     seed: int = 0,
+    sims: int = FORECAST_SIMS,
 ) -> dict[str, Any]:
-    """The forecast as the pages state it: only what it can promise.
+    """The chance that the sequential rule settles this cell within the budget (module docstring).
 
-    :func:`forecast_labels` draws the truth from the posterior. Near the margin that
-    promises far too much: with Δ truly at the margin it said P(settled within the budget)
-    0.41–0.64 where 7–10% settled (simulated here on a Brownian study, budget 1,000, looks
-    every 20; the review found 0.49–0.61 against 0–8% on the app's own loop). So:
+    ``every``: grades between looks (the study's ``refit_every``); ``fraction``: the
+    candidate's information fraction now (default ``n/N``); ``levels``: the (go, no-go)
+    boundary levels in force (:func:`boundary_levels`; default the original plan).
 
-    * if the posterior's 80% interval contains the margin (``close``), no label count is
-      promised: the page says it is a close call and how often a study with Δ exactly at
-      the margin settles within the labels left (``p_at_margin``);
-    * otherwise the truth is taken at the end of that interval nearest the margin (the
-      least favourable plausible value, not a draw), which is what the counts, and
-      ``p_within`` (settled within the labels left), are computed for.
-
-    ``left`` is the budget still unspent; ``beyond`` says the 50% count exceeds it.
-    Same simulation of the same rule as :func:`forecast_labels` otherwise.
+    Returns ``p_within`` (settled by the budget) split into ``p_go`` and ``p_nogo``;
+    ``median`` and ``p80``, the further grades after which half and 80% of the simulated
+    futures have settled (None when not within the budget); ``beyond`` (no even odds within
+    the budget); ``left``; the looks and the share settled by each (``grid``, ``reach``);
+    ``lambda`` and its source. ``p_within`` is None when the rule cannot look yet (one arm
+    without grades) or the posterior has no spread.
     """
     d = np.asarray(draws, dtype=np.float64).ravel()
-    left = max(int(budget) - int(n_labels), 0)
-    lo, hi = np.quantile(d, [(1 - FORECAST_INTERVAL) / 2, (1 + FORECAST_INTERVAL) / 2])
-    close = bool(lo <= -margin <= hi)
-    truth = -margin if close else (float(lo) if lo > -margin else float(hi))
-    f = forecast_labels(
-        d,
-        margin=margin,
-        confidence=confidence,
-        n_labels=n_labels,
-        budget=budget,
-        fraction=fraction,
-        history_n=history_n,
-        history_sd=history_sd,
-        max_labels=max(20 * budget, 5000),
-        seed=seed,
-        truth=truth,
-    )
-    grid, reach = np.asarray(f["grid"], dtype=float), np.asarray(f["reach"], dtype=float)
-    p_left = float(np.interp(left, grid, reach, left=0.0)) if grid.size and left > 0 else 0.0
-    median = f["median"]
-    return {
-        **f,
-        "close": close,
+    n = int(n_labels)
+    left = max(int(budget) - n, 0)
+    t0 = float(n / budget if fraction is None else fraction)
+    mu0, v0 = float(d.mean()), float(d.var())
+    out: dict[str, Any] = {
         "left": left,
-        "p_at_margin": p_left if close else None,
-        "p_within": None if close else p_left,
-        "beyond": bool(not close and (median is None or median > left)),
-        "median": None if close else median,
-        "p80": None if close else f["p80"],
-        "truth": truth,
+        "every": int(every),
+        "p_within": None,
+        "p_go": None,
+        "p_nogo": None,
+        "median": None,
+        "p80": None,
+        "beyond": left == 0,
+        "grid": [],
+        "reach": [],
+        "lambda": None,
+        "lambda_source": "none",
+    }
+    if v0 <= 0 or n < 1 or t0 <= 0:
+        return out
+    lam, source = (1.0 / v0) / n, "current"
+    hn = np.asarray(history_n, dtype=np.float64)
+    hs = np.asarray(history_sd, dtype=np.float64)
+    ok = np.isfinite(hs) & (hs > 0)
+    hn, hs = hn[ok], hs[ok]
+    if len(np.unique(hn)) >= 3:
+        slope = float(np.polyfit(hn, 1.0 / hs**2, 1)[0])
+        if slope > 0:
+            lam, source = slope, "history"
+    go_level, nogo_level = levels or (Design.initial(confidence).level,) * 2
+    step = max(int(every), 1)
+    grid = list(range(step, left, step)) + ([left] if left > 0 else [])
+    rng = np.random.default_rng(seed)
+    # The truth's distance to the margin drawn from the posterior; the score S = ẑ·I (the
+    # estimate times its precision) then moves as a Brownian motion with that drift.
+    distance = rng.choice(d, size=sims, replace=True) + margin
+    prec0 = 1.0 / v0
+    score = np.full(sims, (mu0 + margin) * prec0)
+    prec = prec0
+    settled = np.zeros(sims, dtype=bool)
+    went = np.zeros(sims, dtype=bool)
+    reach = []
+    for k in grid:
+        step_prec = prec0 + lam * k - prec
+        score = score + distance * step_prec + math.sqrt(step_prec) * rng.standard_normal(sims)
+        prec += step_prec
+        t = min(t0 * (n + k) / n, 1.0)
+        go, nogo = sequential_sides(
+            score / math.sqrt(prec), go_level / math.sqrt(t), nogo_level / math.sqrt(t)
+        )
+        fresh = ~settled & (go | nogo)
+        went |= fresh & go
+        settled |= fresh
+        reach.append(float(settled.mean()))
+    reach_arr = np.asarray(reach)
+    for key, level in (("median", 0.5), ("p80", 0.8)):
+        hit = np.flatnonzero(reach_arr >= level)
+        out[key] = int(grid[hit[0]]) if hit.size else None
+    p = float(settled.mean())
+    return {
+        **out,
+        "p_within": p,
+        "p_go": float(went.mean()),
+        "p_nogo": p - float(went.mean()),
+        "beyond": out["median"] is None,
+        "grid": grid,
+        "reach": reach,
+        "lambda": lam,
+        "lambda_source": source,
     }
 
 
@@ -783,13 +766,15 @@ def pair_data(study: Study, fit: Fit, cand: str) -> dict[str, Any] | None:
         hist_sd = (np.array(h["upper"]) - np.array(h["lower"])) / 3.92
         forecast = None
         if ds["verdict"] == "undecided" and not ds.get("final"):
-            forecast = honest_forecast(
+            forecast = settle_forecast(
                 delta,
                 margin=ds["margin"],
                 confidence=s["confidence"],
                 n_labels=fit.n_labels,
                 budget=progress_budget,
+                every=study.refit_every,
                 fraction=ds.get("fraction"),
+                levels=boundary_levels(ds, s["confidence"]),
                 history_n=h["n"],
                 history_sd=hist_sd,
                 seed=fit.seed,

@@ -608,6 +608,7 @@ def _summaries(
                 "p_noninferior": s.p_noninferior,
                 "z": s.z,
                 "required_z": s.required_z,
+                "required_z_nogo": s.required_z_nogo,
                 "fraction": fraction,
                 "verdict": s.verdict,
                 "audited_verdict": shown,
