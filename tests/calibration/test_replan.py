@@ -91,6 +91,32 @@ def test_a_replan_is_recorded_audited_and_anchors_new_boundaries(graded, admin_u
     assert replans.current_designs(graded)[0] == 1
 
 
+def test_after_a_replan_the_forecast_reads_the_new_boundary(graded, admin_user):
+    """The pair page's forecast takes each cell's boundary levels from the summary, which
+    carries the re-plan's designs (not the original plan's)."""
+    from calibration import dashboards
+
+    replans.replan(
+        study=graded, user=admin_user, label_budget=2000, confidence=0.95, audit_share=0.1,
+        margins={}, reason="Budget doubled by the product team",
+    )  # fmt: skip
+    graded.refresh_from_db()
+    later = services.run_fit(fit_id=services.request_fit(study=graded, trigger="manual").pk)
+    _, designs = replans.current_designs(graded)
+    original = Design.initial(graded.confidence).level
+    checked = 0
+    for cand in later.summary["candidates"]:
+        for cell in cand["dimensions"]:
+            go, nogo = designs[(cand["arm"], cell["dimension"])]
+            if cell["fraction"] <= 0 or cell["required_z"] is None:
+                continue
+            levels = dashboards.boundary_levels(cell, graded.confidence)
+            assert levels == pytest.approx((go.level, nogo.level))
+            assert levels != pytest.approx((original, original))
+            checked += 1
+    assert checked
+
+
 def test_a_replan_needs_a_reason_and_a_change(graded, admin_user):
     with pytest.raises(replans.PlanError, match="why"):
         replans.replan(study=graded, user=admin_user, label_budget=5, confidence=0.95,
