@@ -54,8 +54,9 @@ Forecast calibration (``--forecast PATH``)
 ------------------------------------------
 At every look where the dashboard would show a forecast (the shown verdict undecided, not
 final), :func:`calibration.dashboards.settle_forecast` is called as the dashboard calls it;
-its probability of settling within the grades left (``p_within``) is set against whether
-the model's verdict did settle by the budget. The reliability table is by decile of the
+its probability of settling within the grades left (``p_within``), and for close calls the
+chance with Δ on the margin (``p_at_margin``), are set against whether the model's verdict
+did settle by the budget. The reliability table is by decile of the
 forecast (looks, not studies: looks of one study are correlated, so the Wilson intervals
 are too narrow by an unknown factor), over all looks and within bands of the truth
 (``table_by_truth``). ``forecast_spread`` draws each study's Δ from ±4·margin: the
@@ -452,7 +453,13 @@ def _forecaster(pop: Population, every: int, looks: dict[str, list[dict[str, Any
                 seed=len(h["n"]),
             )
             looks.setdefault(cand, []).append(
-                {"labels": rec.labels, "budget": rec.budget, "p": f["p_within"]}
+                {
+                    "labels": rec.labels,
+                    "budget": rec.budget,
+                    "p": f["p_within"],
+                    "close": f["close"],
+                    "p_at_margin": f["p_at_margin"],
+                }
             )
 
     return on_fit
@@ -774,6 +781,17 @@ def by_truth(looks: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def close_tables(looks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The close calls' looks (margin inside Δ's 80% interval): the predictive chance the
+    page shows first, and the chance at the margin it adds, each against what happened."""
+    close = [x for x in looks if x.get("close")]
+    return {
+        "close_looks": len(close),
+        "table_close_predictive": reliability(close),
+        "table_close_at_margin": reliability([{**x, "p": x["p_at_margin"]} for x in close]),
+    }
+
+
 def _others(rows: list[dict[str, Any]], first: list[dict[str, Any]]) -> dict[str, Any]:
     other = [row for row in rows if row not in first]
     if not other:
@@ -913,6 +931,7 @@ def _write_forecast(path: Path, sc: Scenario, runs: list[dict[str, Any]], header
         ),
         "table": reliability(looks),
         "table_by_truth": by_truth(looks),
+        **close_tables(looks),
         "looks_detail": looks,
     }
     path.write_text(json.dumps(doc, indent=1) + "\n")

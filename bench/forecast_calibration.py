@@ -37,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from adversarial import by_truth, reliability  # noqa: E402
+from adversarial import by_truth, close_tables, reliability  # noqa: E402
 
 
 def pool(doc: dict[str, Any], names: list[str]) -> dict[str, Any]:
@@ -61,6 +61,7 @@ def pool(doc: dict[str, Any], names: list[str]) -> dict[str, Any]:
         "deciles_within_10_points": f"{sum(r['within_10_points'] for r in filled)}/{len(filled)}",
         "table": table,
         "table_by_truth": by_truth(looks),
+        **close_tables(looks),
     }
 
 

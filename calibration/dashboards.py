@@ -41,7 +41,9 @@ cell at one of the looks left in the budget (the posterior predictive probabilit
 ``p80`` the further grades by which half and 80% have. Averaged over a population of
 studies this probability comes true as often as it says; for one study it cannot know
 whether Δ sits on the margin, where far fewer settle than the same data suggest elsewhere
-(``bench/forecast_calibration.py``, docs/statistics.md). Grades are counted study-wide
+(``bench/forecast_calibration.py``, docs/statistics.md). So when the margin lies inside
+Δ's 80% interval (``close``) the pages add ``p_at_margin``: the same simulation with the
+truth fixed on the margin, what such a study should expect. Grades are counted study-wide
 (one graded response carries every dimension), as ``Fit.n_labels`` counts them.
 """
 
@@ -55,7 +57,7 @@ from typing import Any
 import numpy as np
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from annotate.models import Annotation, Arm, Assignment, Dimension, Label, Study
 from calibration import agreement
@@ -583,6 +585,9 @@ def judge_comparison(
 #: Simulated futures behind each forecast.
 FORECAST_SIMS = 4000
 
+#: A forecast is a close call when the margin lies inside this posterior interval of Δ.
+CLOSE_INTERVAL = 0.80
+
 
 def boundary_levels(cell: dict[str, Any], confidence: float) -> tuple[float, float]:
     """The (go, no-go) boundary levels ``b √t`` in force for a summary cell.
@@ -632,8 +637,11 @@ def settle_forecast(
     ``median`` and ``p80``, the further grades after which half and 80% of the simulated
     futures have settled (None when not within the budget); ``beyond`` (no even odds within
     the budget); ``left``; the looks and the share settled by each (``grid``, ``reach``);
-    ``lambda`` and its source. ``p_within`` is None when the rule cannot look yet (one arm
-    without grades) or the posterior has no spread.
+    ``lambda`` and its source. ``close``: the margin lies in Δ's 80% interval; then
+    ``p_at_margin``, the chance of settling from the same evidence if Δ is exactly on the
+    margin, is what a study whose Δ sits there should expect (always computed).
+    ``p_within`` is None when the rule cannot look yet (one arm without grades) or the
+    posterior has no spread.
     """
     d = np.asarray(draws, dtype=np.float64).ravel()
     n = int(n_labels)
@@ -649,6 +657,8 @@ def settle_forecast(
         "median": None,
         "p80": None,
         "beyond": left == 0,
+        "close": None,
+        "p_at_margin": None,
         "grid": [],
         "reach": [],
         "lambda": None,
@@ -669,37 +679,48 @@ def settle_forecast(
     step = max(int(every), 1)
     grid = list(range(step, left, step)) + ([left] if left > 0 else [])
     rng = np.random.default_rng(seed)
-    # The truth's distance to the margin drawn from the posterior; the score S = ẑ·I (the
-    # estimate times its precision) then moves as a Brownian motion with that drift.
-    distance = rng.choice(d, size=sims, replace=True) + margin
-    prec0 = 1.0 / v0
-    score = np.full(sims, (mu0 + margin) * prec0)
-    prec = prec0
-    settled = np.zeros(sims, dtype=bool)
-    went = np.zeros(sims, dtype=bool)
-    reach = []
-    for k in grid:
-        step_prec = prec0 + lam * k - prec
-        score = score + distance * step_prec + math.sqrt(step_prec) * rng.standard_normal(sims)
-        prec += step_prec
-        t = min(t0 * (n + k) / n, 1.0)
-        go, nogo = sequential_sides(
-            score / math.sqrt(prec), go_level / math.sqrt(t), nogo_level / math.sqrt(t)
-        )
-        fresh = ~settled & (go | nogo)
-        went |= fresh & go
-        settled |= fresh
-        reach.append(float(settled.mean()))
+    start = (mu0 + margin) / v0
+
+    def paths(distance: NDArray[np.float64]) -> tuple[NDArray[np.bool_], NDArray[np.bool_], list]:
+        # The score S = (μ + δ)·I (the estimate's distance to the margin times its
+        # precision) moves as a Brownian motion in I with drift ``distance``.
+        score = np.full(distance.size, start)
+        prec = 1.0 / v0
+        settled = np.zeros(distance.size, dtype=bool)
+        went = np.zeros(distance.size, dtype=bool)
+        reach = []
+        for k in grid:
+            step_prec = 1.0 / v0 + lam * k - prec
+            noise = rng.standard_normal(distance.size)
+            score = score + distance * step_prec + math.sqrt(step_prec) * noise
+            prec += step_prec
+            t = min(t0 * (n + k) / n, 1.0)
+            go, nogo = sequential_sides(
+                score / math.sqrt(prec), go_level / math.sqrt(t), nogo_level / math.sqrt(t)
+            )
+            fresh = ~settled & (go | nogo)
+            went |= fresh & go
+            settled |= fresh
+            reach.append(float(settled.mean()))
+        return settled, went, reach
+
+    # The truth's distance to the margin drawn from the posterior: the predictive chance.
+    settled, went, reach = paths(rng.choice(d, size=sims, replace=True) + margin)
     reach_arr = np.asarray(reach)
     for key, level in (("median", 0.5), ("p80", 0.8)):
         hit = np.flatnonzero(reach_arr >= level)
         out[key] = int(grid[hit[0]]) if hit.size else None
     p = float(settled.mean())
+    # The same evidence with the truth on the margin: the chance a close call settles.
+    lo, hi = np.quantile(d, [(1 - CLOSE_INTERVAL) / 2, (1 + CLOSE_INTERVAL) / 2])
+    at_margin, _, _ = paths(np.zeros(sims))
     return {
         **out,
         "p_within": p,
         "p_go": float(went.mean()),
         "p_nogo": p - float(went.mean()),
+        "close": bool(lo <= -margin <= hi),
+        "p_at_margin": float(at_margin.mean()),
         "beyond": out["median"] is None,
         "grid": grid,
         "reach": reach,

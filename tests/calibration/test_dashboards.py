@@ -418,7 +418,7 @@ def _gaussian_forecasts(truths, seed: int):
         for n in range(every, settle or budget, every):
             draws = rng.normal(cs[n - 1] / n, sigma / n**0.5, 500)
             f = _forecast(draws, n_labels=n, budget=budget, every=every, seed=n, sims=500)
-            out.append((f["p_within"], settle is not None))
+            out.append((f["p_within"], settle is not None, f["close"], f["p_at_margin"]))
     return np.array(out)
 
 
@@ -441,6 +441,20 @@ def test_over_a_population_of_studies_the_forecast_comes_true_as_often_as_it_say
     assert filled >= 8
     at_margin = _gaussian_forecasts(np.full(150, -0.02), seed=9)
     assert at_margin[:, 0].mean() > at_margin[:, 1].mean() + 0.1
+
+
+def test_a_close_call_adds_the_chance_with_delta_on_the_margin_and_that_one_comes_true():
+    """Where the margin lies in Δ's 80% interval, the page adds the chance if Δ is exactly on
+    the margin: over studies whose Δ is there, it agrees with what happens (within 5
+    points), where the predictive chance promises far more."""
+    rows = _gaussian_forecasts(np.full(300, -0.02), seed=10)
+    close = rows[rows[:, 2] == 1]
+    assert len(close) > 0.6 * len(rows)
+    assert abs(close[:, 3].mean() - close[:, 1].mean()) <= 0.05
+    assert close[:, 0].mean() > close[:, 1].mean() + 0.1
+    rng = np.random.default_rng(0)
+    far = _forecast(rng.normal(0.03, 0.01, 2000))
+    assert not far["close"] and far["p_at_margin"] < far["p_within"]
 
 
 def test_forecast_uses_the_measured_information_per_label_when_history_allows():
@@ -533,7 +547,9 @@ def test_the_forecast_settles_a_simulated_look_as_the_verdicts_would(monkeypatch
         draws, margin=0.02, confidence=0.95, n_labels=n, budget=10_000, every=400, fraction=t,
         levels=(design[0].level, design[1].level), sims=200,
     )  # fmt: skip
-    assert len(looks) == len(out["grid"]) and out["grid"][0] == 400
+    # Two simulations, each reading every look: the predictive one, then Δ on the margin.
+    assert len(looks) == 2 * len(out["grid"]) and out["grid"][0] == 400
+    looks = looks[: len(out["grid"])]
     unit = rng.standard_normal(200)
     unit = (unit - unit.mean()) / unit.std()
     shown, first = set(), np.full(200, "undecided", dtype=object)
