@@ -21,7 +21,6 @@ with the truth: ``z = (mean − Δ) / sd``. Without adaptive bias ``z`` has mean
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from adversarial import MARGIN, SCENARIOS  # noqa: E402
-from bayes_common import git_head  # noqa: E402
+from results_io import add_variant_argument, header, write_results  # noqa: E402
 
 from calibration.bayes.select import DimensionDraws, Selector, choose_cell  # noqa: E402
 
@@ -138,11 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--criteria", nargs="*", default=["standardised", "variance"])
     ap.add_argument("--seed", type=int, default=20261207)
     ap.add_argument("--out", type=Path)
+    add_variant_argument(ap)
     args = ap.parse_args(argv)
+    head = header("adaptive_bias", argv=argv)
     results: dict[str, object] = {
-        "bench": "adaptive_bias",
-        "commit": git_head(),
-        "command": "python bench/adaptive_bias.py " + " ".join(argv or sys.argv[1:]),
         "budget": max(LOOKS),
         "refit_every": args.refit,
         "draws": args.draws,
@@ -180,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         results["scenarios"][name] = block  # type: ignore[index]
     if args.out:
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        write_results(head, results, variant=args.variant, path=args.out)
     return 0
 
 

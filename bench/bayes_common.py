@@ -1,13 +1,14 @@
-"""Shared helpers of the bayes benchmarks (machine info, JSON output, baselines)."""
+"""Shared helpers of the bayes benchmarks (machine info, git HEAD, baselines).
+
+Results files are written by ``bench/results_io.py``.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results"
 
 Z975 = 1.959963984540054
 
@@ -60,22 +60,6 @@ def git_head() -> str | None:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
-
-
-def write_result(name: str, payload: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    payload = {"generated_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **payload}
-    path.write_text(json.dumps(payload, indent=2, default=_default) + "\n")
-    return path
-
-
-def _default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(type(obj))
 
 
 def wald_diff(y_c: np.ndarray, y_i: np.ndarray) -> tuple[float, float, float]:

@@ -40,7 +40,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bayes_common import machine_info, ppi_diff, wald_diff, write_result  # noqa: E402
+from bayes_common import machine_info, ppi_diff, wald_diff  # noqa: E402
+from results_io import add_variant_argument, header, write_results  # noqa: E402
 
 from calibration.bayes.decision import delta_draws, naive_judge_delta  # noqa: E402
 from calibration.bayes.fit import Fitter  # noqa: E402
@@ -173,10 +174,12 @@ def main() -> None:
     ap.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     ap.add_argument("--draws", type=int, default=2000, help="post-warm-up draws per chain")
     ap.add_argument("--tune", type=int, default=1000, help="warm-up iterations per chain")
+    add_variant_argument(ap)
     args = ap.parse_args()
     if args.quick:
         args.studies = args.other_studies = 20
 
+    args.header = header("bayes_coverage")
     info = machine_info()
     fitter = Fitter()
     t_start = time.perf_counter()
@@ -204,10 +207,9 @@ def _write(
     per_study: dict[str, list[dict]],
     secs: float,
 ) -> Path:
-    return write_result(
-        "bayes_coverage",
+    return write_results(
+        args.header,
         {
-            "command": "python " + " ".join(sys.argv),
             "parameters": {
                 "arms": 3,
                 "regions": WEIGHTS.size,
@@ -229,6 +231,7 @@ def _write(
             "results": results,
             "per_study": per_study,
         },
+        variant=args.variant,
     )
 
 

@@ -35,7 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bayes_common import ROOT, machine_info, write_result  # noqa: E402
+from bayes_common import ROOT, machine_info  # noqa: E402
+from results_io import add_variant_argument, header, write_results  # noqa: E402
 
 from calibration.bayes.data import JointCells, joint_cells_from_arrays  # noqa: E402
 from calibration.bayes.fit import Fitter  # noqa: E402
@@ -168,12 +169,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 5_000_000])
     ap.add_argument("--cold-child", type=int, default=None, help=argparse.SUPPRESS)
+    add_variant_argument(ap)
     args = ap.parse_args()
     if args.cold_child is not None:
         cold_child(args.cold_child)
         return
     repeats = 1 if args.quick else args.repeats
 
+    head = header("bayes_fit_time")
     info = machine_info()
     out: dict[str, Any] = {"cold": {}, "warm": {}}
 
@@ -253,10 +256,9 @@ def main() -> None:
                 for k, v in out["cold"].items()
             },
         }
-    path = write_result(
-        "bayes_fit_time",
+    path = write_results(
+        head,
         {
-            "command": "python " + " ".join(sys.argv),
             "parameters": {
                 "arms": 3,
                 "regions": WEIGHTS.size,
@@ -270,6 +272,7 @@ def main() -> None:
             "machine": info,
             **out,
         },
+        variant=args.variant,
     )
     print("wrote", path)
 

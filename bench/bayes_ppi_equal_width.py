@@ -15,7 +15,6 @@ Run: ``.venv/bin/python bench/bayes_ppi_equal_width.py`` (reads the coverage JSO
 
 from __future__ import annotations
 
-import json
 import resource
 import sys
 import time
@@ -26,8 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bayes_common import RESULTS, machine_info, ppi_diff, write_result  # noqa: E402
+from bayes_common import machine_info, ppi_diff  # noqa: E402
 from bayes_coverage import SCENARIOS, WEIGHTS, true_theta  # noqa: E402
+from results_io import header, path_of, section, write_results  # noqa: E402
 
 from calibration.bayes.simulate import reveal_uniform, simulate_study  # noqa: E402
 
@@ -59,7 +59,11 @@ def _ppi_widths(study_idx: int, scenario: dict[str, Any], n_per_arm: int, labels
 
 
 def main() -> None:
-    source = json.loads((RESULTS / "bayes_coverage.json").read_text())
+    head = header("bayes_ppi_equal_width")
+    coverage = section(path_of("bayes_coverage"))
+    if coverage is None:
+        raise SystemExit("no bench/results/bayes_coverage.json: run bench/bayes_coverage.py first")
+    source = coverage["results"]
     params = source["parameters"]
     labels, n_per_arm = params["labels_per_arm"], params["n_per_arm"]
     name = "strong_judge"
@@ -90,14 +94,12 @@ def main() -> None:
         boots.append((bayes_w[idx].mean() / stored_ppi_w[idx].mean()) ** 2)
     lo, hi = np.quantile(boots, [0.025, 0.975])
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    write_result(
-        "bayes_ppi_equal_width",
+    write_results(
+        head,
         {
-            "command": "python " + " ".join(sys.argv),
             "source": {
                 "file": "bench/results/bayes_coverage.json",
-                "generated_at_utc": source["generated_at_utc"],
-                "command": source["command"],
+                **{key: coverage["header"][key] for key in ("commit", "created", "command")},
                 "scenario": name,
                 "studies": k,
                 "labels_per_arm": labels,

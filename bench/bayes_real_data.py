@@ -38,7 +38,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bayes_common import ROOT, machine_info, ppi_diff, wald_diff, write_result  # noqa: E402
+from bayes_common import ROOT, machine_info, ppi_diff, wald_diff  # noqa: E402
+from results_io import add_variant_argument, header, write_results  # noqa: E402
 
 from calibration.bayes.data import bin_scores, counts_from_arrays, quantile_cuts  # noqa: E402
 from calibration.bayes.decision import delta_draws, naive_judge_delta  # noqa: E402
@@ -195,9 +196,11 @@ def main() -> None:
         default=None,
         help="restrict to dataset:dimension:incumbent:candidate entries",
     )
+    add_variant_argument(ap)
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.labels = 2, [50]
+    args.header = header("bayes_real_data")
     info = machine_info()
     fitter = Fitter()
     t0 = time.perf_counter()
@@ -251,10 +254,9 @@ def _write(args: argparse.Namespace, info: dict[str, Any], cells: list[dict], se
             if any(c[m] for c in rows)
         }
         pooled[str(n)]["cells"] = len(rows)
-    write_result(
-        "bayes_real_data",
+    write_results(
+        args.header,
         {
-            "command": "python " + " ".join(sys.argv),
             "parameters": {
                 "datasets": DATASETS,
                 "labels_requested": args.labels,
@@ -272,6 +274,7 @@ def _write(args: argparse.Namespace, info: dict[str, Any], cells: list[dict], se
             "pooled_by_labels_per_arm": pooled,
             "cells": cells,
         },
+        variant=args.variant,
     )
 
 

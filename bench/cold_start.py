@@ -22,6 +22,9 @@ Usage::
     python bench/cold_start.py [--requests 50] [--rounds 3] [--out bench/results/cold_start.json]
     DATABASE_URL=postgres://… python bench/cold_start.py …
 
+With ``BATON_WARMUP=0`` (the server's warm-up off) the run is the results file's variant
+``no_warmup`` (``bench/results_io.py``).
+
 ``tests/test_cold_start.py`` (slow) runs one round and requires 0 errors.
 """
 
@@ -31,7 +34,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import random
 import signal
 import socket
@@ -52,7 +54,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 SLUG = "cold-start"
-COMMAND = "python bench/cold_start.py"
 
 
 @dataclass(frozen=True)
@@ -372,22 +373,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads (default 8)")
     parser.add_argument("--out", type=Path, help="write the JSON result there")
     parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
+    # Imported here: tests import this module as bench.cold_start, without bench/ on the path.
+    from results_io import add_variant_argument, header, write_results
+
+    add_variant_argument(parser, "default with BATON_WARMUP=0: no_warmup")
     args = parser.parse_args()
     if args.prepare:
         print(json.dumps(prepare()))
         return
+    head = header("cold_start", env=("BATON_WARMUP",))
     result = run(
         requests=args.requests, rounds=args.rounds, clients=args.clients, threads=args.threads
     )
-    env = [f"{k}={os.environ[k]}" for k in ("BATON_WARMUP",) if k in os.environ]
-    result["command"] = " ".join([*env, COMMAND, *sys.argv[1:]])
-    result["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
-    result["commit"] = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    text = json.dumps(result, indent=2)
+    variant = args.variant or (None if result["warm_up"] else "no_warmup")
     if args.out:
-        args.out.write_text(text + "\n")
+        write_results(head, result, variant=variant, path=args.out)
     summary = {k: v for k, v in result.items() if k != "bursts"}
     print(json.dumps(summary, indent=2))
     for r in result["bursts"]:

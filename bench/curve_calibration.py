@@ -10,14 +10,15 @@ truth is the traffic-weighted Δ of the study's own responses.
 
     python bench/curve_calibration.py --judges flatter_50 identical --labels 75 150 \\
         --studies 200 --out bench/results/curve_calibration.json
+
+With ``--exact`` (exact pass counts per model and region) the run is the file's variant
+``exact`` (``bench/results_io.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from adversarial import SCENARIOS  # noqa: E402
-from bayes_common import git_head  # noqa: E402
+from results_io import add_variant_argument, header, write_results  # noqa: E402
 
 from calibration.bayes.data import joint_cells_from_arrays  # noqa: E402
 from calibration.bayes.decision import delta_draws  # noqa: E402
@@ -94,12 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         "--exact", action="store_true", help="exact pass counts per (model, region), as the loop"
     )
     ap.add_argument("--out", type=Path)
+    add_variant_argument(ap, "default with --exact: exact")
     args = ap.parse_args(argv)
+    variant = args.variant or ("exact" if args.exact else None)
+    head = header("curve_calibration", argv=argv)
     result: dict[str, object] = {
-        "bench": "curve_calibration",
-        "command": "python bench/curve_calibration.py " + " ".join(argv or sys.argv[1:]),
-        "commit": git_head(),
-        "machine": {"cpus": os.cpu_count(), "load": round(os.getloadavg()[0], 2)},
         "settings": {
             "chains": 2,
             "draws": 1000,
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             result["cases"][key] = case  # type: ignore[index]
             print(f"{judge}@{labels}: {case}", flush=True)
             if args.out:
-                args.out.write_text(json.dumps(result, indent=1) + "\n")
+                write_results(head, result, variant=variant, path=args.out)
     return 0
 
 

@@ -43,6 +43,8 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
+from results_io import add_variant_argument, header, write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH_DB = "baton_bench_dashboard"
 RESULTS = ROOT / "bench" / "results" / "dashboard_render.json"
@@ -245,7 +247,6 @@ def run(args: argparse.Namespace) -> dict:
             "cpus": os.cpu_count(),
             "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
         },
-        "command": "python bench/dashboard_render.py " + " ".join(sys.argv[1:]),
     }
 
 
@@ -256,7 +257,9 @@ def main() -> None:
     parser.add_argument("--labels-per-arm", type=int, default=150)
     parser.add_argument("--renders", type=int, default=30)
     parser.add_argument("--out", default=str(RESULTS))
+    add_variant_argument(parser)
     args = parser.parse_args()
+    head = header("dashboard_render")
     tmp = None
     if args.database_url:
         url = _scratch_url(args.database_url)
@@ -272,8 +275,7 @@ def main() -> None:
         connections.close_all()
         if args.database_url:
             _pg_admin(args.database_url, f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(head, result, variant=args.variant, path=Path(args.out))
     print(json.dumps({k: v["p95_ms"] for k, v in result["pages"].items()}, indent=1))
 
 

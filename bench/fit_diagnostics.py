@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bayes_common import git_head, machine_info  # noqa: E402
+from bayes_common import machine_info  # noqa: E402
+from results_io import add_variant_argument, header, write_results  # noqa: E402
 
 LABELS = (20, 40, 100)
 
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", nargs="*", default=["demo", "hanna", "summeval"])
     default_out = ROOT / "bench" / "results" / "fit_diagnostics.json"
     parser.add_argument("--out", type=Path, default=default_out)
+    add_variant_argument(parser)
     args = parser.parse_args(argv)
     _django()
 
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     from calibration.bayes.posterior import MODEL_VERSION
     from calibration.services import FIT_SETTINGS
 
-    commit = git_head()  # at the start: the code that runs, even if a commit lands meanwhile
+    head = header("fit_diagnostics", argv=argv)  # at the start: the code that runs
     fitter = Fitter()
     rows: list[dict[str, Any]] = []
     started = time.time()
@@ -199,8 +201,6 @@ def main(argv: list[str] | None = None) -> int:
             rows += run(pop, shape=shape, seed=seed, fitter=fitter)
             print(json.dumps(summarise(rows)), flush=True)
     result = {
-        "command": "python bench/fit_diagnostics.py " + " ".join(argv or sys.argv[1:]),
-        "commit": commit,
         "model_version": MODEL_VERSION,
         "machine": machine_info(),
         "settings": {**FIT_SETTINGS, "ess_top_ups": 2, "labels": list(LABELS)},
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summarise(rows),
         "fits": rows,
     }
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_results(head, result, variant=args.variant, path=args.out)
     return 0
 
 

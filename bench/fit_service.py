@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
+from results_io import add_variant_argument, header, write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 SCRATCH_DB = "baton_bench_fit_service"
@@ -250,10 +252,12 @@ def main() -> None:
     parser.add_argument("--skip-worker", action="store_true")
     parser.add_argument("--skip-empty-cache", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "bench/results/fit_service.json"))
+    add_variant_argument(parser)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(CHILDREN[args.child](args), default=str))
         return
+    head = header("fit_service")
     args.passthrough = [
         f"--prompts={args.prompts}",
         f"--labels-per-arm={args.labels_per_arm}",
@@ -277,7 +281,6 @@ def main() -> None:
         env["SQLITE_PATH"] = str(tmp / "bench.sqlite3")
         database = "sqlite"
     results: dict = {
-        "benchmark": "fit_service",
         "what": "seconds from labels changed (request_fit / note_new_labels) to latest_fit "
         "serving the new fit, demo study 3 arms x 3 dimensions x 6 regions",
         "targets": {"warm_s": 10, "cold_s": 40},
@@ -287,8 +290,6 @@ def main() -> None:
             "python": platform.python_version(),
             "load_average_at_start": os.getloadavg(),
         },
-        "command": "python bench/fit_service.py"
-        + (" --database-url ..." if args.database_url else ""),
     }
     try:
         print("setting up the demo study ...", file=sys.stderr)
@@ -372,8 +373,7 @@ def main() -> None:
         ],
         "load_average_at_end": os.getloadavg(),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    write_results(head, results, variant=args.variant, path=Path(args.out))
     print(json.dumps(results["headline"], indent=2))
 
 

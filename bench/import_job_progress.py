@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from import_speed import ARMS, REGIONS, generate  # noqa: E402
+from results_io import add_variant_argument, header, write_results  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -76,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=20_000, help="interactions (× 3 responses)")
     parser.add_argument("--out", default=str(ROOT / "bench/results/import_job_progress.json"))
+    add_variant_argument(parser)
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         sys.exit("DATABASE_URL=postgres://… is required (PostgreSQL only)")
@@ -99,6 +101,7 @@ def main() -> None:
     path = work / "bench.jsonl"
     generate(path, args.lines, seed=3)
     size = path.stat().st_size
+    head = header("import_job_progress", env=("DATABASE_URL",))
     load_before = os.getloadavg()
 
     # 1. What the callback costs the importer (client-side CPU; the database's is the same).
@@ -146,8 +149,6 @@ def main() -> None:
     gaps = [round(b - a, 2) for a, b in zip(moves, moves[1:], strict=False)]
     result = {
         "what": "ImportJob progress through a real db_worker (PostgreSQL), and the callback's cost",
-        "command": "DATABASE_URL=postgres://baton@127.0.0.1:55432/baton_h3 "
-        f".venv/bin/python bench/import_job_progress.py --lines {args.lines}",
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -168,7 +169,7 @@ def main() -> None:
             "timeline": timeline,
         },
     }
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(head, result, variant=args.variant, path=Path(args.out))
     print(json.dumps({k: v for k, v in result["worker"].items() if k != "timeline"}, indent=2))
     drop_studies("bench-progress-")
     shutil.rmtree(work, ignore_errors=True)

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
+from results_io import add_variant_argument, header, write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 ARMS = ("inc", "cand1", "cand2")
 REGIONS = {"eu": "0.5", "us": "0.3", "apac": "0.2"}
@@ -287,10 +289,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/import_speed.json")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    add_variant_argument(parser)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child)))
         return
+    head = header("import_speed", env=("DATABASE_URL",))
     database_url = os.environ.get("DATABASE_URL", "")
     backends = [b for b in args.backends.split(",") if b]
     if "postgresql" in backends and not database_url.startswith("postgres"):
@@ -309,8 +313,6 @@ def main() -> None:
             print(json.dumps(result), file=sys.stderr)
             runs.append(result)
     results = {
-        "benchmark": "import_speed",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "parameters": {
             "arms": list(ARMS),
             "dimensions": {
@@ -332,8 +334,7 @@ def main() -> None:
         "target": ">= 100000 responses/s into PostgreSQL",
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(head, results, variant=args.variant, path=args.out)
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from adversarial import wilson  # noqa: E402
-from bayes_common import git_head  # noqa: E402
+from results_io import add_variant_argument, header, write_results  # noqa: E402
 
 from calibration.bayes.curve import JUDGE_BAND, judge_pass_difference  # noqa: E402
 from calibration.bayes.data import joint_cells_from_arrays  # noqa: E402
@@ -84,12 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--studies", type=int, default=100)
     ap.add_argument("--seed", type=int, default=7000)
     ap.add_argument("--out", type=Path)
+    add_variant_argument(ap)
     args = ap.parse_args(argv)
+    head = header("judge_differs", argv=argv)
     result: dict[str, object] = {
-        "bench": "judge_differs",
-        "command": "python bench/judge_differs.py " + " ".join(argv or sys.argv[1:]),
-        "commit": git_head(),
-        "machine": {"cpus": os.cpu_count(), "load": round(os.getloadavg()[0], 2)},
         "settings": {"chains": 2, "draws": 1000, "tune": 500, "labels_per_model": args.labels},
         "cases": {},
     }
@@ -114,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(case, json.dumps(result["cases"][case]), flush=True)  # type: ignore[index]
         if args.out:
-            args.out.write_text(json.dumps(result, indent=1) + "\n")
+            write_results(head, result, variant=args.variant, path=args.out)
     return 0
 
 

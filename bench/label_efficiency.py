@@ -49,7 +49,10 @@ Each study runs in a worker process (``--workers``, one Fitter each) and is appe
 ``--rows`` (JSON lines) as soon as it ends; a rerun skips the studies already there, so a
 run can be stopped and resumed, and ``--until HH:MM`` (UTC) stops starting new studies.
 ``--out`` is rebuilt from all rows after each study (``--summarise-only``: just that).
-The JSON records the load average and the CPU seconds of every study.
+The JSON records the load average and the CPU seconds of every study. A rerun of some parts
+at other code is a variant of the results file (``--variant head``, with its own rows
+``bench/raw/label_efficiency_head.jsonl``: the efficiency, verdict and boundary parts at the
+model code after the first runs; ``bench/results_io.py``).
 
     nice -n 10 python bench/label_efficiency.py [--workers 2] [--until 13:45] [--quick]
 """
@@ -71,7 +74,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bayes_common import git_head  # noqa: E402
+from results_io import add_variant_argument, header, section, write_results  # noqa: E402
 
 from calibration.bayes.decision import required_z  # noqa: E402
 from calibration.bayes.fit import Fitter  # noqa: E402
@@ -666,8 +669,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 studies per part")
     parser.add_argument(
         "--rows",
-        default=str(Path(__file__).parent / "raw" / "label_efficiency.jsonl"),
-        help="per-study results, one JSON line each; studies already in it are skipped",
+        help="per-study results, one JSON line each; studies already in it are skipped "
+        "(default bench/raw/label_efficiency.jsonl, or label_efficiency_<variant>.jsonl)",
     )
     parser.add_argument(
         "--summarise-only", action="store_true", help="rebuild --out from --rows and exit"
@@ -675,6 +678,7 @@ def main() -> None:
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "results" / "label_efficiency.json")
     )
+    add_variant_argument(parser)
     args = parser.parse_args()
     if args.quick:
         args.studies = args.weak_studies = args.verdict_studies = args.boundary_studies = 2
@@ -687,6 +691,9 @@ def main() -> None:
         "verdict": args.verdict_studies,
         "boundary": args.boundary_studies,
     }
+    if args.rows is None:
+        name = "label_efficiency" + (f"_{args.variant}" if args.variant else "")
+        args.rows = str(Path(__file__).parent / "raw" / f"{name}.jsonl")
     rows_path, out = Path(args.rows), Path(args.out)
     rows_path.parent.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -717,7 +724,7 @@ def main() -> None:
 
     started = time.perf_counter()
     load_before = os.getloadavg()
-    head = git_head()  # the code the studies run, not whatever is checked out at the end
+    head = header("label_efficiency")  # the code the studies run, not what is there at the end
     settings = {
         "target_half_width": TARGET_HALF_WIDTH,
         "margin": MARGIN,
@@ -738,16 +745,14 @@ def main() -> None:
 
     # The note on how the rows were produced (written by hand, across invocations) stays;
     # so does what the last run recorded of itself when this one only summarises.
-    previous = json.loads(out.read_text()) if out.exists() else {}
-    note = previous.get("note")
-    run_keys = ("settings", "command", "git_head", "machine")
+    previous = section(out, args.variant)
+    note = previous["results"].get("note") if previous else None
+    run_keys = ("settings", "machine")
 
     def write() -> None:
         rows = load_rows(rows_path)
         doc = {
             "settings": settings,
-            "command": " ".join(sys.argv),
-            "git_head": head,
             "machine": {
                 "cpus": os.cpu_count(),
                 "loadavg_before": [round(x, 2) for x in load_before],
@@ -758,11 +763,14 @@ def main() -> None:
             "brownian_check": brownian,
             **build_results(rows, wanted),
         }
-        if args.summarise_only:
-            doc.update((key, previous[key]) for key in run_keys if key in previous)
+        run = head
+        if args.summarise_only and previous:
+            kept = previous["results"]
+            doc.update((key, kept[key]) for key in run_keys if key in kept)
+            run = previous["header"]
         if note:
             doc["note"] = note
-        out.write_text(json.dumps(doc, indent=1))
+        write_results(run, doc, variant=args.variant, path=out)
 
     brownian = brownian_check()
     if args.summarise_only:
@@ -800,7 +808,7 @@ def main() -> None:
                     write()
                 submit()
     write()
-    doc = json.loads(out.read_text())
+    doc = section(out, args.variant)["results"]  # type: ignore[index]
     print(
         json.dumps(
             {k: v["summary"] for k, v in doc.items() if isinstance(v, dict) and "summary" in v},

@@ -11,6 +11,9 @@ scatter comes from the model's interval, not from where the labels went.
 
     nice -n 5 python bench/label_scatter.py [--seeds 100000,100001] [--runs 8]
     python bench/label_scatter.py --summarise-only --out bench/results/label_scatter.json
+
+Other seeds are a variant of the results file (``--variant worst``: the ten weak-judge
+studies with the highest upper bound; ``bench/results_io.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import label_efficiency as le  # noqa: E402
-from bayes_common import git_head  # noqa: E402
+from results_io import add_variant_argument, header, section, write_results  # noqa: E402
 
 from calibration.bayes.replay import human_only_delta  # noqa: E402
 
@@ -112,17 +115,21 @@ def main() -> None:
         action="store_true",
         help="rebuild the summary of --out from the runs stored in it and exit",
     )
+    add_variant_argument(parser)
     args = parser.parse_args()
     out = Path(args.out)
     if args.summarise_only:
-        doc = json.loads(out.read_text())
+        stored = section(out, args.variant)
+        if stored is None:
+            parser.error(f"{out} holds no such run to summarise")
+        doc = stored["results"]
         doc["summary"] = summarise(doc["studies"])
-        out.write_text(json.dumps(doc, indent=1))
+        write_results(stored["header"], doc, variant=args.variant, path=out)
         return
     if args.runs < 2 or args.orders < 2:
         parser.error("--runs and --orders need at least 2 (a spread of one is undefined)")
     fitter = le._ShortChainFitter(cores=1)
-    started, load_before, head = time.perf_counter(), os.getloadavg(), git_head()
+    started, load_before, head = time.perf_counter(), os.getloadavg(), header("label_scatter")
     studies = []
     for seed in (int(s) for s in args.seeds.split(",")):
         pop, truth = le.make_population(seed, se=0.70, sp=0.65, delta=None)
@@ -163,8 +170,6 @@ def main() -> None:
             "draws_per_chain": args.draws,
             "chains": 2,
         },
-        "command": " ".join(sys.argv),
-        "git_head": head,
         "machine": {
             "cpus": os.cpu_count(),
             "loadavg_before": [round(x, 2) for x in load_before],
@@ -174,7 +179,7 @@ def main() -> None:
         "summary": summarise(studies),
         "studies": studies,
     }
-    out.write_text(json.dumps(doc, indent=1))
+    write_results(head, doc, variant=args.variant, path=out)
 
 
 if __name__ == "__main__":

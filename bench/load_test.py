@@ -39,7 +39,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bayes_common import git_head  # noqa: E402
 from http_common import (  # noqa: E402
     ROOT,
     CpuMeter,
@@ -61,6 +60,7 @@ from http_common import (  # noqa: E402
     start_server,
     stop_server,
 )
+from results_io import add_variant_argument, header, write_results  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "load_test.json"
 
@@ -85,6 +85,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=ServerSettings.threads)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--output", type=Path, default=RESULTS)
+    add_variant_argument(p)
     return p.parse_args()
 
 
@@ -110,7 +111,7 @@ def main() -> None:
     settings = ServerSettings(workers=args.workers, threads=args.threads)
     port = free_port()
     load_before = os.getloadavg()
-    head = git_head()  # at the start: a commit that lands during the run is not this run's
+    head = header("load_test")  # at the start: a commit that lands during the run is not its
     server = start_server(url, port, settings)
     tally = Tally()
     try:
@@ -204,11 +205,8 @@ def main() -> None:
         "cpu_seconds": cpu,
         "cpu_ms_per_grade": {k: round(v * 1000 / max(1, grades), 1) for k, v in cpu.items()},
         "machine": machine(load_before),
-        "git_head": head,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(head, result, variant=args.variant, path=args.output)
     print(
         json.dumps(
             {k: result[k] for k in ("passed", "throughput_per_s", "latency_ms", "cpu_seconds")},

@@ -11,8 +11,10 @@ against the same database, for a before/after comparison::
     .venv/bin/python bench/next_item_cpu.py --code-root /tmp/baton-before --label before
     .venv/bin/python bench/next_item_cpu.py --label after
 
-Each run appends one record to ``bench/results/next_item_cpu.json``. ``--fit synthetic``
-picks with a posterior (``next_item_latency.synthetic_fit``), ``none`` without one.
+Each run appends one record to the ``runs`` of ``bench/results/next_item_cpu.json`` (or of
+its ``--variant``; ``bench/results_io.py``), whose header is the latest run's: start a new
+comparison with a new ``--variant``. ``--fit synthetic`` picks with a posterior
+(``next_item_latency.synthetic_fit``), ``none`` without one.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ def main() -> None:
         type=Path,
         help="also write a cProfile of the measured cycles here (pstats format; no record)",
     )
+    sys.path.insert(0, str(HERE))
+    from results_io import add_variant_argument, header, section, write_results
+
+    add_variant_argument(p)
     args = p.parse_args()
 
     root = args.code_root.resolve()
@@ -113,6 +119,7 @@ def main() -> None:
         print(f"profile of {args.cycles} cycles: {args.profile}")
         return
 
+    head = header("next_item_cpu", repo=root)
     load_before = os.getloadavg()
     cpu0, db0, wall0 = time.process_time(), backend_seconds(), time.perf_counter()
     for _ in range(args.cycles):
@@ -131,10 +138,9 @@ def main() -> None:
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
-    runs = json.loads(args.output.read_text()) if args.output.exists() else []
-    runs.append(record)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(runs, indent=2) + "\n")
+    before = section(args.output, args.variant)
+    runs = [*(before["results"]["runs"] if before else []), record]
+    write_results(head, {"runs": runs}, variant=args.variant, path=args.output)
     print(json.dumps(record))
 
 

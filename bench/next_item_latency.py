@@ -19,7 +19,9 @@ What it does
 4. Stops the server and checks the database: leases of one response held by two annotators
    at once (overlap picks excepted), responses with more live grades than overlap picks
    explain, acknowledged grades missing or stored twice.
-5. Writes ``bench/results/next_item_latency.json``.
+5. Writes ``bench/results/next_item_latency.json`` (``bench/results_io.py``): a run with
+   ``--think-spread 0`` as its variant ``lockstep``; how long building the data took as the
+   section ``build``, which a later run that reuses the data reports.
 
 The loop, the server, the data and the checks are shared with ``bench/load_test.py``
 (``bench/http_common.py``).
@@ -45,7 +47,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bayes_common import git_head  # noqa: E402
 from http_common import (  # noqa: E402
     LABELS,
     ROOT,
@@ -69,6 +70,7 @@ from http_common import (  # noqa: E402
     start_server,
     stop_server,
 )
+from results_io import add_variant_argument, header, section, write_results  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "next_item_latency.json"
 
@@ -114,7 +116,11 @@ def parse_args() -> argparse.Namespace:
         help="a new synthetic fit this often during a scenario (0: one fit only)",
     )
     p.add_argument("--output", type=Path, default=RESULTS)
-    return p.parse_args()
+    add_variant_argument(p, "default with --think-spread 0: lockstep")
+    args = p.parse_args()
+    if args.variant is None and args.think_spread == 0:
+        args.variant = "lockstep"
+    return args
 
 
 def query_plans(study) -> dict[str, str]:
@@ -315,7 +321,7 @@ def main() -> None:
 
     port = args.port or free_port()
     load_before = os.getloadavg()
-    head = git_head()  # at the start: a commit that lands during the run is not this run's
+    head = header("next_item_latency")  # at the start: a later commit is not this run's
     settings = ServerSettings(
         workers=args.workers, threads=args.threads, keep_alive=args.keep_alive
     )
@@ -361,7 +367,7 @@ def main() -> None:
             if fit
             else "calibration.selection.pick_cell with no fit yet (uniform over cells)"
         ),
-        "build": build_record(build_seconds, n),
+        "build": build_record(build_seconds, n, head),
         "annotators": args.annotators,
         "server": {
             "command": server_command(settings, port),
@@ -385,16 +391,13 @@ def main() -> None:
         "one_next_item_sql": sql_time,
         "query_plans": plans,
         "machine": machine(load_before),
-        "git_head": head,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     summary = {
         name: {k: sc[k] for k in ("next_item_ms", "throughput_per_s", "cpu_ms_per_cycle")}
         | {"double_leases": sc["checks"]["double_leases"]}
         for name, sc in scenarios.items()
     }
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(head, result, variant=args.variant, path=args.output)
     print(json.dumps({"scenarios": summary, "breakdown": breakdown}, indent=2))
 
 
@@ -483,10 +486,10 @@ class Refits:
             self.thread.join()
 
 
-BUILD_RECORD = RESULTS.with_name("next_item_latency_build.json")
+BUILD = "build"  # the section of RESULTS that records the last build of the data
 
 
-def build_record(seconds: float, n: int) -> dict[str, Any]:
+def build_record(seconds: float, n: int, head: dict[str, Any]) -> dict[str, Any]:
     """How long building the data took: now, or as recorded when it was built."""
     if seconds:
         record = {
@@ -495,11 +498,10 @@ def build_record(seconds: float, n: int) -> dict[str, Any]:
             "how": "INSERT … SELECT generate_series (prompts, then responses) + VACUUM ANALYZE",
             "load_average": [round(x, 2) for x in os.getloadavg()],
         }
-        BUILD_RECORD.write_text(json.dumps(record, indent=2) + "\n")
+        write_results(head, record, variant=BUILD, path=RESULTS)
         return record
-    if BUILD_RECORD.exists():
-        return {**json.loads(BUILD_RECORD.read_text()), "reused_by_this_run": True}
-    return {"reused_by_this_run": True}
+    built = section(RESULTS, BUILD)
+    return {**(built["results"] if built else {}), "reused_by_this_run": True}
 
 
 def scenario_result(study, load: dict[str, Any], args: argparse.Namespace, think: float):

@@ -26,6 +26,8 @@ import time
 import uuid
 from pathlib import Path
 
+from results_io import add_variant_argument, header, write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "pair_pick_latency.json"
 SLUG = "bench-pair-pick"
@@ -168,11 +170,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    add_variant_argument(parser)
     args = parser.parse_args()
+    head = header("pair_pick_latency")
     _setup_django()
     result = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(head, result, variant=args.variant, path=args.out)
     print(json.dumps({k: result[k] for k in ("single", "side_by_side", "machine")}, indent=2))
 
 

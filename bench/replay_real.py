@@ -5,8 +5,8 @@ dimensions) and SummEval (judge ``rouge1_maxref``, pass ≥ 4, its 4 dimensions)
 cut at their median over the two replayed systems (2 quantile bins), as in
 ``manage.py replay``.
 
-Which comparisons (fixed by a rule, written into the results' header)
-----------------------------------------------------------------------
+Which comparisons (fixed by a rule, written into the results' settings)
+------------------------------------------------------------------------
 For each table the systems are ranked by their mean human pass rate over the table's
 dimensions (all labels, ascending; HANNA's human-written ``Human`` stories are left out:
 they are a reference, not a model, and beat every model by 40–60 points). The incumbent is
@@ -91,7 +91,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bayes_common import ROOT, git_head, machine_info  # noqa: E402
+from bayes_common import ROOT, machine_info  # noqa: E402
+from results_io import add_variant_argument, header, write_results  # noqa: E402
 
 from calibration.bayes.fit import Fitter  # noqa: E402
 from calibration.bayes.posterior import MODEL_VERSION  # noqa: E402
@@ -375,6 +376,7 @@ def main() -> None:
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "results" / "replay_real.json")
     )
+    add_variant_argument(parser)
     args = parser.parse_args()
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 2)
     fitter = _TimedFitter(Fitter(cores=1))
@@ -413,13 +415,11 @@ def main() -> None:
         for cand, (pop, truth) in pops.items()
         for d, dim in enumerate(pop.dimensions)
     ]
+    head = header("replay_real")
     results: dict[str, Any] = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "git_head": git_head(),
         "git_dirty_files": _git_dirty(),
         "model_version": MODEL_VERSION,
         "machine": machine_info(),
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "settings": {
             "budget": args.budget,
             "batch": args.batch,
@@ -554,15 +554,15 @@ def main() -> None:
                 results["summary"] = summarise(runs)
                 results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
                 results["seeds_done"] = len(seed_seconds)
-                out.write_text(json.dumps(results, indent=1) + "\n")
+                write_results(head, results, variant=args.variant, path=out)
         seed_seconds.append(time.perf_counter() - seed_started)
         results["seeds_done"] = len(seed_seconds)
         results["seed_seconds"] = [round(x, 1) for x in seed_seconds]
-        out.write_text(json.dumps(results, indent=1) + "\n")
+        write_results(head, results, variant=args.variant, path=out)
     results["complete"] = not results["stopped_by_deadline"]
     results["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(head, results, variant=args.variant, path=out)
     print(json.dumps(results["summary"]["by_table"], indent=1))
 
 

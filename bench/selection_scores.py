@@ -53,7 +53,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bayes_common import git_head, machine_info, write_result  # noqa: E402
+from bayes_common import machine_info  # noqa: E402
+from results_io import RESULTS, add_variant_argument, header, write_results  # noqa: E402
 
 from calibration.bayes.curve import design_for  # noqa: E402
 from calibration.bayes.posterior import DimensionFit  # noqa: E402
@@ -186,10 +187,11 @@ def main() -> None:
         default=SELECTION_DRAWS,
         help="draws the selector keeps (0: all of the fit's)",
     )
-    p.add_argument("--out", default="selection_scores")
+    p.add_argument("--out", default="selection_scores", help="bench/results/<OUT>.json")
+    add_variant_argument(p)
     args = p.parse_args()
     keep = args.keep or None
-    head = git_head()
+    head = header("selection_scores")
     rows = []
     for i, (m, r, bins) in enumerate(SIZES):
         row = measure(m=m, r=r, bins=bins, keep=keep, repeats=args.repeats, seed=args.seed + i)
@@ -203,13 +205,12 @@ def main() -> None:
             f"20 labels+rescore {row['observe_20_labels_and_rescore_ms']['median']:6.1f} ms "
             "(CPU, median)"
         )
-    path = write_result(
-        args.out,
+    path = write_results(
+        head,
         {
             "what": "CPU ms for a new fit's first pick, to rebuild the selection score tables and "
             f"pick a cell, and to fold in 1 or {NEW_LABELS} labels and rescore, on curve fits "
             "with random parameters of the stored shape",
-            "command": "python " + " ".join(["bench/selection_scores.py", *sys.argv[1:]]),
             "settings": {
                 "repeats": args.repeats,
                 "seed": args.seed,
@@ -217,10 +218,11 @@ def main() -> None:
                 "fit_draws": FIT_DRAWS,
                 "draws_kept": keep or FIT_DRAWS,
             },
-            "git_head": head,
             "machine": machine_info(),
             "rows": rows,
         },
+        variant=args.variant,
+        path=RESULTS / f"{args.out}.json",
     )
     print(f"wrote {path}")
 

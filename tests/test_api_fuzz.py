@@ -12,7 +12,7 @@ Each response must not be a server error and must match the schema: a documented
 the documented content type, a body valid against the documented schema, the documented
 headers. Cases are counted per operation and the total must reach ``MIN_CASES``; a summary
 goes to ``test-output/api_fuzz.json`` (a test run never rewrites a tracked file). To refresh
-the committed record: ``BATON_FUZZ_OUT=bench/results/api_fuzz.json pytest tests/test_api_fuzz.py``.
+the committed record, ``bench/results/api_fuzz.json``: ``python bench/api_fuzz.py``.
 """
 
 from __future__ import annotations
