@@ -243,6 +243,13 @@ SCENARIOS = {
             spread=4 * MARGIN,
         ),
         Scenario(
+            "forecast_spread_wide",
+            "as forecast_spread with Δ from ±8·margin: true Δs spread wider than the first "
+            "fits' posteriors",
+            theta=_flat(0.85, 0.0),
+            spread=8 * MARGIN,
+        ),
+        Scenario(
             "game_lower_budget",
             "identical judges, Δ = −margin; the lead lowers the budget to the current count "
             "at the first look where z ≥ 1.96 (a re-plan, as the app applies it)",
