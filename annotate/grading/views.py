@@ -449,11 +449,6 @@ class _Kind[T]:
     lease_kept: str  # time ran out, nobody else graded it: saved
     undone: str  # the status over the item given back
     undone_again: str  # without JavaScript, the message over the page that serves it
-    # Where the two differed so far, kept as they were: the status of a pair's form shown
-    # again names each error once (its sides may share one), an item's every error; a pair
-    # skip the queue refuses with a ValidationError is not shown again (a server error).
-    errors_once: bool = False
-    skip_refusals_shown: bool = True
 
 
 def _invalid[T](
@@ -469,18 +464,17 @@ def _invalid[T](
 ) -> HttpResponse:
     """Show the same item (or pair) again with its values and errors, keeping the client key.
 
-    htmx 2 does not swap 4xx responses by default, so htmx gets a 200 and plain forms the
-    more precise 422.
+    The status names each error once (a pair's two sides may share one). htmx 2 does not
+    swap 4xx responses by default, so htmx gets a 200 and plain forms the more precise 422.
     """
     context = kind.context(
         target, client_key=client_key, values=values, errors=errors, open_panel=open_panel
     )
-    texts = dict.fromkeys(errors.values()) if kind.errors_once else errors.values()
     return _render(
         request,
         study,
         context,
-        status="Not saved: " + " ".join(texts),
+        status="Not saved: " + " ".join(dict.fromkeys(errors.values())),
         status_kind="error",
         http_status=200 if request.htmx else 422,
     )
@@ -552,8 +546,6 @@ def _skip[T](request: HtmxHttpRequest, study: Study, kind: _Kind[T], target: T) 
     try:
         kind.skip(request, target, client_key, reason)
     except ValidationError as exc:
-        if not kind.skip_refusals_shown:
-            raise
         return _invalid(
             request,
             study,
@@ -868,8 +860,6 @@ PAIR = _Kind[Pair](
     "so your grades are kept.",
     undone="Undone: both grades are back. Your previous grades are preselected.",
     undone_again="Undone. Grade both again.",
-    errors_once=True,
-    skip_refusals_shown=False,
 )
 
 
