@@ -114,7 +114,7 @@ def test_the_consumers_count_the_live_grades(study, annotator, answers):
     assert len(graded) == 2
     assert count_labels(study=study) == len(graded)
     assert queue._graded_count(study=study) == len(graded)
-    state = queue._study_state(study_id=study.pk, annotator=annotator, now=timezone.now())
+    state = queue.study_state(study_id=study.pk, annotator=annotator, now=timezone.now())
     assert state.graded == len(graded)
     assert sum(graded_per_arm(study=study).values()) == len(graded)
     assert label_progress(study)["used"] == len(graded)
