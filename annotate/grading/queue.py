@@ -235,11 +235,6 @@ def _live_graded(study_id: int) -> QuerySet[Annotation]:
     return Annotation.objects.live_grades().filter(study_id=study_id)
 
 
-def _graded_count(*, study: Study) -> int:
-    """Distinct responses with at least one live graded annotation (what the budget counts)."""
-    return _live_graded(study.pk).values("response_id").distinct().count()
-
-
 def _open_leases(study_id: int, now: datetime) -> QuerySet[Assignment]:
     return Assignment.objects.filter(
         study_id=study_id, completed_at__isnull=True, expires_at__gt=now
@@ -1073,7 +1068,7 @@ def annotator_progress(*, study: Study, annotator: Any) -> dict[str, int]:
         graded_today=Count("id", filter=Q(status=Annotation.Status.GRADED, created_at__gte=today)),
         skipped=Count("id", filter=Q(status=Annotation.Status.SKIPPED)),
     )
-    used = _graded_count(study=study)
+    used = Annotation.objects.filter(study=study).count_graded_responses()
     graded = _live_graded(study.pk).values("response_id")
     my_skips = mine.filter(status=Annotation.Status.SKIPPED).values("response_id")
     out_of_pool = graded.union(my_skips).count()
