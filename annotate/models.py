@@ -437,6 +437,12 @@ class AnnotationQuerySet(models.QuerySet["Annotation"]):
         """Grades that count: live and graded (what the budget and the model read)."""
         return self.filter(live_grade_q())
 
+    def count_graded_responses(self) -> int:
+        """Distinct responses with a live grade among these annotations: for a study's, its
+        graded responses (what the label budget, the queue and the model's ``n_labels``
+        count)."""
+        return self.live_grades().values("response_id").distinct().count()
+
 
 class Annotation(models.Model):
     """One annotator's verdict on one response: graded (with labels) or skipped.

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> dict:
     labels = {d.key: d.scale_values()[-1] for d in study.dimensions.all()}
     rng = np.random.default_rng(args.seed)
     # The labels-changed hook would queue fits; the bench measures the queue alone.
-    queue._notify_new_labels = lambda *, study: None  # type: ignore[assignment]
+    queue.notify_new_labels = lambda *, study: None  # type: ignore[assignment]
 
     single_pick, single_submit, pair_pick, pair_submit = [], [], [], []
     kinds = {"pair": 0, "single_fallback": 0}

@@ -44,7 +44,6 @@ from calibration.bayes.data import CellCounts, JointCells
 
 __all__ = [
     "StudyCounts",
-    "count_labels",
     "graded_classes",
     "n_bins_of",
     "parse_cell",
@@ -93,17 +92,6 @@ def _pass_threshold(dimension: Dimension) -> int:
         return 1
     assert dimension.pass_threshold is not None
     return dimension.pass_threshold
-
-
-def count_labels(*, study: Study) -> int:
-    """Graded responses of the study: responses with at least one live graded annotation."""
-    return (
-        Annotation.objects.live_grades()
-        .filter(study=study)
-        .values("response_id")
-        .distinct()
-        .count()
-    )
 
 
 def _checked_bin(b: int | None, n_bins: int, dimension: Dimension) -> int:
@@ -249,7 +237,7 @@ def study_counts(*, study: Study) -> StudyCounts:
     return StudyCounts(
         counts=counts,
         bins=bins,
-        n_labels=count_labels(study=study),
+        n_labels=Annotation.objects.filter(study=study).count_graded_responses(),
         n_responses=study.responses.count(),
         traffic_shares=shares / shares.sum(),
         margins={d.key: float(d.margin) for d in dimensions},

@@ -59,7 +59,7 @@ from annotate.models import (
 from calibration.bayes.decision import selector_boundary
 from calibration.bayes.select import UNDECIDED, DimensionDraws, Selector, choose_cell
 from calibration.bayes.summaries import open_verdicts
-from calibration.counts import count_labels, parse_cell
+from calibration.counts import parse_cell
 from calibration.models import CellTotal, Fit
 
 __all__ = [
@@ -635,7 +635,7 @@ def selection_status(*, study: Study, graded: int | None = None) -> tuple[bool, 
     ``graded``: the number of graded responses, when the caller has just counted them.
     """
     if graded is None:
-        graded = count_labels(study=study)
+        graded = Annotation.objects.filter(study=study).count_graded_responses()
     if graded >= study.label_budget:
         return False, REASON_BUDGET
     fit = _latest_fit(study, trustworthy=True)

@@ -41,7 +41,7 @@ from django.utils import timezone
 
 from annotate.models import Annotation, Study, live_grade_sql
 from calibration.bayes.posterior import DRAWS_STORED, FIT_SETTINGS, dump_draws, parse_draws
-from calibration.counts import StudyCounts, count_labels, study_counts
+from calibration.counts import StudyCounts, study_counts
 from calibration.models import Fit
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ def note_new_labels(*, study: Study) -> Fit | None:
             study=study, trigger=Fit.Trigger.LABELS
         )
     if seen is None:
-        if count_labels(study=study) < study.refit_every:
+        if Annotation.objects.filter(study=study).count_graded_responses() < study.refit_every:
             return None
     elif seen < study.refit_every:
         return None
@@ -532,7 +532,8 @@ def _delta(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def graded_per_arm(*, study: Study) -> dict[str, int]:
-    """Graded responses per arm key (live graded annotations), as ``count_labels`` counts."""
+    """Graded responses per arm key (live graded annotations), as
+    ``Annotation.objects.count_graded_responses`` counts them."""
     rows = (
         Annotation.objects.live_grades()
         .filter(study=study)

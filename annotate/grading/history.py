@@ -113,11 +113,11 @@ def correct_answer(
         study = old.study
         if not queue.can_grade(study=study, user=annotator):
             raise CorrectionRefused("you no longer grade in this study")
-        queue._lock_response(old.response_id, skip_locked=False)
+        queue.lock_response(old.response_id, skip_locked=False)
         old.refresh_from_db(fields=["undone_at"])
         if old.undone_at is not None:
             raise CorrectionRefused("this answer was corrected or undone already")
-        values = queue._validate_labels(study=study, labels=labels)
+        values = queue.validate_labels(study=study, labels=labels)
         now = now or timezone.now()
         old.undone_at = now
         old.save(update_fields=["undone_at"])
@@ -143,5 +143,5 @@ def correct_answer(
             target=new,
             details={"supersedes": old.pk, "labels": dict(labels), "was": old.status},
         )
-        queue._notify_new_labels(study=study)
+        queue.notify_new_labels(study=study)
     return new

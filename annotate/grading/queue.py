@@ -47,6 +47,11 @@ an annotator account. Enforced here (``PermissionDenied``) and in the API.
 The label budget is a soft limit: ``next_item`` stops leasing new responses once the
 graded responses plus other annotators' open leases reach it, but two requests racing for
 the last slot on PostgreSQL can both get one, and a grade that arrives is always kept.
+
+Side-by-side pairs (``queue_pairs``) and corrections (``history``) build on these rules
+with the queue's public steps: ``study_state`` (the study and its counts, in one query),
+``lock_response``, ``is_available`` and ``is_overlap_candidate`` (re-checks after the
+lock), ``lease``, ``validate_labels`` and ``notify_new_labels``.
 """
 
 from __future__ import annotations
@@ -185,7 +190,7 @@ def _selection_pick(*, study: Study, rng: np.random.Generator) -> _Pick | None:
     )
 
 
-def _notify_new_labels(*, study: Study) -> None:
+def notify_new_labels(*, study: Study) -> None:
     """After commit, tell the calibration side that labels changed (the one call site)."""
     transaction.on_commit(lambda: hooks.note_new_labels(study=study))
 
@@ -228,11 +233,6 @@ def can_grade(*, study: Study, user: Any) -> bool:
 
 def _live_graded(study_id: int) -> QuerySet[Annotation]:
     return Annotation.objects.live_grades().filter(study_id=study_id)
-
-
-def _graded_count(*, study: Study) -> int:
-    """Distinct responses with at least one live graded annotation (what the budget counts)."""
-    return _live_graded(study.pk).values("response_id").distinct().count()
 
 
 def _open_leases(study_id: int, now: datetime) -> QuerySet[Assignment]:
@@ -374,7 +374,7 @@ def _advisory_lock(table: str, row_id: int, *, skip_locked: bool) -> bool:
     return not skip_locked or bool(rows[0][0])
 
 
-def _lock_response(response_id: int, *, skip_locked: bool) -> bool:
+def lock_response(response_id: int, *, skip_locked: bool) -> bool:
     """Lock one response for this transaction; False if skip_locked and it is busy.
 
     Every queue write on a response holds this lock, so checks made after it see the
@@ -387,7 +387,7 @@ def _lock_response(response_id: int, *, skip_locked: bool) -> bool:
     return bool(_sql(f"SELECT id FROM {_T.response} WHERE id = %s", [response_id]))
 
 
-def _is_available(response_id: int, *, annotator: Any, now: datetime) -> bool:
+def is_available(response_id: int, *, annotator: Any, now: datetime) -> bool:
     """Re-check one (locked) response; one statement after the lock, so it sees commits.
 
     Available: no live grade by anyone, no live grade or skip by this annotator, no
@@ -434,7 +434,7 @@ def _draw(
         candidate = _offset_candidate(study=study, pick=pick, total=total, rng=rng)
         if candidate is None:
             continue
-        if _lock_response(candidate, skip_locked=True) and _is_available(
+        if lock_response(candidate, skip_locked=True) and is_available(
             candidate, annotator=annotator, now=now
         ):
             return candidate, n_available
@@ -449,8 +449,8 @@ def _draw(
         ids = list(ordered.values_list("pk", flat=True)[offset : offset + 1])
         if (
             ids
-            and _lock_response(ids[0], skip_locked=True)
-            and _is_available(ids[0], annotator=annotator, now=now)
+            and lock_response(ids[0], skip_locked=True)
+            and is_available(ids[0], annotator=annotator, now=now)
         ):
             return ids[0], n_exact
     return None
@@ -489,7 +489,7 @@ def _draw_overlap(
     order = rng.permutation(len(ids))
     for i in order[: MAX_REJECTIONS * 2]:
         response_id = ids[int(i)]
-        if _lock_response(response_id, skip_locked=True) and _is_overlap_candidate(
+        if lock_response(response_id, skip_locked=True) and is_overlap_candidate(
             response_id, annotator=annotator, now=now
         ):
             return response_id, len(ids)
@@ -524,9 +524,9 @@ def _draw_audit(
         return None
     for _ in range(MAX_REJECTIONS):
         candidate = _offset_candidate(study=study, pick=None, total=total, rng=rng)
-        if candidate is None or not _lock_response(candidate, skip_locked=True):
+        if candidate is None or not lock_response(candidate, skip_locked=True):
             continue
-        if _is_available(candidate, annotator=annotator, now=now):
+        if is_available(candidate, annotator=annotator, now=now):
             return candidate, total
         if _labelled_elsewhere(candidate, annotator=annotator, now=now):
             Assignment.objects.create(
@@ -542,7 +542,9 @@ def _draw_audit(
     return None
 
 
-def _is_overlap_candidate(response_id: int, *, annotator: Any, now: datetime) -> bool:
+def is_overlap_candidate(response_id: int, *, annotator: Any, now: datetime) -> bool:
+    """Whether a response can be an overlap pick for this annotator: graded by exactly one
+    other annotator, not answered by this one, not under an open lease."""
     live = Annotation.objects.live().filter(response_id=response_id)
     graded = [a for a in live if a.status == Annotation.Status.GRADED]
     mine = [a for a in live if a.annotator_id == annotator.pk]
@@ -552,7 +554,7 @@ def _is_overlap_candidate(response_id: int, *, annotator: Any, now: datetime) ->
     return len(graded) == 1 and not mine and not leased
 
 
-def _study_state(*, study_id: int, annotator: Any, now: datetime) -> Study:
+def study_state(*, study_id: int, annotator: Any, now: datetime) -> Study:
     """The study, fresh, with ``is_grader``, ``graded`` and ``reserved`` — in one query.
 
     ``graded``: distinct responses with a live grade (what the budget counts); ``reserved``:
@@ -628,7 +630,7 @@ def _is_partner_half(assignment: Assignment, leases: list[Assignment]) -> bool:
     )
 
 
-def _lease(
+def lease(
     *,
     study: Study,
     annotator: Any,
@@ -640,6 +642,7 @@ def _lease(
     fit_id: int | None = None,
     clock: bool = False,
 ) -> Assignment:
+    """Lease a response to the annotator: an open assignment of the study's lease length."""
     # With the real clock, stamp the lease when it is written (after the lock), so
     # that stored times order leases of one response exactly as the locks did.
     stamp = timezone.now() if clock else now
@@ -680,7 +683,7 @@ def next_item(
     now = now or timezone.now()
     rng = rng if rng is not None else np.random.default_rng()
     with transaction.atomic():
-        study = _study_state(study_id=study.pk, annotator=annotator, now=now)
+        study = study_state(study_id=study.pk, annotator=annotator, now=now)
         if not study.is_grader:  # type: ignore[attr-defined]
             raise PermissionDenied("only the study's annotators can grade in it")
         if study.status != Study.Status.ACTIVE:
@@ -701,7 +704,7 @@ def next_item(
             found = _draw_overlap(study=study, annotator=annotator, now=now, rng=rng)
             if found is not None:
                 response_id, n = found
-                return _lease(
+                return lease(
                     study=study,
                     annotator=annotator,
                     response_id=response_id,
@@ -718,7 +721,7 @@ def next_item(
             found = _draw_audit(study=study, annotator=annotator, now=now, rng=rng)
             if found is not None:
                 response_id, n = found
-                return _lease(
+                return lease(
                     study=study,
                     annotator=annotator,
                     response_id=response_id,
@@ -734,7 +737,7 @@ def next_item(
             found = _draw(study=study, annotator=annotator, now=now, pick=pick, rng=rng)
             if found is not None:
                 response_id, _ = found
-                return _lease(
+                return lease(
                     study=study,
                     annotator=annotator,
                     response_id=response_id,
@@ -758,7 +761,7 @@ def next_item(
         if found is None:
             raise QueueClosed(REASON_NOTHING_LEFT)
         response_id, n = found
-        return _lease(
+        return lease(
             study=study,
             annotator=annotator,
             response_id=response_id,
@@ -772,7 +775,7 @@ def next_item(
         )
 
 
-def _validate_labels(*, study: Study, labels: Any) -> dict[int, int]:
+def validate_labels(*, study: Study, labels: Any) -> dict[int, int]:
     """Labels keyed by dimension key → {dimension id: value}, or ValidationError by field."""
     if not isinstance(labels, dict):
         raise ValidationError({"labels": "expected an object of dimension key → grade"})
@@ -850,7 +853,7 @@ def _open_answer(
     annotation with this client key if the request is a replay.
     """
     assignment = _get_assignment(assignment_id=assignment_id, annotator=annotator)
-    _lock_response(assignment.response_id, skip_locked=False)
+    lock_response(assignment.response_id, skip_locked=False)
     if clock:
         now = timezone.now()
     replay = _replay(annotator=annotator, client_key=client_key, response_id=assignment.response_id)
@@ -898,7 +901,7 @@ def submit_annotation(
         if replay is not None:
             return replay
         study = assignment.study
-        values = _validate_labels(study=study, labels=labels)
+        values = validate_labels(study=study, labels=labels)
         _check_answerable(assignment=assignment, annotator=annotator)
         if assignment.expires_at <= now:
             others = (
@@ -941,7 +944,7 @@ def submit_annotation(
         )
         assignment.completed_at = now
         assignment.save(update_fields=["completed_at"])
-        _notify_new_labels(study=study)
+        notify_new_labels(study=study)
     annotation.replayed = False  # type: ignore[attr-defined]
     # Validated above: exactly one grade per dimension key, as stored.
     annotation.label_values = dict(labels)  # type: ignore[attr-defined]
@@ -1012,7 +1015,7 @@ def undo_annotation(
         annotation = Annotation.objects.select_related("study").get(pk=annotation_id)
         if annotation.annotator_id != annotator.pk:
             raise PermissionDenied("you can only undo your own annotations")
-        _lock_response(annotation.response_id, skip_locked=False)
+        lock_response(annotation.response_id, skip_locked=False)
         if clock:
             now = timezone.now()
         annotation.refresh_from_db(fields=["undone_at"])
@@ -1035,7 +1038,7 @@ def undo_annotation(
             .order_by("-leased_at", "-id")
             .first()
         )
-        assignment = _lease(
+        assignment = lease(
             study=study,
             annotator=annotator,
             response_id=annotation.response_id,
@@ -1046,7 +1049,7 @@ def undo_annotation(
             fit_id=origin.fit_id if origin else None,
         )
         if annotation.status == Annotation.Status.GRADED:
-            _notify_new_labels(study=study)
+            notify_new_labels(study=study)
     return assignment
 
 
@@ -1065,7 +1068,7 @@ def annotator_progress(*, study: Study, annotator: Any) -> dict[str, int]:
         graded_today=Count("id", filter=Q(status=Annotation.Status.GRADED, created_at__gte=today)),
         skipped=Count("id", filter=Q(status=Annotation.Status.SKIPPED)),
     )
-    used = _graded_count(study=study)
+    used = Annotation.objects.filter(study=study).count_graded_responses()
     graded = _live_graded(study.pk).values("response_id")
     my_skips = mine.filter(status=Annotation.Status.SKIPPED).values("response_id")
     out_of_pool = graded.union(my_skips).count()

@@ -140,7 +140,7 @@ def _pair_up(
     first: Assignment, *, annotator: Any, now: datetime, clock: bool, rng: np.random.Generator
 ) -> Pair | None:
     """Lease a partner for a freshly leased first response, or None to serve it alone."""
-    study = queue._study_state(study_id=first.study_id, annotator=annotator, now=now)
+    study = queue.study_state(study_id=first.study_id, annotator=annotator, now=now)
     # The budget counts graded responses: a pair adds two; an overlap pair (both already
     # graded once, by someone else) none.
     overlap = first.policy == Assignment.Policy.OVERLAP
@@ -151,7 +151,7 @@ def _pair_up(
     if found is None:
         return None
     response_id, probability = found
-    partner = queue._lease(
+    partner = queue.lease(
         study=study,
         annotator=annotator,
         response_id=response_id,
@@ -188,9 +188,9 @@ def _draw_partner(
     twice; of a fresh pick, a fresh response.
     """
     if first.policy == Assignment.Policy.OVERLAP:
-        usable = queue._is_overlap_candidate
+        usable = queue.is_overlap_candidate
     else:
-        usable = queue._is_available
+        usable = queue.is_available
     same_prompt = Response.objects.filter(pk=first.response_id).values("prompt_id")[:1]
     responses = list(
         Response.objects.filter(prompt_id=Subquery(same_prompt))
@@ -206,7 +206,7 @@ def _draw_partner(
         available = [pk for pk in group if usable(pk, annotator=annotator, now=now)]
         for i in rng.permutation(len(available)):
             pk = available[int(i)]
-            if queue._lock_response(pk, skip_locked=True) and usable(
+            if queue.lock_response(pk, skip_locked=True) and usable(
                 pk, annotator=annotator, now=now
             ):
                 return pk, 1.0 / len(available)
@@ -232,7 +232,7 @@ def _validate_both(*, study: Study, labels: Mapping[int, Any]) -> None:
     errors: dict[str, list[str]] = {}
     for side in SIDES:
         try:
-            queue._validate_labels(study=study, labels=labels.get(side))
+            queue.validate_labels(study=study, labels=labels.get(side))
         except ValidationError as exc:
             for name, texts in exc.message_dict.items():
                 errors[f"{SIDE_NAMES[side]}.{name}"] = texts
@@ -243,7 +243,7 @@ def _validate_both(*, study: Study, labels: Mapping[int, Any]) -> None:
 def _lock_pair(pair: Pair) -> None:
     # Always in id order, so that two transactions on the same pair cannot deadlock.
     for response_id in sorted(a.response_id for a in pair.halves):
-        queue._lock_response(response_id, skip_locked=False)
+        queue.lock_response(response_id, skip_locked=False)
 
 
 def submit_pair(
@@ -397,7 +397,7 @@ def undo_pair(
                 window_seconds=window_seconds,
             )
         for response_id in sorted((annotation.response_id, other.response_id)):
-            queue._lock_response(response_id, skip_locked=False)
+            queue.lock_response(response_id, skip_locked=False)
         stamp = now or timezone.now()
         again = {
             side: queue.undo_annotation(

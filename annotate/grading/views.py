@@ -9,7 +9,10 @@ With htmx the forms post in the background and the ``item`` partial of
 ``annotate/grade_page.html`` is swapped in; without JavaScript they post and redirect.
 
 A study graded side by side shows a pair (one prompt, two responses) on the same page: its
-views are at the end. One :class:`GradeForm` reads the grades of an item and of a pair.
+views are at the end. One :class:`GradeForm` reads the grades of an item and of a pair, and
+the rules of a posted form (``_submit``, ``_skip``, ``_undone``, ``_invalid``) are written
+once for both: what differs between them (how the page shows them, the queue's calls, the
+words) is a :class:`_Kind`, ``ITEM`` or ``PAIR``.
 
 Who may grade: only members whose role in the study is *annotator*. Leads and admins see
 model names and judge scores elsewhere in Baton, so their grades would not be blind;
@@ -20,7 +23,8 @@ does not even confirm the study exists.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
 from typing import Any
@@ -30,6 +34,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render, resolve_url
 from django.urls import reverse
@@ -63,9 +68,13 @@ FLAG_REASONS = [
     ("broken", "Broken or truncated"),
 ]
 OTHER = "other"
+# The panels of the page, whose errors are shown in them rather than above the buttons.
+PANELS = {"flag", "skip"}
 # What the annotator reads of a pair: letters, so that "left" is never mistaken for a grade.
 SIDE_LETTERS = {LEFT: "A", RIGHT: "B"}
 FLAG_SIDES = ("both", "left", "right")
+# Answers by side (a pair's), or one item's under None.
+Answers = Mapping[int, Annotation] | Mapping[None, Annotation]
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -90,9 +99,9 @@ def annotator_login_required(view: Callable[..., HttpResponse]) -> Callable[...,
     return wrapper
 
 
-def _field(side: int, dimension_key: str) -> str:
-    """A pair's form field of one side's dimension: ``left-<key>``."""
-    return f"{SIDE_NAMES[side]}-{dimension_key}"
+def _field(side: int | None, dimension_key: str) -> str:
+    """The form field of a dimension: its key for one item, ``left-<key>`` for a pair's side."""
+    return dimension_key if side is None else f"{SIDE_NAMES[side]}-{dimension_key}"
 
 
 def _study_for_annotator(request: HtmxHttpRequest, slug: str) -> Study:
@@ -158,6 +167,33 @@ def _dimension_view(dim: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _rubric(
+    dimensions: list[dict[str, Any]],
+    values: dict[str, Any],
+    errors: dict[str, str],
+    side: int | None = None,
+) -> list[dict[str, Any]]:
+    """The rubric blocks of one response (of one side of a pair), with the form's grades and
+    errors."""
+    blocks = []
+    for dim in dimensions:
+        view = _dimension_view(dim)
+        if side is not None:
+            # The rubric partial names ids and inputs after ``key``: make them per side.
+            view["key"] = _field(side, dim["key"])
+            view["side"] = SIDE_NAMES[side]
+            view["side_label"] = f"Response {SIDE_LETTERS[side]}"
+        view["value"] = values.get("labels", {}).get(view["key"])
+        view["error"] = errors.get(view["key"], "")
+        blocks.append(view)
+    return blocks
+
+
+def _form_errors(errors: dict[str, str], shown: set[str]) -> list[str]:
+    """The errors not shown beside their field or panel: the page lists them above the buttons."""
+    return [text for key, text in errors.items() if key not in shown]
+
+
 def key_hints(dimensions: list[dict[str, Any]]) -> dict[str, Any]:
     """What the footer says the digits do: pass/fail only when a dimension is binary, a
     1..K scale only up to the largest K the item has."""
@@ -179,11 +215,8 @@ def _item_context(
 ) -> dict[str, Any]:
     item = queue.item_for_annotator(assignment)
     values = values or {}
-    dimensions = [_dimension_view(dim) for dim in item["dimensions"]]
-    for dim in dimensions:
-        dim["value"] = values.get("labels", {}).get(dim["key"])
-        dim["error"] = (errors or {}).get(dim["key"], "")
-    own_fields = {dim["key"] for dim in dimensions} | {"flag", "skip"}
+    errors = errors or {}
+    dimensions = _rubric(item["dimensions"], values, errors)
     return {
         "state": "item",
         "item": item,
@@ -192,8 +225,8 @@ def _item_context(
         "key_hints": key_hints(dimensions),
         "client_key": client_key or uuid.uuid4(),
         "values": values,
-        "errors": errors or {},
-        "form_errors": [text for key, text in (errors or {}).items() if key not in own_fields],
+        "errors": errors,
+        "form_errors": _form_errors(errors, {dim["key"] for dim in dimensions} | PANELS),
         "open_panel": open_panel,
         "skip_reasons": SKIP_REASONS,
         "flag_reasons": FLAG_REASONS,
@@ -259,46 +292,15 @@ def _after_post(
     return redirect("annotate-grade", slug=study.slug)
 
 
-def _invalid(
-    request: HtmxHttpRequest,
-    study: Study,
-    assignment: Assignment,
-    *,
-    client_key: uuid.UUID,
-    values: dict[str, Any],
-    errors: dict[str, str],
-    open_panel: str = "",
-) -> HttpResponse:
-    """Show the same item again with its values and errors, keeping the client key.
-
-    htmx 2 does not swap 4xx responses by default, so htmx gets a 200 and plain forms
-    the more precise 422.
-    """
-    context = _item_context(
-        assignment,
-        client_key=client_key,
-        values=values,
-        errors=errors,
-        open_panel=open_panel,
-    )
-    return _render(
-        request,
-        study,
-        context,
-        status="Not saved: " + " ".join(errors.values()),
-        status_kind="error",
-        http_status=200 if request.htmx else 422,
-    )
-
-
 class GradeForm:
     """A posted grading form: a grade per dimension, a flag and a comment.
 
     One item's fields are ``label-<dimension key>``; a pair's are named by side
     (``label-left-<key>``, ``label-right-<key>``, ``sides=SIDES``), and ``labels`` is then
-    keyed by side. ``errors`` is keyed by field as the page shows them (``<key>`` or
-    ``left-<key>``, and ``flag``); ``values`` fills the form again. Without ``flag`` (a
-    correction keeps the answer's flag) the flag fields are not read.
+    keyed by side, as is ``flags`` (the flag's reason for each side ``flag_side`` names).
+    ``errors`` is keyed by field as the page shows them (``<key>`` or ``left-<key>``, and
+    ``flag``); ``values`` fills the form again. Without ``flag`` (a correction keeps the
+    answer's flag) the flag fields are not read.
     """
 
     def __init__(
@@ -316,9 +318,8 @@ class GradeForm:
         dimensions = list(study.dimensions.all())
         for side in sides or (None,):
             for dim in dimensions:
-                name, where = dim.key, dim.title
+                name, where = _field(side, dim.key), dim.title
                 if side is not None:
-                    name = _field(side, dim.key)
                     where = f"{dim.title} of response {SIDE_LETTERS[side]}"
                 try:
                     value = int(post.get(f"label-{name}", ""))
@@ -333,6 +334,7 @@ class GradeForm:
                     by_side[side][dim.key] = value
         self.labels: Any = by_side if sides else shown
         self.flag_reason = ""
+        self.flags: dict[int, str] = {}
         if flag:
             self.flag_reason = _reason(request, "flag", FLAG_REASONS)
             if post.get("flag_choice") == OTHER and not self.flag_reason:
@@ -342,6 +344,18 @@ class GradeForm:
         if flag:
             self.values["flag_choice"] = post.get("flag_choice", "")
             self.values["flag_other"] = post.get("flag_other", "")
+        if flag and sides:
+            flag_side = post.get("flag_side", "both")
+            if flag_side not in FLAG_SIDES:
+                self.errors["flag"] = (
+                    f"Flag which response? {flag_side!r} is not one of {', '.join(FLAG_SIDES)}."
+                )
+            self.flags = {
+                side: self.flag_reason
+                for side in sides
+                if self.flag_reason and flag_side in ("both", SIDE_NAMES[side])
+            }
+            self.values["flag_side"] = flag_side
 
 
 def _client_key(request: HtmxHttpRequest) -> uuid.UUID:
@@ -384,6 +398,235 @@ def _error_text(exc: ValidationError) -> dict[str, str]:
     return errors
 
 
+def _answered_values(answers: Answers) -> dict[str, Any]:
+    """The form as answers filled it, to show them again (after an undo, for a correction):
+    their grades, the comment and the flag."""
+    prefetch_related_objects(list(answers.values()), "labels__dimension")
+    labels = {
+        _field(side, label.dimension.key): label.value
+        for side, answer in answers.items()
+        for label in answer.labels.all()
+    }
+    first = next(iter(answers.values()), None)
+    values: dict[str, Any] = {
+        "labels": labels,
+        "comment": first.comment if first is not None else "",
+        "flag_choice": "",
+        "flag_other": "",
+    }
+    flagged = {side: answer for side, answer in answers.items() if answer.flagged}
+    if flagged:
+        side, answer = next(iter(flagged.items()))
+        flag_codes = {text: code for code, text in FLAG_REASONS}
+        values["flag_choice"] = flag_codes.get(answer.flag_reason, OTHER)
+        values["flag_other"] = answer.flag_reason if values["flag_choice"] == OTHER else ""
+        if side is not None:
+            values["flag_side"] = "both" if len(flagged) == 2 else SIDE_NAMES[side]
+    return values
+
+
+# --------------------------------------------------------------------------- the rules
+# One item and a pair are graded, skipped, undone and shown again by the same rules; a
+# ``_Kind`` holds what differs: the page's state, the queue's calls, and the words.
+
+
+@dataclass(frozen=True)
+class _Kind[T]:
+    """What the views of one item (``T`` = Assignment) and of a pair (``T`` = Pair) differ in."""
+
+    sides: tuple[int, ...]  # the form's sides (GradeForm): none for an item
+    context: Callable[..., dict[str, Any]]  # the page's state, as ``_item_context`` takes it
+    halves: Callable[[T], tuple[Assignment, ...]]  # the leases it holds
+    # The queue's calls. ``submit`` returns (replayed, what the queue refused of it).
+    submit: Callable[[HtmxHttpRequest, T, GradeForm, uuid.UUID], tuple[bool, str]]
+    skip: Callable[[HtmxHttpRequest, T, uuid.UUID, str], object]
+    service_errors: Callable[[ValidationError], dict[str, str]]  # keyed like the form
+    # What the annotator reads.
+    saved: str  # + " and flagged." or "."
+    skipped: str
+    done: str  # answered already, under another client key
+    lease_lost: str  # time ran out and someone else graded it: not saved
+    lease_kept: str  # time ran out, nobody else graded it: saved
+    undone: str  # the status over the item given back
+    undone_again: str  # without JavaScript, the message over the page that serves it
+
+
+def _invalid[T](
+    request: HtmxHttpRequest,
+    study: Study,
+    kind: _Kind[T],
+    target: T,
+    *,
+    client_key: uuid.UUID,
+    values: dict[str, Any],
+    errors: dict[str, str],
+    open_panel: str = "",
+) -> HttpResponse:
+    """Show the same item (or pair) again with its values and errors, keeping the client key.
+
+    The status names each error once (a pair's two sides may share one). htmx 2 does not
+    swap 4xx responses by default, so htmx gets a 200 and plain forms the more precise 422.
+    """
+    context = kind.context(
+        target, client_key=client_key, values=values, errors=errors, open_panel=open_panel
+    )
+    return _render(
+        request,
+        study,
+        context,
+        status="Not saved: " + " ".join(dict.fromkeys(errors.values())),
+        status_kind="error",
+        http_status=200 if request.htmx else 422,
+    )
+
+
+def _submit[T](request: HtmxHttpRequest, study: Study, kind: _Kind[T], target: T) -> HttpResponse:
+    """Take the grading form of an item or a pair, and say what the queue made of it."""
+    try:
+        client_key = _client_key(request)
+    except ValidationError:
+        return HttpResponse("Missing client key.", status=400)
+    form = GradeForm(request, study, sides=kind.sides)
+    if form.errors:
+        return _invalid(
+            request,
+            study,
+            kind,
+            target,
+            client_key=client_key,
+            values=form.values,
+            errors=form.errors,
+            open_panel="flag" if "flag" in form.errors else "",
+        )
+
+    was_expired = any(half.is_expired() for half in kind.halves(target))
+    try:
+        replayed, refused = kind.submit(request, target, form, client_key)
+    except ValidationError as exc:
+        return _invalid(
+            request,
+            study,
+            kind,
+            target,
+            client_key=client_key,
+            values=form.values,
+            errors=kind.service_errors(exc),
+        )
+    except LeaseExpired:
+        return _after_post(request, study, kind.lease_lost, "warning")
+    except AssignmentDone:
+        return _after_post(request, study, kind.done, "warning")
+    if refused:
+        return _after_post(request, study, f"Saved, except that {refused}.", "warning")
+    if replayed:
+        return _after_post(request, study, "Already saved (it was not counted twice).")
+    if was_expired:
+        return _after_post(request, study, kind.lease_kept, "warning")
+    return _after_post(request, study, kind.saved + (" and flagged." if form.flag_reason else "."))
+
+
+def _skip[T](request: HtmxHttpRequest, study: Study, kind: _Kind[T], target: T) -> HttpResponse:
+    """Skip an item or a pair, with the reason picked or typed."""
+    try:
+        client_key = _client_key(request)
+    except ValidationError:
+        return HttpResponse("Missing client key.", status=400)
+    reason = _reason(request, "skip", SKIP_REASONS)
+    if not reason:
+        return _invalid(
+            request,
+            study,
+            kind,
+            target,
+            client_key=client_key,
+            values={},
+            errors={"skip": "Pick or type a reason to skip."},
+            open_panel="skip",
+        )
+    try:
+        kind.skip(request, target, client_key, reason)
+    except ValidationError as exc:
+        return _invalid(
+            request,
+            study,
+            kind,
+            target,
+            client_key=client_key,
+            values={},
+            errors=kind.service_errors(exc),
+            open_panel="skip",
+        )
+    except AssignmentDone:
+        return _after_post(request, study, kind.done, "warning")
+    return _after_post(request, study, kind.skipped)
+
+
+def _undone[T](
+    request: HtmxHttpRequest,
+    study: Study,
+    kind: _Kind[T],
+    target: T,
+    answers: Callable[[], Answers],
+) -> HttpResponse:
+    """After an undo: the item (or pair) again with the ``answers`` undone preselected; a
+    plain form is sent to the page, which serves it next."""
+    if not request.htmx:
+        messages.info(request, kind.undone_again)
+        return redirect("annotate-grade", slug=study.slug)
+    undone = answers()
+    skipped = any(answer.status == Annotation.Status.SKIPPED for answer in undone.values())
+    status = "Skip undone." if skipped else kind.undone
+    return _render(
+        request, study, kind.context(target, values=_answered_values(undone)), status=status
+    )
+
+
+# --------------------------------------------------------------------------- one item
+
+
+def _submit_item(
+    request: HtmxHttpRequest, assignment: Assignment, form: GradeForm, client_key: uuid.UUID
+) -> tuple[bool, str]:
+    annotation = queue.submit_annotation(
+        assignment_id=assignment.pk,
+        annotator=request.user,
+        client_key=client_key,
+        labels=form.labels,
+        comment=form.comment,
+        flagged=bool(form.flag_reason),
+        flag_reason=form.flag_reason,
+        time_spent_ms=_time_spent_ms(request, assignment),
+    )
+    return getattr(annotation, "replayed", False), ""
+
+
+def _skip_item(
+    request: HtmxHttpRequest, assignment: Assignment, client_key: uuid.UUID, reason: str
+) -> Annotation:
+    return queue.skip_item(
+        assignment_id=assignment.pk, annotator=request.user, client_key=client_key, reason=reason
+    )
+
+
+ITEM = _Kind[Assignment](
+    sides=(),
+    context=_item_context,
+    halves=lambda assignment: (assignment,),
+    submit=_submit_item,
+    skip=_skip_item,
+    service_errors=_error_text,
+    saved="Saved",
+    skipped="Skipped.",
+    done="That item was already answered.",
+    lease_lost="Not saved: your time on that item ran out and someone else graded it "
+    "meanwhile. Here is the next one.",
+    lease_kept="Saved. Your time on that item had run out, but nobody else had graded it, "
+    "so your grade is kept.",
+    undone="Undone. Your previous grade is preselected.",
+    undone_again="Undone. Grade it again.",
+)
+
+
 @annotator_login_required
 def study_home(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """One study for its annotator: progress so far and a start button."""
@@ -410,110 +653,14 @@ def grade(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def grade_submit(request: HtmxHttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     study = _study_for_annotator(request, slug)
-    assignment = _own_assignment(study, request.user, assignment_id)
-    try:
-        client_key = _client_key(request)
-    except ValidationError:
-        return HttpResponse("Missing client key.", status=400)
-
-    form = GradeForm(request, study)
-    labels, errors, values = form.labels, form.errors, form.values
-    flag_reason, comment = form.flag_reason, form.comment
-    if errors:
-        return _invalid(
-            request,
-            study,
-            assignment,
-            client_key=client_key,
-            values=values,
-            errors=errors,
-            open_panel="flag" if "flag" in errors else "",
-        )
-
-    was_expired = assignment.is_expired()
-    try:
-        annotation = queue.submit_annotation(
-            assignment_id=assignment.pk,
-            annotator=request.user,
-            client_key=client_key,
-            labels=labels,
-            comment=comment,
-            flagged=bool(flag_reason),
-            flag_reason=flag_reason,
-            time_spent_ms=_time_spent_ms(request, assignment),
-        )
-    except ValidationError as exc:
-        return _invalid(
-            request,
-            study,
-            assignment,
-            client_key=client_key,
-            values=values,
-            errors=_error_text(exc),
-        )
-    except LeaseExpired:
-        return _after_post(
-            request,
-            study,
-            "Not saved: your time on that item ran out and someone else graded it "
-            "meanwhile. Here is the next one.",
-            "warning",
-        )
-    except AssignmentDone:
-        return _after_post(request, study, "That item was already answered.", "warning")
-    if getattr(annotation, "replayed", False):
-        return _after_post(request, study, "Already saved (it was not counted twice).")
-    if was_expired:
-        return _after_post(
-            request,
-            study,
-            "Saved. Your time on that item had run out, but nobody else had graded it, "
-            "so your grade is kept.",
-            "warning",
-        )
-    return _after_post(request, study, "Saved" + (" and flagged." if flag_reason else "."))
+    return _submit(request, study, ITEM, _own_assignment(study, request.user, assignment_id))
 
 
 @annotator_login_required
 @require_POST
 def grade_skip(request: HtmxHttpRequest, slug: str, assignment_id: int) -> HttpResponse:
     study = _study_for_annotator(request, slug)
-    assignment = _own_assignment(study, request.user, assignment_id)
-    try:
-        client_key = _client_key(request)
-    except ValidationError:
-        return HttpResponse("Missing client key.", status=400)
-    reason = _reason(request, "skip", SKIP_REASONS)
-    if not reason:
-        return _invalid(
-            request,
-            study,
-            assignment,
-            client_key=client_key,
-            values={},
-            errors={"skip": "Pick or type a reason to skip."},
-            open_panel="skip",
-        )
-    try:
-        queue.skip_item(
-            assignment_id=assignment.pk,
-            annotator=request.user,
-            client_key=client_key,
-            reason=reason,
-        )
-    except ValidationError as exc:
-        return _invalid(
-            request,
-            study,
-            assignment,
-            client_key=client_key,
-            values={},
-            errors=_error_text(exc),
-            open_panel="skip",
-        )
-    except AssignmentDone:
-        return _after_post(request, study, "That item was already answered.", "warning")
-    return _after_post(request, study, "Skipped.")
+    return _skip(request, study, ITEM, _own_assignment(study, request.user, assignment_id))
 
 
 @annotator_login_required
@@ -537,28 +684,9 @@ def grade_undo(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     except UndoRefused as exc:
         return _after_post(request, study, f"Not undone: {exc.reason}.", "warning")
     if isinstance(undone, queue_pairs.Pair):
-        if not request.htmx:
-            messages.info(request, "Undone. Grade both again.")
-            return redirect("annotate-grade", slug=study.slug)
-        return render_undone(request, study, undone)
-    assignment = undone
-    skipped = annotation.status == Annotation.Status.SKIPPED
-    if not request.htmx:
-        messages.info(request, "Undone. Grade it again.")
-        return redirect("annotate-grade", slug=study.slug)
-    flag_codes = {text: code for code, text in FLAG_REASONS}
-    flag_choice = flag_codes.get(annotation.flag_reason, OTHER) if annotation.flagged else ""
-    values = {
-        "labels": {
-            label.dimension.key: label.value
-            for label in annotation.labels.select_related("dimension")
-        },
-        "comment": annotation.comment,
-        "flag_choice": flag_choice,
-        "flag_other": annotation.flag_reason if flag_choice == OTHER else "",
-    }
-    status = "Skip undone." if skipped else "Undone. Your previous grade is preselected."
-    return _render(request, study, _item_context(assignment, values=values), status=status)
+        pair = undone
+        return _undone(request, study, PAIR, pair, lambda: queue_pairs.previous_values(pair))
+    return _undone(request, study, ITEM, undone, lambda: {None: annotation})
 
 
 @annotator_login_required
@@ -573,12 +701,8 @@ def grade_correct(request: HtmxHttpRequest, slug: str, annotation_id: int) -> Ht
     except Annotation.DoesNotExist:
         messages.warning(request, "That answer was corrected or undone already.")
         return redirect("annotate-grade", slug=study.slug)
-    values: dict[str, Any] = {
-        "labels": {
-            lab.dimension.key: lab.value for lab in annotation.labels.select_related("dimension")
-        },
-        "comment": annotation.comment,
-    }
+    answered = _answered_values({None: annotation})
+    values: dict[str, Any] = {"labels": answered["labels"], "comment": answered["comment"]}
     errors: dict[str, str] = {}
     if request.method == "POST":
         form = GradeForm(request, study, flag=False)
@@ -602,10 +726,7 @@ def grade_correct(request: HtmxHttpRequest, slug: str, annotation_id: int) -> Ht
                 messages.success(request, "Corrected: your new grades replace the old ones.")
                 return redirect("annotate-grade", slug=study.slug)
     item = history.item_for_correction(annotation)
-    dimensions = [_dimension_view(dim) for dim in item["dimensions"]]
-    for dim in dimensions:
-        dim["value"] = values["labels"].get(dim["key"])
-        dim["error"] = errors.get(dim["key"], "")
+    dimensions = _rubric(item["dimensions"], values, errors)
     context = {
         "study": study,
         "item": item,
@@ -613,7 +734,7 @@ def grade_correct(request: HtmxHttpRequest, slug: str, annotation_id: int) -> Ht
         "dimensions": dimensions,
         "key_hints": key_hints(dimensions),
         "values": values,
-        "form_errors": [t for k, t in errors.items() if k not in {d["key"] for d in dimensions}],
+        "form_errors": _form_errors(errors, {d["key"] for d in dimensions}),
     }
     return render(request, "annotate/grade_correct.html", context, status=422 if errors else 200)
 
@@ -639,28 +760,16 @@ def pair_context(
     item = queue_pairs.pair_for_annotator(pair)
     values = values or {}
     errors = errors or {}
-    sides = []
-    fields = set()
-    for side in SIDES:
-        dimensions = []
-        for dim in item["dimensions"]:
-            view = _dimension_view(dim)
-            # The rubric partial names ids and inputs after ``key``: make them per side.
-            view["key"] = _field(side, dim["key"])
-            view["side"] = SIDE_NAMES[side]
-            view["side_label"] = f"Response {SIDE_LETTERS[side]}"
-            view["value"] = values.get("labels", {}).get(view["key"])
-            view["error"] = errors.get(view["key"], "")
-            fields.add(view["key"])
-            dimensions.append(view)
-        sides.append(
-            {
-                "name": SIDE_NAMES[side],
-                "letter": SIDE_LETTERS[side],
-                "text": item["responses"][side],
-                "dimensions": dimensions,
-            }
-        )
+    sides = [
+        {
+            "name": SIDE_NAMES[side],
+            "letter": SIDE_LETTERS[side],
+            "text": item["responses"][side],
+            "dimensions": _rubric(item["dimensions"], values, errors, side),
+        }
+        for side in SIDES
+    ]
+    fields = {dim["key"] for side in sides for dim in side["dimensions"]}
     return {
         "state": "pair",
         "item": item,
@@ -670,9 +779,7 @@ def pair_context(
         "client_key": client_key or uuid.uuid4(),
         "values": values,
         "errors": errors,
-        "form_errors": [
-            text for key, text in errors.items() if key not in fields | {"flag", "skip"}
-        ],
+        "form_errors": _form_errors(errors, fields | PANELS),
         "open_panel": open_panel,
         "skip_reasons": SKIP_REASONS,
         "flag_reasons": FLAG_REASONS,
@@ -685,30 +792,6 @@ def _own_pair(study: Study, user: Any, pair_key: uuid.UUID) -> Pair:
         return queue_pairs.get_pair(pair_key=pair_key, annotator=user, study=study)
     except Assignment.DoesNotExist:
         raise Http404("No such pair to grade.") from None
-
-
-def _invalid_pair(
-    request: HtmxHttpRequest,
-    study: Study,
-    pair: Pair,
-    *,
-    client_key: uuid.UUID,
-    values: dict[str, Any],
-    errors: dict[str, str],
-    open_panel: str = "",
-) -> HttpResponse:
-    """The same pair again with its values and errors (htmx 200, plain form 422)."""
-    context = pair_context(
-        pair, client_key=client_key, values=values, errors=errors, open_panel=open_panel
-    )
-    return _render(
-        request,
-        study,
-        context,
-        status="Not saved: " + " ".join(dict.fromkeys(errors.values())),
-        status_kind="error",
-        http_status=200 if request.htmx else 422,
-    )
 
 
 def _service_errors(exc: ValidationError) -> dict[str, str]:
@@ -738,138 +821,60 @@ def _refusal_note(outcome: queue_pairs.PairOutcome) -> str:
     return "; ".join(notes)
 
 
+def _submit_pair(
+    request: HtmxHttpRequest, pair: Pair, form: GradeForm, client_key: uuid.UUID
+) -> tuple[bool, str]:
+    outcome = queue_pairs.submit_pair(
+        pair_key=pair.key,
+        annotator=request.user,
+        client_key=client_key,
+        labels=form.labels,
+        comment=form.comment,
+        flags=form.flags,
+        time_spent_ms=_time_spent_ms(request, pair.left),
+    )
+    return outcome.replayed, _refusal_note(outcome)
+
+
+def _skip_pair(
+    request: HtmxHttpRequest, pair: Pair, client_key: uuid.UUID, reason: str
+) -> queue_pairs.PairOutcome:
+    return queue_pairs.skip_pair(
+        pair_key=pair.key, annotator=request.user, client_key=client_key, reason=reason
+    )
+
+
+PAIR = _Kind[Pair](
+    sides=SIDES,
+    context=pair_context,
+    halves=lambda pair: pair.halves,
+    submit=_submit_pair,
+    skip=_skip_pair,
+    service_errors=_service_errors,
+    saved="Both saved",
+    skipped="Skipped both.",
+    done="Those were already answered.",
+    lease_lost="Not saved: your time on those responses ran out and someone else graded them "
+    "meanwhile. Here is the next pair.",
+    lease_kept="Saved. Your time on that pair had run out, but nobody else had graded it, "
+    "so your grades are kept.",
+    undone="Undone: both grades are back. Your previous grades are preselected.",
+    undone_again="Undone. Grade both again.",
+)
+
+
 @annotator_login_required
 @require_POST
 def pair_submit(request: HtmxHttpRequest, slug: str, pair_key: uuid.UUID) -> HttpResponse:
     study = _study_for_annotator(request, slug)
-    pair = _own_pair(study, request.user, pair_key)
-    try:
-        client_key = _client_key(request)
-    except ValidationError:
-        return HttpResponse("Missing client key.", status=400)
-
-    form = GradeForm(request, study, sides=SIDES)
-    errors, flag_reason = form.errors, form.flag_reason
-    flag_side = request.POST.get("flag_side", "both")
-    if flag_side not in FLAG_SIDES:
-        errors["flag"] = (
-            f"Flag which response? {flag_side!r} is not one of {', '.join(FLAG_SIDES)}."
-        )
-    flags = {
-        side: flag_reason
-        for side in SIDES
-        if flag_reason and flag_side in ("both", SIDE_NAMES[side])
-    }
-    values = {**form.values, "flag_side": flag_side}
-    if errors:
-        return _invalid_pair(
-            request,
-            study,
-            pair,
-            client_key=client_key,
-            values=values,
-            errors=errors,
-            open_panel="flag" if "flag" in errors else "",
-        )
-
-    was_expired = any(half.is_expired() for half in pair.halves)
-    try:
-        outcome = queue_pairs.submit_pair(
-            pair_key=pair.key,
-            annotator=request.user,
-            client_key=client_key,
-            labels=form.labels,
-            comment=form.comment,
-            flags=flags,
-            time_spent_ms=_time_spent_ms(request, pair.left),
-        )
-    except ValidationError as exc:
-        return _invalid_pair(
-            request, study, pair, client_key=client_key, values=values, errors=_service_errors(exc)
-        )
-    except LeaseExpired:
-        return _after_post(
-            request,
-            study,
-            "Not saved: your time on those responses ran out and someone else graded them "
-            "meanwhile. Here is the next pair.",
-            "warning",
-        )
-    except AssignmentDone:
-        return _after_post(request, study, "Those were already answered.", "warning")
-    if outcome.refused:
-        return _after_post(
-            request, study, f"Saved, except that {_refusal_note(outcome)}.", "warning"
-        )
-    if outcome.replayed:
-        return _after_post(request, study, "Already saved (it was not counted twice).")
-    if was_expired:
-        return _after_post(
-            request,
-            study,
-            "Saved. Your time on that pair had run out, but nobody else had graded it, "
-            "so your grades are kept.",
-            "warning",
-        )
-    return _after_post(request, study, "Both saved" + (" and flagged." if flags else "."))
+    return _submit(request, study, PAIR, _own_pair(study, request.user, pair_key))
 
 
 @annotator_login_required
 @require_POST
 def pair_skip(request: HtmxHttpRequest, slug: str, pair_key: uuid.UUID) -> HttpResponse:
     study = _study_for_annotator(request, slug)
-    pair = _own_pair(study, request.user, pair_key)
-    try:
-        client_key = _client_key(request)
-    except ValidationError:
-        return HttpResponse("Missing client key.", status=400)
-    reason = _reason(request, "skip", SKIP_REASONS)
-    if not reason:
-        return _invalid_pair(
-            request,
-            study,
-            pair,
-            client_key=client_key,
-            values={},
-            errors={"skip": "Pick or type a reason to skip."},
-            open_panel="skip",
-        )
-    try:
-        queue_pairs.skip_pair(
-            pair_key=pair.key, annotator=request.user, client_key=client_key, reason=reason
-        )
-    except AssignmentDone:
-        return _after_post(request, study, "Those were already answered.", "warning")
-    return _after_post(request, study, "Skipped both.")
-
-
-def render_undone(request: HtmxHttpRequest, study: Study, pair: Pair) -> HttpResponse:
-    """After ``undo_pair``: the pair again, its previous grades preselected."""
-    flag_codes = {text: code for code, text in FLAG_REASONS}
-    previous = queue_pairs.previous_values(pair)
-    labels: dict[str, int] = {}
-    flagged: dict[int, Annotation] = {}
-    for side, annotation in previous.items():
-        for label in annotation.labels.all():
-            labels[_field(side, label.dimension.key)] = label.value
-        if annotation.flagged:
-            flagged[side] = annotation
-    values: dict[str, Any] = {"labels": labels}
-    if previous:
-        values["comment"] = next(iter(previous.values())).comment
-    if flagged:
-        reason = next(iter(flagged.values())).flag_reason
-        choice = flag_codes.get(reason, OTHER)
-        values["flag_choice"] = choice
-        values["flag_other"] = reason if choice == OTHER else ""
-        values["flag_side"] = "both" if len(flagged) == 2 else SIDE_NAMES[next(iter(flagged))]
-    skipped = any(a.status == Annotation.Status.SKIPPED for a in previous.values())
-    status = (
-        "Skip undone."
-        if skipped
-        else "Undone: both grades are back. Your previous grades are preselected."
-    )
-    return _render(request, study, pair_context(pair, values=values), status=status)
+    return _skip(request, study, PAIR, _own_pair(study, request.user, pair_key))
 
 
 def grading_rows(studies: list[tuple[Study, str]], user: Any) -> list[dict[str, Any]]:

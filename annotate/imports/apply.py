@@ -1,5 +1,7 @@
-"""Applying the staged rows to the study: set-based ``UPDATE … FROM`` of what changed, then
-``INSERT … SELECT`` of what is new, checking that no graded text changes."""
+"""Applying the staged rows to the study (:func:`apply`): set-based ``UPDATE … FROM`` of
+what changed, then ``INSERT … SELECT`` of what is new, checking that no graded text changes.
+Into a fresh study, here or on the fresh path, PostgreSQL's per-row foreign-key checks are
+skipped (:func:`trust_foreign_keys`)."""
 
 from __future__ import annotations
 
@@ -8,20 +10,20 @@ from typing import Any
 from django.db import DatabaseError, connection, transaction
 
 from ..models import Arm, Dimension, JudgeScore, Prompt, Region, Response, Study
-from .binning import _bin_sql
-from .parsing import _Problems
+from .binning import bin_sql, fix_cuts
+from .parsing import Problems
 from .report import ImportFailed, ImportProblem, ImportReport
-from .schema import _Schema
-from .staging import _fix_cuts, _Stager
+from .schema import Schema
+from .staging import Stager
 
 
-def _apply(
+def apply(
     cursor: Any,
-    stager: _Stager,
+    stager: Stager,
     study: Study,
-    schema: _Schema,
+    schema: Schema,
     report: ImportReport,
-    sink: _Problems,
+    sink: Problems,
 ) -> None:
     """Check the staged rows against the file and the database, then write them."""
     pg = connection.vendor == "postgresql"
@@ -30,8 +32,8 @@ def _apply(
     sp, sr = stager.prompt_table, stager.response_table
     sid = study.pk
 
-    cuts = _fix_cuts(schema, stager.cuts, report)
-    bins = [_bin_sql(f"x.v{i}", c) for i, c in enumerate(cuts)]
+    cuts = fix_cuts(schema, stager.cuts, report)
+    bins = [bin_sql(f"x.v{i}", c) for i, c in enumerate(cuts)]
     cell = " || '.' || ".join(f"CAST({b} AS TEXT)" for b in bins) if bins else "''"
 
     # 1. Ids repeated within the file (for CSV: the rows of an id were not contiguous).
@@ -64,7 +66,7 @@ def _apply(
     n_scores = n_responses * len(schema.rules)
     if not existed:
         # A fresh study: nothing to compare with, everything is created.
-        trusted = pg and _trust_foreign_keys(cursor, study, schema, report)
+        trusted = pg and trust_foreign_keys(cursor, study, schema, report)
         cursor.execute(
             f"INSERT INTO {P} (study_id, region_id, external_id, text, metadata) "
             f"SELECT %s, s.region_id, s.ext_id, s.text, s.metadata{jsonb} FROM {sp} s",
@@ -175,7 +177,7 @@ def _apply(
     report.scores.unchanged = n_scores - report.scores.created - report.scores.updated
 
 
-def _trust_foreign_keys(cursor: Any, study: Study, schema: _Schema, report: ImportReport) -> bool:
+def trust_foreign_keys(cursor: Any, study: Study, schema: Schema, report: ImportReport) -> bool:
     """Skip PostgreSQL's per-row foreign-key checks for the inserts of a fresh import.
 
     Django's foreign keys are ``DEFERRABLE INITIALLY DEFERRED``: every inserted row queues
@@ -258,7 +260,7 @@ def _insert_scores(
     R: str,
     J: str,
     sid: int,  # noqa: N803
-    schema: _Schema,
+    schema: Schema,
     bins: list[str],
     *,
     pg: bool,

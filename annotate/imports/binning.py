@@ -1,5 +1,7 @@
-"""Judge-score bins: each dimension's cut points, from its declared scale or from a bounded
-sample of this import's scores, and the SQL that bins a score."""
+"""Judge-score bins: each dimension's cut points (:func:`judge_cuts_for`), from its declared
+scale or from a bounded sample of this import's scores (:class:`CutsCollector`), stored by
+the first import that needs them (:func:`fix_cuts`); and the SQL that bins a score
+(:func:`bin_sql`)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ from typing import Any
 
 from .. import hooks
 from ..models import Dimension
+from .report import ImportReport
+from .schema import Schema
 
 RESERVOIR_SIZE = 100_000  # scores kept per dimension to place quantile cuts
 
 
-class _CutsCollector:
+class CutsCollector:
     """Bounded statistics of this import's scores, for dimensions whose cuts are not fixed.
 
     A reservoir sample (Vitter's algorithm R, seeded so an import is reproducible) of at most
@@ -81,7 +85,24 @@ def judge_cuts_for(dimension: Dimension, scores: Iterable[float] | None) -> list
     return hooks.quantile_cuts(scores, dimension.judge_bins)
 
 
-def _bin_sql(column: str, cuts: list[float]) -> str:
+def fix_cuts(
+    schema: Schema, sampled: dict[int, list[float]], report: ImportReport
+) -> list[list[float]]:
+    """Every dimension's cuts: the stored ones, else fixed now (from ``sampled`` if needed)."""
+    cuts: list[list[float]] = []
+    for i, d in enumerate(schema.dimensions):
+        if d.judge_cuts is not None:
+            cuts.append([float(c) for c in d.judge_cuts])
+            continue
+        fixed = judge_cuts_for(d, None)
+        new = fixed if fixed is not None else sampled[i]
+        Dimension.objects.filter(pk=d.pk).update(judge_cuts=new)
+        report.cuts_fixed[d.key] = new
+        cuts.append(new)
+    return cuts
+
+
+def bin_sql(column: str, cuts: list[float]) -> str:
     """SQL for ``#{k : cuts[k] ≤ column}`` (what calibration.bayes.data.bin_scores computes)."""
     if not cuts:
         return "0"

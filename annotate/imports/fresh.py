@@ -1,5 +1,6 @@
 """The fresh path: an import into a study with no prompts yet ``COPY``s its rows straight
-into the tables (PostgreSQL), with ids drawn from the sequences and bins computed here."""
+into the tables (PostgreSQL), with ids drawn from the sequences and bins computed here
+(:func:`import_fresh`, when :func:`fresh_path_fits`)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ import msgspec
 from django.db import connection
 
 from ..models import JudgeScore, Prompt, Response, Study
-from .apply import _trust_foreign_keys
-from .binning import _CutsCollector
-from .parsing import MAX_PROBLEMS, _parse_csv, _parse_jsonl, _physical_lines, _Problems, _too_deep
-from .report import ImportReport, _lap, _refuse_empty
-from .schema import _Schema
-from .staging import _fix_cuts, _pipelined, _stage
+from .apply import trust_foreign_keys
+from .binning import CutsCollector, fix_cuts
+from .parsing import MAX_PROBLEMS, Problems, parse_csv, parse_jsonl, physical_lines, too_deep
+from .report import ImportReport, lap, refuse_empty
+from .schema import Schema
+from .staging import pipelined, stage
 
 
-def _fresh_path_fits(stream: IO[bytes], study: Study) -> bool:
+def fresh_path_fits(stream: IO[bytes], study: Study) -> bool:
     """Whether the import may ``COPY`` straight into the tables (PostgreSQL, empty study).
 
     The stream must be seekable: the judge cuts may need a first pass over the scores, and a
@@ -35,11 +36,11 @@ def _fresh_path_fits(stream: IO[bytes], study: Study) -> bool:
     return seekable and not Prompt.objects.filter(study=study).exists()
 
 
-def _import_fresh(
+def import_fresh(
     cursor: Any,
     stream: IO[bytes],
     study: Study,
-    schema: _Schema,
+    schema: Schema,
     report: ImportReport,
     batch_size: int,
     max_problems: int,
@@ -58,26 +59,26 @@ def _import_fresh(
     """
     started = time.perf_counter()
     fmt = report.format
-    collector = _CutsCollector(schema.dimensions)
+    collector = CutsCollector(schema.dimensions)
     if collector.pending:
         start = stream.tell()
         _sample_scores(stream, fmt, schema, collector, batch_size)
         stream.seek(start)
-        report.phases["sample_scores"] = _lap(started)
-    cuts = _fix_cuts(schema, collector.cuts(), report)
-    trusted = _trust_foreign_keys(cursor, study, schema, report)
+        report.phases["sample_scores"] = lap(started)
+    cuts = fix_cuts(schema, collector.cuts(), report)
+    trusted = trust_foreign_keys(cursor, study, schema, report)
     writer = _FreshWriter(cursor, study, schema, cuts)
-    sink = _Problems(report.file, max_problems, fatal_lines=fmt == "csv")
-    parse = _parse_jsonl if fmt == "jsonl" else _parse_csv
-    chunks = _pipelined(
+    sink = Problems(report.file, max_problems, fatal_lines=fmt == "csv")
+    parse = parse_jsonl if fmt == "jsonl" else parse_csv
+    chunks = pipelined(
         parse(stream, schema, sink), stream, progress_every, positions=progress is not None
     )
-    _stage(chunks, writer.write, None, sink, report, batch_size, progress)
+    stage(chunks, writer.write, None, sink, report, batch_size, progress)
     sink.raise_if_any()
-    _refuse_empty(report)
+    refuse_empty(report)
     if trusted:
         cursor.execute("SET LOCAL session_replication_role = origin")
-    report.phases["read_and_write"] = round(_lap(started) - sum(report.phases.values()), 3)
+    report.phases["read_and_write"] = round(lap(started) - sum(report.phases.values()), 3)
     report.prompts.created = report.lines
     report.responses.created = report.lines * len(schema.arms)
     report.scores.created = report.responses.created * len(schema.rules)
@@ -99,7 +100,7 @@ _decode_scores = msgspec.json.Decoder(_LightLine).decode
 
 
 def _sample_scores(
-    stream: IO[bytes], fmt: str, schema: _Schema, collector: _CutsCollector, batch_size: int
+    stream: IO[bytes], fmt: str, schema: Schema, collector: CutsCollector, batch_size: int
 ) -> None:
     """Feed ``collector`` the file's scores, in the order and batches of a full import.
 
@@ -112,8 +113,8 @@ def _sample_scores(
     if fmt == "jsonl":
         arms = [key for key, _ in schema.arms]
         keys = [rule.key for rule in schema.rules]
-        for _, _, raw in _physical_lines(stream, _Problems("", MAX_PROBLEMS)):
-            if raw.isspace() or _too_deep(raw) is not None:
+        for _, _, raw in physical_lines(stream, Problems("", MAX_PROBLEMS)):
+            if raw.isspace() or too_deep(raw) is not None:
                 continue
             try:
                 responses = _decode_scores(raw).responses
@@ -134,7 +135,7 @@ def _sample_scores(
                 collector.feed(rows)
                 rows, lines = [], 0
     else:
-        for _, response_rows in _parse_csv(stream, schema, _Problems("", MAX_PROBLEMS)):
+        for _, response_rows in parse_csv(stream, schema, Problems("", MAX_PROBLEMS)):
             rows.extend(response_rows)
             lines += 1
             if lines >= batch_size:
@@ -149,7 +150,7 @@ class _FreshWriter:
 
     # Text COPY: binary measured no faster on either side (index upkeep dominates).
 
-    def __init__(self, cursor: Any, study: Study, schema: _Schema, cuts: list[list[float]]):
+    def __init__(self, cursor: Any, study: Study, schema: Schema, cuts: list[list[float]]):
         self.cursor, self.sid, self.cuts = cursor, study.pk, cuts
         self.n_arms = len(schema.arms)
         self.dims = [rule.id for rule in schema.rules]

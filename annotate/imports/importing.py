@@ -14,9 +14,9 @@ How it works, and why:
 * **A fresh study goes straight in.** On PostgreSQL, an import into a study that has no
   prompts yet has nothing to compare with: its rows are ``COPY``'d into the tables
   themselves, with ids drawn from the sequences beforehand and bins computed in Python
-  (:func:`.fresh._import_fresh`). A clash of ids sends it back to the staged path.
+  (:func:`.fresh.import_fresh`). A clash of ids sends it back to the staged path.
 * **Two cores.** Reading and parsing run in a thread while the database writes the previous
-  batch (:func:`.staging._pipelined`).
+  batch (:func:`.staging.pipelined`).
 * **Atomic.** Staging and the set-based writes that follow (``UPDATE … FROM`` then
   ``INSERT … SELECT … ON CONFLICT``) run in one transaction: a bad line 999,999 leaves the
   database as it was.
@@ -46,9 +46,9 @@ from django.db import IntegrityError, connection, transaction
 
 from .. import hooks
 from ..models import Study
-from .apply import _apply
-from .binning import _CutsCollector, judge_cuts_for
-from .fresh import _fresh_path_fits, _import_fresh
+from .apply import apply
+from .binning import CutsCollector, judge_cuts_for
+from .fresh import fresh_path_fits, import_fresh
 from .parsing import (
     CSV_COLUMNS,
     DEFAULT_JUDGE,
@@ -56,14 +56,14 @@ from .parsing import (
     MAX_JSON_DEPTH,
     MAX_LINE_BYTES,
     MAX_PROBLEMS,
-    _format_of,
-    _parse_csv,
-    _parse_jsonl,
-    _Problems,
+    Problems,
+    format_of,
+    parse_csv,
+    parse_jsonl,
 )
-from .report import Counts, ImportFailed, ImportProblem, ImportReport, _lap, _refuse_empty
-from .schema import _Schema
-from .staging import _pipelined, _stage, _Stager
+from .report import Counts, ImportFailed, ImportProblem, ImportReport, lap, refuse_empty
+from .schema import Schema
+from .staging import Stager, pipelined, stage
 
 __all__ = [
     "CSV_COLUMNS",
@@ -135,7 +135,7 @@ def import_file(
             )
     stream = path_or_fileobj
     name = filename or os.path.basename(str(getattr(stream, "name", "") or "upload"))
-    fmt = _format_of(name, fmt)
+    fmt = format_of(name, fmt)
     started = time.perf_counter()
     report = ImportReport(file=name, format=fmt, study=study.slug)
     tell = _progress_reporter(stream, progress)
@@ -143,15 +143,15 @@ def import_file(
         # Imports of one study run one after another (a no-op on SQLite, whose write
         # transactions are serial anyway), so the existence checks below cannot race.
         Study.objects.select_for_update().filter(pk=study.pk).first()
-        schema = _Schema.of(study)
+        schema = Schema.of(study)
         if why := schema.emptiness():
             raise ImportFailed([ImportProblem(name, 1, "study", why)])
         with connection.cursor() as cursor:
-            if _fresh_path_fits(stream, study):
+            if fresh_path_fits(stream, study):
                 start = stream.tell()
                 try:
                     with transaction.atomic():
-                        _import_fresh(
+                        import_fresh(
                             cursor,
                             stream,
                             study,
@@ -169,32 +169,32 @@ def import_file(
                     report = ImportReport(file=name, format=fmt, study=study.slug)
                 else:
                     return _finished(report, started)
-            sink = _Problems(name, max_problems, fatal_lines=fmt == "csv")
-            parse = _parse_jsonl if fmt == "jsonl" else _parse_csv
-            stager = _Stager.for_connection(cursor, len(schema.rules))
-            collector = _CutsCollector(schema.dimensions)
-            chunks = _pipelined(
+            sink = Problems(name, max_problems, fatal_lines=fmt == "csv")
+            parse = parse_jsonl if fmt == "jsonl" else parse_csv
+            stager = Stager.for_connection(cursor, len(schema.rules))
+            collector = CutsCollector(schema.dimensions)
+            chunks = pipelined(
                 parse(stream, schema, sink), stream, PROGRESS_EVERY, positions=tell is not None
             )
-            _stage(chunks, stager.write, collector, sink, report, batch_size, tell)
+            stage(chunks, stager.write, collector, sink, report, batch_size, tell)
             sink.raise_if_any()
-            _refuse_empty(report)
-            report.phases["read_and_stage"] = _lap(started)
+            refuse_empty(report)
+            report.phases["read_and_stage"] = lap(started)
             stager.cuts = collector.cuts()
             stager.analyze()
-            _apply(cursor, stager, study, schema, report, sink)
+            apply(cursor, stager, study, schema, report, sink)
             # On failure the rollback removes the staging tables with everything else.
             stager.drop()
             # A re-import may move responses between cells in place; selection's stored
             # per-cell totals must follow in the same transaction. (New responses alone,
             # as in the fresh path, are caught by the totals' own watermark.)
             hooks.refresh_cell_totals(study=study)
-            report.phases["write"] = round(_lap(started) - report.phases["read_and_stage"], 3)
+            report.phases["write"] = round(lap(started) - report.phases["read_and_stage"], 3)
     return _finished(report, started)
 
 
 def _finished(report: ImportReport, started: float) -> ImportReport:
-    report.seconds = _lap(started)
+    report.seconds = lap(started)
     # PostgreSQL checks the (deferred) foreign keys of every new row at commit.
     report.phases["commit"] = round(report.seconds - sum(report.phases.values()), 3)
     return report

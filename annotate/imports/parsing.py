@@ -1,7 +1,10 @@
 """The file formats: JSONL and long CSV read line by line into staged rows.
 
-Each line is decoded and checked against a :class:`~.schema._Schema`; problems are collected
-with their file, line and field (:class:`_Problems`). Nothing here writes to the database.
+:func:`parse_jsonl` and :func:`parse_csv` yield each interaction's rows (:data:`Staged`),
+decoded and checked against a :class:`~.schema.Schema`; problems are collected with their
+file, line and field (:class:`Problems`). :func:`format_of` tells the format from a file's
+name. The fresh path's first pass over the scores reads the lines as these parsers do
+(:func:`physical_lines`, :func:`too_deep`). Nothing here writes to the database.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import IO, Any
 import msgspec
 
 from .report import ImportFailed, ImportProblem
-from .schema import _check_id, _check_judge, _LineError, _meta_json, _Schema
+from .schema import LineError, Schema, check_id, check_judge
 
 MAX_LINE_BYTES = 1 << 20  # 1 MiB per line (JSONL) or per physical line (CSV)
 # Objects and arrays nested inside one JSONL line, the line itself included: an interaction
@@ -57,19 +60,26 @@ class _Line(msgspec.Struct, forbid_unknown_fields=True):
 
 _decode_line = msgspec.json.Decoder(_Line).decode
 
+
+def _meta_json(meta: dict[str, Any] | None) -> str:
+    # json.dumps with its default separators is what Django's JSONField stores on SQLite, so
+    # re-importing rows written through the ORM compares equal.
+    return json.dumps(meta) if meta else "{}"
+
+
 # A staged interaction: one prompt row and one row per arm.
 #   prompt row:   (line, ext_id, region_id, text, metadata_json)
 #   response row: (line, ext_id, arm_id, text, metadata_json, v_0, judge_0, v_1, judge_1, …)
-_Staged = tuple[tuple[Any, ...], list[tuple[Any, ...]]]
+Staged = tuple[tuple[Any, ...], list[tuple[Any, ...]]]
 
 
-def _rows_from_line(obj: _Line, line: int, schema: _Schema) -> _Staged:
+def _rows_from_line(obj: _Line, line: int, schema: Schema) -> Staged:
     """Check what types alone cannot (known keys, ranges) and shape the staging rows."""
-    _check_id(obj.id)
+    check_id(obj.id)
     region_id = schema.check_region(obj.region)
     default_judge = DEFAULT_JUDGE
     if obj.judge is not None:
-        _check_judge(obj.judge, "judge")
+        check_judge(obj.judge, "judge")
         default_judge = obj.judge
     responses = obj.responses
     if len(responses) != len(schema.arms) or responses.keys() != schema.arm_keys:
@@ -94,11 +104,11 @@ def _rows_from_line(obj: _Line, line: int, schema: _Schema) -> _Staged:
                     judge = default_judge
                 else:
                     judge = s.judge
-                    _check_judge(judge, f"responses.{arm_key}.scores.{key}.judge")
+                    check_judge(judge, f"responses.{arm_key}.scores.{key}.judge")
             # Inlined bounds check (NaN and ±inf fail it); the message comes from the rule.
             if not lo <= value <= hi or (whole and not value.is_integer()):
                 why = rule.problem(value) or f"{value!r} is not a valid score"
-                raise _LineError(f"responses.{arm_key}.scores.{key}", why, rule.expected())
+                raise LineError(f"responses.{arm_key}.scores.{key}", why, rule.expected())
             add(value)
             add(judge)
         rows.append(tuple(row))
@@ -115,27 +125,27 @@ def _type_name(v: Any) -> str:
     return names.get(type(v), "a number" if isinstance(v, int | float) else type(v).__name__)
 
 
-def _explain_types(obj: Any) -> _LineError | None:
+def _explain_types(obj: Any) -> LineError | None:
     """Name the first missing, unknown or mistyped field of a decoded line, or None."""
 
     def keys(d: dict[str, Any], allowed: tuple[str, ...], required: tuple[str, ...], where: str):
         for k in required:
             if k not in d:
-                return _LineError(f"{where}{k}", "missing field", f"fields {', '.join(allowed)}")
+                return LineError(f"{where}{k}", "missing field", f"fields {', '.join(allowed)}")
         for k in d:
             if k not in allowed:
-                return _LineError(
+                return LineError(
                     f"{where}{k}", "unknown field", f"only the fields {', '.join(allowed)}"
                 )
         return None
 
-    def want(v: Any, kind: Any, where: str, what: str) -> _LineError | None:
+    def want(v: Any, kind: Any, where: str, what: str) -> LineError | None:
         if isinstance(v, kind) and not isinstance(v, bool):
             return None
-        return _LineError(where, f"{_type_name(v)} is not {what}", what)
+        return LineError(where, f"{_type_name(v)} is not {what}", what)
 
     if not isinstance(obj, dict):
-        return _LineError("line", f"{_type_name(obj)} is not an object", "one JSON object per line")
+        return LineError("line", f"{_type_name(obj)} is not an object", "one JSON object per line")
     if err := keys(obj, _LINE_KEYS, ("id", "region", "prompt", "responses"), ""):
         return err
     for k in ("id", "region", "prompt"):
@@ -183,7 +193,7 @@ def _explain_types(obj: Any) -> _LineError | None:
 _JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}:]')
 
 
-def _too_deep(raw: bytes) -> _LineError | None:
+def too_deep(raw: bytes) -> LineError | None:
     """The field where a line nests deeper than ``MAX_JSON_DEPTH``, or None.
 
     Counting brackets bounds the depth from above at C speed, so only a line with more than
@@ -204,7 +214,7 @@ def _too_deep(raw: bytes) -> _LineError | None:
             keys.append(None)
             if len(keys) > MAX_JSON_DEPTH:
                 path = ".".join(k for k in keys if k is not None)[:200] or "line"
-                return _LineError(
+                return LineError(
                     path,
                     f"JSON nested deeper than {MAX_JSON_DEPTH} levels",
                     f"at most {MAX_JSON_DEPTH} levels of objects and arrays in a line",
@@ -223,10 +233,10 @@ def _bounded_int(text: str) -> int | float:
         return -math.inf if text.startswith("-") else math.inf
 
 
-def _out_of_range(value: Any, where: str) -> _LineError | None:
+def _out_of_range(value: Any, where: str) -> LineError | None:
     """The first number of a decoded line that msgspec cannot hold (±inf, NaN), or None."""
     if isinstance(value, float) and not math.isfinite(value):
-        return _LineError(
+        return LineError(
             where or "line",
             f"{value} is out of range" if value == value else "NaN is not a number",
             "a finite number (at most about 1.8e308 and 4,300 digits)",
@@ -245,12 +255,12 @@ def _out_of_range(value: Any, where: str) -> _LineError | None:
     return None
 
 
-def _explain(raw: bytes, exc: Exception, line: int, offset: int) -> _LineError:
+def _explain(raw: bytes, exc: Exception, line: int, offset: int) -> LineError:
     """Turn a fast-path decoding failure into a message that names the field."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        return _LineError(
+        return LineError(
             "encoding",
             f"byte 0x{raw[e.start]:02x} at byte offset {offset + e.start} of the file "
             f"(column {e.start + 1} of line {line}) is not valid UTF-8",
@@ -259,17 +269,17 @@ def _explain(raw: bytes, exc: Exception, line: int, offset: int) -> _LineError:
     try:
         obj = json.loads(text.rstrip("\r\n"), parse_int=_bounded_int, parse_constant=float)
     except json.JSONDecodeError as e:
-        return _LineError("json", f"malformed JSON: {e.msg} at column {e.colno}", "one JSON object")
-    except RecursionError:  # not reached after _too_deep; kept so that no line is a 500
-        return _LineError("json", "JSON nested too deeply", "one JSON object")
+        return LineError("json", f"malformed JSON: {e.msg} at column {e.colno}", "one JSON object")
+    except RecursionError:  # not reached after too_deep; kept so that no line is a 500
+        return LineError("json", "JSON nested too deeply", "one JSON object")
     return (
         _explain_types(obj)
         or _out_of_range(obj, "")
-        or _LineError("line", str(exc), "a valid interaction")
+        or LineError("line", str(exc), "a valid interaction")
     )
 
 
-def _physical_lines(stream: IO[bytes], sink: _Problems) -> Iterator[tuple[int, int, bytes]]:
+def physical_lines(stream: IO[bytes], sink: Problems) -> Iterator[tuple[int, int, bytes]]:
     """Yield ``(line number, byte offset, bytes)``, refusing lines over ``MAX_LINE_BYTES``."""
     number, offset = 0, 0
     readline = stream.readline
@@ -300,7 +310,7 @@ def _physical_lines(stream: IO[bytes], sink: _Problems) -> Iterator[tuple[int, i
         yield number, start, raw
 
 
-class _Problems:
+class Problems:
     def __init__(self, name: str, limit: int, *, fatal_lines: bool = False) -> None:
         self.name, self.limit = name, limit
         self.fatal_lines = fatal_lines  # CSV cannot resynchronise after a broken line
@@ -318,11 +328,11 @@ class _Problems:
             raise ImportFailed(sorted(self.items, key=lambda p: p.line)[: self.limit])
 
 
-def _parse_jsonl(stream: IO[bytes], schema: _Schema, sink: _Problems) -> Iterator[_Staged]:
-    for number, offset, raw in _physical_lines(stream, sink):
+def parse_jsonl(stream: IO[bytes], schema: Schema, sink: Problems) -> Iterator[Staged]:
+    for number, offset, raw in physical_lines(stream, sink):
         if raw.isspace():
             continue
-        if (deep := _too_deep(raw)) is not None:
+        if (deep := too_deep(raw)) is not None:
             sink.add(number, deep.field, deep.message, deep.expected)
             if sink.full:
                 return
@@ -336,17 +346,17 @@ def _parse_jsonl(stream: IO[bytes], schema: _Schema, sink: _Problems) -> Iterato
             try:
                 yield _rows_from_line(obj, number, schema)
                 continue
-            except _LineError as err:
+            except LineError as err:
                 sink.add(number, err.field, err.message, err.expected)
         if sink.full:
             return
 
 
-def _parse_csv(stream: IO[bytes], schema: _Schema, sink: _Problems) -> Iterator[_Staged]:
+def parse_csv(stream: IO[bytes], schema: Schema, sink: Problems) -> Iterator[Staged]:
     """Long CSV: one row per (id, arm, dimension); the rows of one id are contiguous."""
 
     def text_lines() -> Iterator[str]:
-        for number, offset, raw in _physical_lines(stream, sink):
+        for number, offset, raw in physical_lines(stream, sink):
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -393,11 +403,11 @@ def _parse_csv(stream: IO[bytes], schema: _Schema, sink: _Problems) -> Iterator[
                 return
         try:
             if len(row) != width:
-                raise _LineError("row", f"{len(row)} fields", f"{width} fields: {','.join(header)}")
+                raise LineError("row", f"{len(row)} fields", f"{width} fields: {','.join(header)}")
             if group is None:
                 group = _CsvGroup(row[0], line)
             group.add(row, line, schema)
-        except _LineError as err:
+        except LineError as err:
             sink.add(line, err.field, err.message, err.expected)
             bad_id, group = row[0], None
             if sink.full:
@@ -408,7 +418,7 @@ def _parse_csv(stream: IO[bytes], schema: _Schema, sink: _Problems) -> Iterator[
             yield staged
 
 
-def _finish(group: _CsvGroup, schema: _Schema, sink: _Problems) -> _Staged | None:
+def _finish(group: _CsvGroup, schema: Schema, sink: Problems) -> Staged | None:
     try:
         return group.finish(schema)
     except _GroupError as err:
@@ -416,7 +426,7 @@ def _finish(group: _CsvGroup, schema: _Schema, sink: _Problems) -> _Staged | Non
         return None
 
 
-class _GroupError(_LineError):
+class _GroupError(LineError):
     def __init__(self, line: int, field: str, message: str, expected: str = "") -> None:
         super().__init__(field, message, expected)
         self.line = line
@@ -431,45 +441,45 @@ class _CsvGroup:
         self.prompt: tuple[str, int] | None = None
         self.arms: dict[str, tuple[str, int, dict[str, tuple[float, str]]]] = {}
 
-    def add(self, row: list[str], line: int, schema: _Schema) -> None:
+    def add(self, row: list[str], line: int, schema: Schema) -> None:
         ext_id, region, prompt, arm, response, dim, score = row[:7]
         judge = row[7] if len(row) > 7 and row[7] != "" else DEFAULT_JUDGE
-        _check_id(ext_id)
+        check_id(ext_id)
         if self.region is None:
             schema.check_region(region)
             self.region, self.prompt = (region, line), (prompt, line)
         else:
             assert self.prompt is not None
             if region != self.region[0]:
-                raise _LineError(
+                raise LineError(
                     "region",
                     f"id {ext_id!r} has region {region!r} here but {self.region[0]!r} on "
                     f"line {self.region[1]}",
                     "the same region on every row of an id",
                 )
             if prompt != self.prompt[0]:
-                raise _LineError(
+                raise LineError(
                     "prompt",
                     f"the prompt text of id {ext_id!r} differs from the one on line "
                     f"{self.prompt[1]}",
                     "the same prompt text on every row of an id",
                 )
         if arm not in schema.arm_keys:
-            raise _LineError("arm", f"unknown arm {arm!r}", f"one of {schema.arm_list}")
+            raise LineError("arm", f"unknown arm {arm!r}", f"one of {schema.arm_list}")
         if dim not in schema.dim_keys:
-            raise _LineError("dimension", f"unknown dimension {dim!r}", f"one of {schema.dim_list}")
+            raise LineError("dimension", f"unknown dimension {dim!r}", f"one of {schema.dim_list}")
         entry = self.arms.get(arm)
         if entry is None:
             entry = self.arms[arm] = (response, line, {})
         elif response != entry[0]:
-            raise _LineError(
+            raise LineError(
                 "response",
                 f"the response text of id {ext_id!r}, arm {arm!r} differs from the one on "
                 f"line {entry[1]}",
                 "the same response text on every row of an id and arm",
             )
         if dim in entry[2]:
-            raise _LineError(
+            raise LineError(
                 "dimension",
                 f"a second score for id {ext_id!r}, arm {arm!r}, dimension {dim!r}",
                 "one row per id, arm and dimension",
@@ -479,20 +489,20 @@ class _CsvGroup:
         try:
             value = float(cell)
         except ValueError:
-            raise _LineError(
+            raise LineError(
                 "score", f"{cell!r} is not a number" if cell else "empty score", rule.expected()
             ) from None
         if why := rule.problem(value):
-            raise _LineError("score", why, rule.expected())
+            raise LineError("score", why, rule.expected())
         if judge is not DEFAULT_JUDGE:
-            _check_judge(judge, "judge")
+            check_judge(judge, "judge")
         entry[2][dim] = (value, judge)
 
-    def finish(self, schema: _Schema) -> _Staged:
+    def finish(self, schema: Schema) -> Staged:
         assert self.region is not None and self.prompt is not None
         try:
             schema.check_arm_keys(self.arms, "arm")
-        except _LineError as err:
+        except LineError as err:
             raise _GroupError(
                 self.line,
                 err.field,
@@ -504,7 +514,7 @@ class _CsvGroup:
             text, _, scores = self.arms[arm_key]
             try:
                 schema.check_dim_keys(scores, "dimension")
-            except _LineError as err:
+            except LineError as err:
                 raise _GroupError(
                     self.line,
                     err.field,
@@ -519,7 +529,7 @@ class _CsvGroup:
         return (self.line, self.ext_id, region_id, self.prompt[0], "{}"), rows
 
 
-def _format_of(name: str, fmt: str | None) -> str:
+def format_of(name: str, fmt: str | None) -> str:
     if fmt is not None:
         if fmt not in FORMATS:
             raise ImportFailed(

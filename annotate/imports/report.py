@@ -1,5 +1,6 @@
-"""What an import tells: its problems (:class:`ImportProblem`, :class:`ImportFailed`) and
-its :class:`ImportReport`."""
+"""What an import tells: its problems (:class:`ImportProblem`, :class:`ImportFailed`; an
+empty file, :func:`refuse_empty`) and its :class:`ImportReport` (with the seconds of each
+phase, :func:`lap`)."""
 
 from __future__ import annotations
 
@@ -83,12 +84,12 @@ class ImportReport:
         return "\n".join(lines)
 
 
-def _refuse_empty(report: ImportReport) -> None:
+def refuse_empty(report: ImportReport) -> None:
     if report.lines == 0:
         raise ImportFailed(
             [ImportProblem(report.file, 1, "file", "the file is empty", "at least one interaction")]
         )
 
 
-def _lap(started: float) -> float:
+def lap(started: float) -> float:
     return round(time.perf_counter() - started, 3)

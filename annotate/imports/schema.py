@@ -1,14 +1,13 @@
 """Validation: the study's arms, dimensions and regions, as the parsers check each line
-against them (:class:`_Schema`), and the checks of ids and judge names."""
+against them (:class:`Schema`), and the checks of ids and judge names (:func:`check_id`,
+:func:`check_judge`). A problem on a line is raised as a :class:`LineError`."""
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from ..models import Arm, Dimension, JudgeScore, Prompt, Region, Study
 
@@ -16,7 +15,7 @@ MAX_ID_LENGTH = Prompt._meta.get_field("external_id").max_length or 200
 MAX_JUDGE_LENGTH = JudgeScore._meta.get_field("judge").max_length or 200
 
 
-class _LineError(Exception):
+class LineError(Exception):
     """A problem on the current line: (field, message, expected)."""
 
     def __init__(self, field: str, message: str, expected: str = "") -> None:
@@ -78,7 +77,7 @@ class _DimRule:
         return None
 
 
-class _Schema:
+class Schema:
     """The study's arms, dimensions and regions, as the parsers need them."""
 
     def __init__(
@@ -101,7 +100,7 @@ class _Schema:
         self.region_list = ", ".join(self.regions)
 
     @classmethod
-    def of(cls, study: Study) -> _Schema:
+    def of(cls, study: Study) -> Schema:
         """The schema of ``study``, as stored."""
         regions = dict(Region.objects.filter(study=study).values_list("key", "id"))
         arms = Arm.objects.filter(study=study).order_by("position", "id")
@@ -120,17 +119,17 @@ class _Schema:
         try:
             return self.regions[key]
         except KeyError:
-            raise _LineError(
+            raise LineError(
                 "region", f"unknown region {key!r}", f"one of {self.region_list}"
             ) from None
 
     def check_arm_keys(self, keys: Iterable[str], where: str) -> None:
         keys = set(keys)
         for key in sorted(keys - self.arm_keys):
-            raise _LineError(f"{where}.{key}", f"unknown arm {key!r}", f"one of {self.arm_list}")
+            raise LineError(f"{where}.{key}", f"unknown arm {key!r}", f"one of {self.arm_list}")
         for key, _ in self.arms:
             if key not in keys:
-                raise _LineError(
+                raise LineError(
                     where,
                     f"no response from arm {key!r}",
                     f"a response from every arm of the study on each interaction: {self.arm_list}",
@@ -139,37 +138,31 @@ class _Schema:
     def check_dim_keys(self, keys: Iterable[str], where: str) -> None:
         keys = set(keys)
         for key in sorted(keys - self.dim_keys):
-            raise _LineError(
+            raise LineError(
                 f"{where}.{key}", f"unknown dimension {key!r}", f"one of {self.dim_list}"
             )
         for rule in self.rules:
             if rule.key not in keys:
-                raise _LineError(
+                raise LineError(
                     where,
                     f"no score for dimension {rule.key!r}",
                     f"a judge score for every dimension of the study: {self.dim_list}",
                 )
 
 
-def _check_id(ext_id: str, where: str = "id") -> None:
+def check_id(ext_id: str, where: str = "id") -> None:
     if not ext_id.strip():
-        raise _LineError(where, "empty id", "a non-empty string")
+        raise LineError(where, "empty id", "a non-empty string")
     if len(ext_id) > MAX_ID_LENGTH:
-        raise _LineError(
+        raise LineError(
             where, f"id is {len(ext_id)} characters long", f"at most {MAX_ID_LENGTH} characters"
         )
 
 
-def _check_judge(judge: str, where: str) -> None:
+def check_judge(judge: str, where: str) -> None:
     if not judge.strip():
-        raise _LineError(where, "empty judge name", "a non-empty string")
+        raise LineError(where, "empty judge name", "a non-empty string")
     if len(judge) > MAX_JUDGE_LENGTH:
-        raise _LineError(
+        raise LineError(
             where, f"judge name is {len(judge)} characters long", f"at most {MAX_JUDGE_LENGTH}"
         )
-
-
-def _meta_json(meta: dict[str, Any] | None) -> str:
-    # json.dumps with its default separators is what Django's JSONField stores on SQLite, so
-    # re-importing rows written through the ORM compares equal.
-    return json.dumps(meta) if meta else "{}"

@@ -1,5 +1,6 @@
-"""Staging: parsed rows written in batches into temporary tables (``COPY`` on PostgreSQL,
-``executemany`` on SQLite) while a second thread reads and parses the file."""
+"""Staging: parsed rows written in batches (:func:`stage`) into temporary tables
+(:class:`Stager`: ``COPY`` on PostgreSQL, ``executemany`` on SQLite) while a second thread
+reads and parses the file (:func:`pipelined`)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,16 @@ from typing import IO, Any
 
 from django.db import connection
 
-from ..models import Dimension
-from .binning import _CutsCollector, judge_cuts_for
-from .parsing import _Problems, _Staged
+from .binning import CutsCollector
+from .parsing import Problems, Staged
 from .report import ImportReport
-from .schema import _Schema
 
 
-def _stage(
-    chunks: Generator[tuple[list[_Staged], int]],
+def stage(
+    chunks: Generator[tuple[list[Staged], int]],
     write: Callable[[list[tuple[Any, ...]], list[tuple[Any, ...]]], None],
-    collector: _CutsCollector | None,
-    sink: _Problems,
+    collector: CutsCollector | None,
+    sink: Problems,
     report: ImportReport,
     batch_size: int,
     progress: Callable[[int], None] | None,
@@ -54,9 +53,9 @@ def _stage(
 _END = object()
 
 
-def _pipelined(
-    records: Iterator[_Staged], stream: IO[bytes], chunk: int, *, positions: bool
-) -> Generator[tuple[list[_Staged], int]]:
+def pipelined(
+    records: Iterator[Staged], stream: IO[bytes], chunk: int, *, positions: bool
+) -> Generator[tuple[list[Staged], int]]:
     """Yield ``(interactions, stream position)`` ``chunk`` at a time, parsed in a thread.
 
     Reading, parsing and validating run in a second thread while this one writes the
@@ -80,7 +79,7 @@ def _pipelined(
 
     def work() -> None:
         try:
-            batch: list[_Staged] = []
+            batch: list[Staged] = []
             for record in records:
                 batch.append(record)
                 if len(batch) >= chunk:
@@ -107,7 +106,7 @@ def _pipelined(
         worker.join()
 
 
-class _Stager:
+class Stager:
     """Temporary staging tables, filled in batches."""
 
     prompt_table = "baton_import_prompt"
@@ -133,10 +132,10 @@ class _Stager:
         )
 
     @staticmethod
-    def for_connection(cursor: Any, n_dims: int) -> _Stager:
+    def for_connection(cursor: Any, n_dims: int) -> Stager:
         if connection.vendor == "postgresql":
             return _PostgresStager(cursor, n_dims)
-        return _Stager(cursor, n_dims)
+        return Stager(cursor, n_dims)
 
     def write(self, prompts: list[tuple[Any, ...]], responses: list[tuple[Any, ...]]) -> None:
         marks = ", ".join(["%s"] * 5)
@@ -157,7 +156,7 @@ class _Stager:
             self.cursor.execute(f"DROP TABLE IF EXISTS {table}")
 
 
-class _PostgresStager(_Stager):
+class _PostgresStager(Stager):
     def write(self, prompts: list[tuple[Any, ...]], responses: list[tuple[Any, ...]]) -> None:
         with self.cursor.copy(f"COPY {self.prompt_table} FROM STDIN") as copy:
             for row in prompts:
@@ -171,20 +170,3 @@ class _PostgresStager(_Stager):
         # guesses a few rows and picks nested loops over a million.
         self.cursor.execute(f"ANALYZE {self.prompt_table}")
         self.cursor.execute(f"ANALYZE {self.response_table}")
-
-
-def _fix_cuts(
-    schema: _Schema, sampled: dict[int, list[float]], report: ImportReport
-) -> list[list[float]]:
-    """Every dimension's cuts: the stored ones, else fixed now (from ``sampled`` if needed)."""
-    cuts: list[list[float]] = []
-    for i, d in enumerate(schema.dimensions):
-        if d.judge_cuts is not None:
-            cuts.append([float(c) for c in d.judge_cuts])
-            continue
-        fixed = judge_cuts_for(d, None)
-        new = fixed if fixed is not None else sampled[i]
-        Dimension.objects.filter(pk=d.pk).update(judge_cuts=new)
-        report.cuts_fixed[d.key] = new
-        cuts.append(new)
-    return cuts

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from annotate.grading import queue
 from annotate.grading.serializers import SkipSerializer, SubmitSerializer
 from annotate.imports import importing, parsing
-from annotate.imports.schema import _Schema
+from annotate.imports.schema import Schema
 from annotate.models import Study
 from annotate.numbers import (
     DB_ID_MAX,
@@ -143,12 +143,12 @@ def related(field: str, path: tuple[str, ...]) -> bool:
 
 
 @pytest.fixture
-def schema(study) -> _Schema:
-    return _Schema.of(study)
+def schema(study) -> Schema:
+    return Schema.of(study)
 
 
-def parse(parser: Any, data: bytes, schema: _Schema) -> tuple[list, list]:
-    sink = parsing._Problems("f", parsing.MAX_PROBLEMS)
+def parse(parser: Any, data: bytes, schema: Schema) -> tuple[list, list]:
+    sink = parsing.Problems("f", parsing.MAX_PROBLEMS)
     staged = list(parser(io.BytesIO(data), schema, sink))
     return staged, sink.items
 
@@ -158,7 +158,7 @@ def test_a_jsonl_line_with_any_value_spliced_anywhere_is_parsed_or_refused_by_fi
     @given(path=st.sampled_from(PATHS), raw=RAW_JSON)
     def check(path: tuple[str, ...], raw: str) -> None:
         RUN["jsonl"] += 1
-        staged, problems = parse(parsing._parse_jsonl, spliced(path, raw) + b"\n", schema)
+        staged, problems = parse(parsing.parse_jsonl, spliced(path, raw) + b"\n", schema)
         assert len(staged) + len(problems) == 1
         for p in problems:
             assert p.line == 1 and p.field and p.message
@@ -173,7 +173,7 @@ def test_any_bytes_on_a_jsonl_line_are_parsed_or_refused_by_field(schema):
     @given(data=st.binary(max_size=300))
     def check(data: bytes) -> None:
         RUN["bytes"] += 1
-        staged, problems = parse(parsing._parse_jsonl, data, schema)
+        staged, problems = parse(parsing.parse_jsonl, data, schema)
         assert all(p.field and p.line >= 1 for p in problems)
         assert not staged or not problems
 
@@ -195,7 +195,7 @@ def test_a_csv_row_of_any_cells_is_parsed_or_refused_by_field(schema):
         good = ["q-1", "eu", "Question?", "inc", "Answer.", "correctness", "1"]
         row = good[:keep] + cells if keep else cells
         text = header + "\n" + ",".join(_csv_quote(c) for c in row) + "\n"
-        _, problems = parse(parsing._parse_csv, text.encode(), schema)
+        _, problems = parse(parsing.parse_csv, text.encode(), schema)
         assert all(p.field and p.message and p.line >= 1 for p in problems)
 
     check()

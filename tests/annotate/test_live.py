@@ -17,7 +17,7 @@ from annotate.grading import history, queue
 from annotate.imports.exporting import label_rows
 from annotate.models import Annotation, Dimension, Label, live_grade_sql, live_sql
 from calibration import selection
-from calibration.counts import count_labels, graded_classes
+from calibration.counts import graded_classes
 from calibration.dashboards import label_progress
 from calibration.services import graded_per_arm
 from tests.annotate.grading.test_grade_views import add_items
@@ -112,15 +112,15 @@ def test_the_consumers_count_the_live_grades(study, annotator, answers):
     live = Annotation.objects.live_grades().filter(study=study)
     graded = set(live.values_list("response_id", flat=True))
     assert len(graded) == 2
-    assert count_labels(study=study) == len(graded)
-    assert queue._graded_count(study=study) == len(graded)
-    state = queue._study_state(study_id=study.pk, annotator=annotator, now=timezone.now())
+    assert Annotation.objects.filter(study=study).count_graded_responses() == len(graded)
+    state = queue.study_state(study_id=study.pk, annotator=annotator, now=timezone.now())
     assert state.graded == len(graded)
     assert sum(graded_per_arm(study=study).values()) == len(graded)
     assert label_progress(study)["used"] == len(graded)
     assert set(graded_classes(study=study, dimensions=list(study.dimensions.all()))) == graded
     progress = queue.annotator_progress(study=study, annotator=annotator)
     assert (progress["graded_total"], progress["skipped"]) == (2, 1)
+    assert progress["budget_used"] == len(graded)
 
 
 def test_what_is_available_is_what_has_no_live_grade(study, answers):

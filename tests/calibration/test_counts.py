@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from annotate.models import Annotation, Arm, JudgeScore, Label, Region, Response
 from annotate.setup.services import rebuild_cells
-from calibration.counts import count_labels, study_counts
+from calibration.counts import study_counts
 from tests.calibration.helpers import grade, populate
 from tests.factories import PromptFactory, ResponseFactory, UserFactory
 
@@ -96,7 +96,7 @@ def test_majority_ties_skips_and_undos_give_the_closed_form_counts(study, grader
     # Refusal has no judge scores at all.
     assert data.counts["refusal"].judge_only.sum() == 0
     # Graded responses: A, B, C, E, F (D's only grade was undone; C's skip is not a grade).
-    assert data.n_labels == count_labels(study=study) == 5
+    assert data.n_labels == Annotation.objects.filter(study=study).count_graded_responses() == 5
     assert data.n_responses == 6
     np.testing.assert_allclose(data.traffic_shares, [0.6, 0.4])
     assert data.bins["style"] == {"cuts": None, "n_bins": 5}

@@ -45,7 +45,7 @@ def main() -> int:
     )
 
     call_command("migrate", verbosity=0)
-    queue._notify_new_labels = lambda *, study: None  # no fits in this check
+    queue.notify_new_labels = lambda *, study: None  # no fits in this check
     study = Study.objects.create(
         name="Threads", slug="threads", status="active", overlap_share=0.2, label_budget=10_000
     )

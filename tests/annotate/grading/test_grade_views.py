@@ -277,6 +277,15 @@ def test_a_grade_off_the_scale_is_refused(grader, study, annotator, items):
     assert "9 is not a grade for Style adherence." in response.content.decode()
 
 
+def test_the_status_names_each_error_once(grader, study, annotator, items):
+    study.dimensions.filter(key="refusal").update(title="Correctness")
+    grader.get(grade_url(study))
+    missing = {"label-correctness": "", "label-refusal": ""}
+    response = submit(grader, study, open_assignment(study, annotator), **missing)
+    assert response.status_code == 422
+    assert "Not saved: Pick a grade for Correctness.</span>" in response.content.decode()
+
+
 def test_time_spent_is_clamped_to_sane_bounds(grader, study, annotator, items):
     grader.get(grade_url(study))
     submit(grader, study, open_assignment(study, annotator), time_spent_ms="99999999999")

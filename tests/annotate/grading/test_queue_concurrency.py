@@ -40,7 +40,7 @@ def postgres_only(monkeypatch):
             "DATABASE_URL to run this."
         )
     # A fit per 20 grades would run PyMC inside the threads (immediate task backend).
-    monkeypatch.setattr(queue, "_notify_new_labels", lambda *, study: None)
+    monkeypatch.setattr(queue, "notify_new_labels", lambda *, study: None)
 
 
 def test_concurrent_annotators_never_share_a_lease_and_lose_no_grade():

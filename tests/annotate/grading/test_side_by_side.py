@@ -492,6 +492,29 @@ def test_the_page_skips_the_pair(sbs, annotator):
     assert Counter(answered(annotator)[i].status for i in range(2)) == {"skipped": 2}
 
 
+def test_a_pair_skip_the_queue_refuses_shows_the_pair_again(sbs, annotator):
+    add_prompts(sbs, 2)
+    client = _client_for(annotator)
+    html = client.get(reverse("annotate-grade", args=[sbs.slug])).content.decode()
+    pair_key, client_key = _page_pair(html)
+    # The side keys of this client key already answered other responses (a replayed form).
+    for side in (LEFT, RIGHT):
+        Annotation.objects.create(
+            study=sbs, response=add_prompts(sbs, 1)[0][0], annotator=annotator,
+            client_key=queue_pairs.side_key(uuid.UUID(client_key), side), status="skipped",
+            skip_reason="Outside my expertise",
+        )  # fmt: skip
+    r = client.post(
+        reverse("annotate-grade-pair-skip", args=[sbs.slug, pair_key]),
+        {"client_key": client_key, "skip_choice": "expertise"},
+    )
+    body = r.content.decode()
+    assert r.status_code == 422
+    assert "Not saved: This client key was already used for another response." in body
+    assert _page_pair(body) == (pair_key, client_key)
+    assert Annotation.objects.filter(annotator=annotator).count() == 2
+
+
 def test_another_annotators_pair_is_not_found(sbs, annotator):
     add_prompts(sbs, 2)
     pair = queue_pairs.next_pair(study=sbs, annotator=annotator)

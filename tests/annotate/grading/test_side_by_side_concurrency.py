@@ -36,7 +36,7 @@ def postgres_only(monkeypatch):
     if connection.vendor != "postgresql":
         pytest.skip("the queue's try-locks only exist on PostgreSQL. Set DATABASE_URL.")
     # A fit per 20 grades would run PyMC inside the threads (immediate task backend).
-    monkeypatch.setattr(queue, "_notify_new_labels", lambda *, study: None)
+    monkeypatch.setattr(queue, "notify_new_labels", lambda *, study: None)
 
 
 def test_concurrent_pairs_never_share_a_response_and_grade_each_once():

@@ -16,7 +16,7 @@ from django.db import connection
 
 from annotate.imports import binning, fresh
 from annotate.imports.importing import ImportFailed, import_file
-from annotate.imports.schema import _Schema
+from annotate.imports.schema import Schema
 from annotate.models import Dimension, JudgeScore, Prompt, Response, Study
 from tests.annotate.imports.import_helpers import csv_rows, interaction, jsonl, snapshot
 from tests.factories import make_study
@@ -180,7 +180,7 @@ def test_ids_are_drawn_as_one_range_or_else_as_a_list(study):
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL only: the fresh path draws ids from the sequences")
     with connection.cursor() as cursor:
-        writer = fresh._FreshWriter(cursor, study, _Schema.of(study), [[0.5]] * 3)
+        writer = fresh._FreshWriter(cursor, study, Schema.of(study), [[0.5]] * 3)
         ids = writer._ids(writer.response_seq, 5)
         assert isinstance(ids, range) and len(ids) == 5
         # Values that are not consecutive (as when another session draws meanwhile): the
