@@ -50,8 +50,8 @@ Plan gaming (``game``)
   45/45/10 to incumbent/candidate 1/candidate 2 until half the budget, then 50/50 to the
   incumbent and candidate 2 (each candidate's boundary uses its own information fraction).
 
-Forecast calibration (``--forecast PATH``)
-------------------------------------------
+Forecast calibration (``--forecast``)
+-------------------------------------
 At every look where the dashboard would show a forecast (the shown verdict undecided, not
 final), :func:`calibration.dashboards.settle_forecast` is called as the dashboard calls it;
 its probability of settling within the grades left (``p_within``), and for close calls the
@@ -60,14 +60,65 @@ did settle by the budget. The reliability table is by decile of the
 forecast (looks, not studies: looks of one study are correlated, so the Wilson intervals
 are too narrow by an unknown factor), over all looks and within bands of the truth
 (``table_by_truth``). ``forecast_spread`` draws each study's Δ from ±4·margin: the
-population over which a posterior predictive probability is meant to come true.
+population over which a posterior predictive probability is meant to come true. The looks
+go to ``bench/raw/forecast/<scenario>.jsonl``; ``bench/forecast_calibration.py`` makes the
+tables of ``bench/results/forecast_calibration.json`` from them.
+
+Files
+-----
+**Raw rows** (git ignores ``bench/raw/``; ``--raw DIR`` for another root):
+
+* ``bench/raw/adversarial/<scenario>.jsonl``: one line per study, what :func:`run_study`
+  returns (``seed``, ``labels``, ``fits``, …, and ``rows``: one per candidate and dimension,
+  with every look's posterior in ``looks``), tagged with ``scenario``, ``seed_set`` (the
+  run's ``--seed``: study ``i`` has the seed ``seed_set + 1000·i``), ``commit``,
+  ``code_digest`` (:func:`_code_digest`), ``model_version``, ``criterion`` (the selector's),
+  ``settings`` (draws, tune, chains, margin) and ``command``;
+* ``bench/raw/forecast/<scenario>.jsonl`` (with ``--forecast``): one line per study, the
+  same tags, its first dimension's ``candidates``, how many settled by the budget
+  (``settled_by_the_budget``) and every forecast ``looks`` (:func:`forecast_line`).
+
+A run writes a scenario's lines once its studies are done: a new seed set adds its lines,
+re-running a seed set replaces that set's lines (in place); forecast lines are replaced only
+by a run with ``--forecast``. Seed sets of one scenario must share the chain settings and no
+study seed (a run that would mix settings or pool a study twice stops before it starts);
+seed sets run on different code (another ``code_digest``) are pooled with a warning, the
+summary naming every commit and digest, so re-run the older sets when the change matters.
+
+**The results** (``bench/results/adversarial.json``, through ``bench/results_io.py``; the
+header is the last run's)::
+
+    "results": {
+     "scenarios": {"<scenario>": {…summary…}},  # from ALL the raw lines of the scenario
+     "runs": […],          # commands behind the summaries written before the raw lines
+     "superseded": {"<scenario>": [{"file_run_commit": …, "summary": {…}}]},  # earlier code
+     "extra_runs": {"<label>": {…summary…}},  # other settings, e.g. the app's chain length
+     "note": "…"            # what ran when, on which code
+    }
+
+A summary (:func:`summary_of`) is :func:`summarise` over every line of the scenario's raw
+file, every seed set present, with its provenance: ``seed_sets`` (in file order),
+``by_seed_set`` (studies, commit and code digest of each), ``commit`` and ``code_digest``
+(one, or a list when the sets ran on different code), ``settings``, ``model_version`` and
+``criterion``; ``study_seconds`` sums the studies' own loop times (not a speed figure on a
+shared machine). After a run, the summaries of the scenarios it ran are recomputed and the
+rest of the file is kept; ``--summarise-only`` recomputes them from the raw lines without
+running a study (every scenario with a raw file, or ``--scenarios``). Summaries written
+before the raw lines (with ``seed_sets`` as strings and no ``by_seed_set``) are as they were
+pooled then; ``runs`` holds their commands.
 
 Usage::
 
-    python bench/adversarial.py --studies 60 --out bench/results/adversarial.json
-    python bench/adversarial.py --scenarios flatter_50 identical --studies 10
+    python bench/adversarial.py --scenarios flatter_50 identical --studies 60 \
+        --draws 400 --tune 400                 # seed set 20261207
+    python bench/adversarial.py --scenarios flatter_50 --studies 60 --draws 400 \
+        --tune 400 --seed 90000000             # a second seed set, pooled with the first
+    python bench/adversarial.py --summarise-only --scenarios flatter_50
     python bench/adversarial.py --scenarios game_lower_budget --studies 60 \
-        --draws 400 --tune 400 --out /tmp/a.json --forecast /tmp/f.json
+        --draws 400 --tune 400 --forecast      # then bench/forecast_calibration.py
+    python bench/adversarial.py --scenarios identical --studies 1 --draws 100 \
+        --tune 100 --out /tmp/adv/adversarial.json --raw /tmp/adv/raw   # a smoke run
+    python bench/adversarial.py --import-legacy OLD.json   # rows of a file in the old layout
 """
 
 from __future__ import annotations
@@ -87,11 +138,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import results_io  # noqa: E402
+from results_io import ROOT  # noqa: E402
+
 from calibration.bayes.data import bin_scores, quantile_cuts  # noqa: E402
 from calibration.bayes.replay import Population, all_labels_delta, run_loop  # noqa: E402
 from calibration.bayes.summaries import SETTLED  # noqa: E402
 
 MARGIN = 0.02
+RAW = ROOT / "bench" / "raw"
 
 
 @dataclass(frozen=True)
@@ -670,7 +725,10 @@ def summarise(sc: Scenario, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "studies_run": len(runs),
         "audit_share": sc.audit_share,
         "mean_audit_sample": round(float(np.mean([r.get("audit_sample", 0) for r in runs])), 1),
-        "audit": _audit_summary(first) if sc.audit_share > 0 else None,
+        # Rows from before the audit was in the loop have no audit fields, and no block.
+        "audit": _audit_summary(first)
+        if sc.audit_share > 0 and all("ever_held" in row for row in first)
+        else None,
         "game": _game_summary(sc, runs, first),
     }
 
@@ -815,81 +873,352 @@ def _code_digest() -> str:
     result can be matched to its code even when it ran on an uncommitted tree."""
     import hashlib
 
-    root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
-    files = sorted((root / "calibration" / "bayes").glob("*.py"))
+    files = sorted((ROOT / "calibration" / "bayes").glob("*.py"))
     for path in [*files, Path(__file__).resolve()]:  # bayes/ holds the loop (replay.py)
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
+# ------------------------------------------------------------------ raw lines (module docstring)
+
+
+def raw_path(raw: Path, kind: str, name: str) -> Path:
+    """``<raw>/<kind>/<scenario>.jsonl``; ``kind`` is ``adversarial`` or ``forecast``."""
+    return Path(raw) / kind / f"{name}.jsonl"
+
+
+def read_raw(path: Path) -> list[dict[str, Any]]:
+    """Every line of a raw file, in file order (``[]`` if there is none)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_raw(path: Path, seed_set: int, lines: list[dict[str, Any]]) -> Path:
+    """Put ``lines`` (one seed set's) into ``path``: they replace that set's lines where
+    those stood, or follow the other sets' lines. The file is replaced atomically."""
+    old = read_raw(path)
+    at = next((i for i, line in enumerate(old) if line["seed_set"] == seed_set), len(old))
+    kept = [line for line in old if line["seed_set"] != seed_set]
+    new = [*kept[:at], *lines, *kept[at:]]  # old[:at] holds none of the set's lines
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(json.dumps(line, default=_plain) + "\n" for line in new))
+    os.replace(tmp, path)
+    return path
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+#: The tags of a raw line, beside what the study itself recorded.
+TAGS = (
+    "scenario",
+    "seed_set",
+    "commit",
+    "code_digest",
+    "model_version",
+    "criterion",
+    "settings",
+    "command",
+)
+
+
+def forecast_line(run: dict[str, Any]) -> dict[str, Any]:
+    """A study's forecast looks (module docstring, forecast) from its :func:`run_study` record:
+    the first dimension's candidates, how many settled by the budget, every look."""
+    first = [row for row in run["rows"] if row["dimension"] == run["rows"][0]["dimension"]]
+    return {
+        "seed": run["seed"],
+        "candidates": [row["candidate"] for row in first],
+        "settled_by_the_budget": sum(1 for row in first if row["verdict"] != "undecided"),
+        "looks": [
+            {**look, "candidate": row["candidate"]}
+            for row in first
+            for look in row.get("forecast", [])
+        ],
+    }
+
+
+def one_or_list(values: list[Any]) -> Any:
+    """The one value, or the distinct values in order of appearance."""
+    distinct: list[Any] = []
+    for value in values:
+        if value not in distinct:
+            distinct.append(value)
+    return distinct[0] if len(distinct) == 1 else distinct
+
+
+def provenance(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which seed sets, code and settings a scenario's raw lines come from (module docstring).
+
+    Lines whose chain settings differ are not pooled: that stops here.
+    """
+    settings = one_or_list([line["settings"] for line in lines])
+    if isinstance(settings, list):
+        sets = {json.dumps(line["settings"], sort_keys=True): line["seed_set"] for line in lines}
+        raise SystemExit(
+            f"{lines[0]['scenario']}: the raw lines' seed sets ran with different settings "
+            f"({sorted(sets)}); move the odd seed set's lines away before pooling"
+        )
+    by_set: dict[int, list[dict[str, Any]]] = {}
+    for line in lines:
+        by_set.setdefault(line["seed_set"], []).append(line)
+    return {
+        "seed_sets": list(by_set),
+        "by_seed_set": [
+            {
+                "seed_set": s,
+                "studies": len(group),
+                "commit": one_or_list([x["commit"] for x in group]),
+                "code_digest": one_or_list([x["code_digest"] for x in group]),
+            }
+            for s, group in by_set.items()
+        ],
+        "commit": one_or_list([line["commit"] for line in lines]),
+        "code_digest": one_or_list([line["code_digest"] for line in lines]),
+        "settings": settings,
+        "model_version": one_or_list([line.get("model_version") for line in lines]),
+        "criterion": one_or_list([line.get("criterion") for line in lines]),
+    }
+
+
+def summary_of(sc: Scenario, lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`summarise` over every raw line of a scenario, with its provenance."""
+    if not lines:
+        raise ValueError(f"{sc.name}: no raw lines")
+    where = provenance(lines)
+    if isinstance(where["code_digest"], list):
+        print(
+            f"{sc.name}: pooling seed sets run on different code (digests "
+            f"{where['code_digest']}); re-run the older sets if the change matters",
+            file=sys.stderr,
+        )
+    return {
+        **summarise(sc, lines),
+        "study_seconds": round(sum(line.get("seconds") or 0.0 for line in lines), 1),
+        **where,
+    }
+
+
+def _seed_set_of(seed: int, seed_sets: list[int]) -> int:
+    """The seed set a study's seed belongs to (study ``i``: ``seed_set + 1000·i``)."""
+    fits = [s for s in seed_sets if seed >= s and (seed - s) % 1000 == 0]
+    if not fits:
+        raise ValueError(f"seed {seed} is in none of the seed sets {seed_sets}")
+    return max(fits)
+
+
+def import_legacy(
+    doc: dict[str, Any], raw: Path, tags_of: Any = None, *, echo: bool = True
+) -> list[Path]:
+    """Write the studies of a file in the earlier layout (``scenarios[name]["runs"]``, as
+    this script wrote with ``--out`` before the raw lines) as raw lines, with the forecast
+    looks its rows hold (if they have each look's ``truth`` and ``p_at_margin``, which the
+    tables read). ``tags_of(name, seed_set)`` gives a set's tags; by default they are the
+    file's own (``commit``, ``code_digest``, ``settings``, …, those of one run).
+    """
+
+    def own(name: str, seed_set: int) -> dict[str, Any]:
+        return {
+            "commit": doc.get("commit"),
+            "code_digest": doc.get("code_digest"),
+            "model_version": doc.get("model_version"),
+            "criterion": None,
+            "settings": doc.get("settings"),
+            "command": doc.get("command"),
+        }
+
+    tags_of = tags_of or own
+    written = []
+    for name, entry in doc["scenarios"].items():
+        runs = entry.get("runs") or []
+        if not runs:
+            continue
+        stored = (entry.get("summary") or {}).get("seed_sets")
+        sets = [int(s) for s in stored] if stored else [min(run["seed"] for run in runs)]
+        groups: dict[int, list[dict[str, Any]]] = {}
+        for run in runs:
+            groups.setdefault(_seed_set_of(run["seed"], sets), []).append(run)
+        for seed_set, group in groups.items():
+            tags = {"scenario": name, "seed_set": seed_set, **tags_of(name, seed_set)}
+            rows = [_without_forecast(run) for run in group]
+            written.append(
+                write_raw(raw_path(raw, "adversarial", name), seed_set, _tagged(tags, rows))
+            )
+            looks = [x for run in group for row in run["rows"] for x in row.get("forecast", [])]
+            if looks and all("truth" in x and "p_at_margin" in x for x in looks):
+                fc = [forecast_line(run) for run in group]
+                written.append(
+                    write_raw(raw_path(raw, "forecast", name), seed_set, _tagged(tags, fc))
+                )
+            elif looks and echo:  # the tables read each look's truth and chance at the margin
+                print(f"{name}: its forecast looks are older than the tables, not written")
+            if echo:
+                print(f"{name}: seed set {seed_set}, {len(group)} studies", flush=True)
+    return written
+
+
+def _tagged(tags: dict[str, Any], lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**{k: tags.get(k) for k in TAGS}, **line} for line in lines]
+
+
+def _without_forecast(run: dict[str, Any]) -> dict[str, Any]:
+    """A study's record without its forecast looks (they have their own raw file)."""
+    return {
+        **run,
+        "rows": [{k: v for k, v in row.items() if k != "forecast"} for row in run["rows"]],
+    }
+
+
+# ---------------------------------------------------------------------------------- the run
+
+
+def _write_summaries(path: Path, head: dict[str, Any], summaries: dict[str, Any]) -> None:
+    """Put the scenarios' summaries into the results file, keeping every other entry."""
+    got = results_io.section(path)
+    results: dict[str, Any] = dict(got["results"]) if got else {}
+    scenarios = dict(results.get("scenarios") or {})
+    scenarios.update(summaries)
+    results_io.write_results(head, {**results, "scenarios": scenarios}, path=path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
+    parser.add_argument(
+        "--scenarios",
+        nargs="*",
+        default=None,
+        help="default: every scenario (with --summarise-only: every one with raw lines)",
+    )
     parser.add_argument("--studies", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=20261207)
+    parser.add_argument("--seed", type=int, default=20261207, help="the seed set")
     parser.add_argument("--draws", type=int, default=500)
     parser.add_argument("--tune", type=int, default=500)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=results_io.path_of("adversarial"),
+        help="the results file (default bench/results/adversarial.json)",
+    )
+    parser.add_argument(
+        "--raw",
+        type=Path,
+        default=RAW,
+        help="root of the raw lines: <raw>/adversarial/ and <raw>/forecast/ (default bench/raw)",
+    )
     parser.add_argument(
         "--forecast",
+        action="store_true",
+        help="also record the dashboard's forecast at every look, into "
+        "<raw>/forecast/<scenario>.jsonl (bench/forecast_calibration.py makes the tables)",
+    )
+    parser.add_argument(
+        "--summarise-only",
+        action="store_true",
+        help="run no study: recompute the scenarios' summaries from all their raw lines",
+    )
+    parser.add_argument(
+        "--import-legacy",
         type=Path,
         default=None,
-        help="also record the dashboard's forecast at every look; write the reliability "
-        "table per scenario to this JSON (merged into an existing file)",
+        metavar="FILE",
+        help="write the studies of a results file in the earlier layout (scenarios[name].runs, "
+        "as --out wrote before the raw lines) as raw lines, then stop; --summarise-only next",
     )
     args = parser.parse_args(argv)
-    if args.forecast is not None:
+    unknown = [n for n in args.scenarios or [] if n not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+    if args.import_legacy is not None:
+        import_legacy(json.loads(args.import_legacy.read_text()), args.raw)
+        return 0
+    head = results_io.header("adversarial", argv=argv)
+    results_io.read(args.out)  # a file in another layout is refused now, not after the runs
+    if args.summarise_only:
+        names = args.scenarios or [
+            n for n in SCENARIOS if raw_path(args.raw, "adversarial", n).exists()
+        ]
+        summaries = {}
+        for name in names:
+            lines = read_raw(raw_path(args.raw, "adversarial", name))
+            if not lines:
+                print(
+                    f"{name}: no raw lines in {args.raw / 'adversarial'}, skipped", file=sys.stderr
+                )
+                continue
+            summaries[name] = summary_of(SCENARIOS[name], lines)
+            print(json.dumps(summaries[name]), flush=True)
+        if summaries:
+            _write_summaries(args.out, head, summaries)
+        return 0
+    if args.forecast:
         _setup_django()
-
-    from bayes_common import git_head
 
     from calibration.bayes.fit import Fitter
     from calibration.bayes.posterior import MODEL_VERSION
+    from calibration.bayes.select import Selector
 
-    commit = git_head()
-    code = _code_digest()
-    fitter = Fitter()
-    out: dict[str, Any] = {}
-    if args.out and args.out.exists():
-        out = json.loads(args.out.read_text())
-    out.setdefault("scenarios", {})
-    out.update(
-        {
-            "command": "python bench/adversarial.py " + " ".join(argv or sys.argv[1:]),
-            "commit": commit,
-            "code_digest": code,
-            "model_version": MODEL_VERSION,
-            "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()[0]},
-            "settings": {"draws": args.draws, "tune": args.tune, "chains": 2, "margin": MARGIN},
+    settings = {"draws": args.draws, "tune": args.tune, "chains": 2, "margin": MARGIN}
+    tags = {
+        "seed_set": args.seed,
+        "commit": head["commit"],
+        "code_digest": _code_digest(),
+        "model_version": MODEL_VERSION,
+        "criterion": Selector.__dataclass_fields__["criterion"].default,
+        "settings": settings,
+        "command": head["command"],
+    }
+    names = args.scenarios or list(SCENARIOS)
+    for name in names:  # before any study runs: a set that could not be pooled stops here
+        others = [
+            line
+            for line in read_raw(raw_path(args.raw, "adversarial", name))
+            if line["seed_set"] != args.seed
+        ]
+        shared = {line["seed"] for line in others} & {
+            args.seed + 1000 * i for i in range(args.studies)
         }
-    )
-    for name in args.scenarios:
-        sc = SCENARIOS[name]
-        runs = []
-        t0 = time.time()
-        for i in range(args.studies):
-            runs.append(
-                run_study(
-                    sc,
-                    args.seed + 1000 * i,
-                    fitter,
-                    draws=args.draws,
-                    tune=args.tune,
-                    forecast=args.forecast is not None,
-                )
+        if shared:  # a study pooled twice
+            raise SystemExit(
+                f"{name}: {len(shared)} of these studies' seeds are in other seed sets of "
+                f"{raw_path(args.raw, 'adversarial', name)} (seeds step by 1,000); "
+                "choose a --seed further away"
             )
-        summary = summarise(sc, runs)
-        summary["seconds"] = round(time.time() - t0, 1)
-        summary["commit"] = commit
-        summary["code_digest"] = code
-        summary["load_at_end"] = os.getloadavg()[0]
+        if any(line["settings"] != settings for line in others):
+            raise SystemExit(
+                f"{name}: {raw_path(args.raw, 'adversarial', name)} holds seed sets run with "
+                f"other settings than {settings}; move it away or run with theirs"
+            )
+        if any(line["code_digest"] != tags["code_digest"] for line in others):
+            print(f"{name}: its other seed sets ran on other code", file=sys.stderr)
+    fitter = Fitter()
+    for name in names:
+        sc = SCENARIOS[name]
+        runs = [
+            run_study(
+                sc,
+                args.seed + 1000 * i,
+                fitter,
+                draws=args.draws,
+                tune=args.tune,
+                forecast=args.forecast,
+            )
+            for i in range(args.studies)
+        ]
+        mine = {"scenario": name, **tags}
+        rows = [_without_forecast(run) for run in runs]
+        write_raw(raw_path(args.raw, "adversarial", name), args.seed, _tagged(mine, rows))
+        if args.forecast:
+            fc = [forecast_line(run) for run in runs]
+            write_raw(raw_path(args.raw, "forecast", name), args.seed, _tagged(mine, fc))
+        summary = summary_of(sc, read_raw(raw_path(args.raw, "adversarial", name)))
+        _write_summaries(args.out, head, {name: summary})
         print(json.dumps(summary), flush=True)
-        out["scenarios"][name] = {"summary": summary, "runs": runs}
-        if args.out:
-            args.out.write_text(json.dumps(out, indent=1) + "\n")
-        if args.forecast is not None:
-            _write_forecast(args.forecast, sc, runs, header=out)
     return 0
 
 
@@ -901,47 +1230,6 @@ def _setup_django() -> None:
     import django
 
     django.setup()
-
-
-def _write_forecast(path: Path, sc: Scenario, runs: list[dict[str, Any]], header: dict) -> None:
-    """Reliability of the dashboard's forecast (module docstring, forecast) for one scenario."""
-    looks = [
-        {**look, "study": run["seed"], "candidate": row["candidate"]}
-        for run in runs
-        for row in run["rows"]
-        if row["dimension"] == run["rows"][0]["dimension"]
-        for look in row.get("forecast", [])
-    ]
-    doc: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    doc.setdefault("cases", {})
-    doc.setdefault("runs", []).append(
-        {k: header[k] for k in ("command", "commit", "code_digest", "machine", "settings")}
-        | {"scenario": sc.name, "load_at_end": os.getloadavg()[0]}
-    )
-    trajectories = {(x["study"], x["candidate"]) for x in looks}
-    per_traj = [
-        {"study": s, "candidate": c}
-        for s, c in sorted({(r["seed"], row["candidate"]) for r in runs for row in r["rows"]})
-    ]
-    doc["cases"][sc.name] = {
-        "what": sc.what,
-        "budget": sc.budget,
-        "refit_every": sc.batch,
-        "trajectories": len(per_traj),
-        "trajectories_with_a_forecast": len(trajectories),
-        "looks": len(looks),
-        "settled_by_the_budget": sum(
-            1
-            for r in runs
-            for row in r["rows"]
-            if row["dimension"] == r["rows"][0]["dimension"] and row["verdict"] != "undecided"
-        ),
-        "table": reliability(looks),
-        "table_by_truth": by_truth(looks),
-        **close_tables(looks),
-        "looks_detail": looks,
-    }
-    path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 if __name__ == "__main__":

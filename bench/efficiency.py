@@ -22,19 +22,33 @@ a 95% bootstrap interval over studies. It counts only beside coverage, so each m
 coverage of the true ``Δ`` (the study's own pass rates, as in the adversarial bench) is
 reported with its Wilson interval; the model's comes from the adversarial run itself.
 
-The first dimension is compared (correctness). No fit runs here: the model's side is read
-from ``--adversarial`` (the file and its commit are recorded), so keep the two current
-together.
+The first dimension is compared (correctness). No fit runs here: the model's side is the
+adversarial bench's raw lines, ``bench/raw/adversarial/<scenario>.jsonl`` (git ignores
+``bench/raw/``; ``--raw DIR`` for another root), one per study with its seed and interval.
+Without them this stops and says which ``bench/adversarial.py`` commands make them again
+(the seed sets are in the summaries of ``bench/results/adversarial.json``). Each scenario
+records where its model side came from (``model_side``: seed sets, commits, code digests of
+the lines), so keep the two current together.
 
-    python bench/efficiency.py                      # every scenario in the adversarial file
+The results (``bench/results/efficiency.json``, through ``bench/results_io.py``)::
+
+    "results": {
+     "scenarios": {"<scenario>": {…per method: width, coverage, labels for equal width…,
+                                  "model_side": {…}}},
+     "what": "…",
+     "model_side": {…},     # the adversarial runs behind scenarios without their own
+     "not_measured": {…}    # scenarios left out, and why
+    }
+
+A run replaces the scenarios it measures and keeps the others.
+
+    python bench/efficiency.py                      # every scenario with raw lines
     python bench/efficiency.py --scenarios identical weak --orders 3
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -45,8 +59,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from adversarial import SCENARIOS, simulate, wilson  # noqa: E402
-from bayes_common import git_head  # noqa: E402
+import results_io  # noqa: E402
+from adversarial import RAW, SCENARIOS, provenance, raw_path, read_raw, simulate, wilson  # noqa: E402
+from results_io import ROOT  # noqa: E402
 
 from calibration.bayes.replay import all_labels_delta, human_only_delta, ppi_delta  # noqa: E402
 
@@ -89,7 +104,9 @@ def _ratio(model_sq: np.ndarray, other_sq: np.ndarray, rng: np.random.Generator)
     return {"ratio": round(point, 3), "ci95": [round(float(lo), 3), round(float(hi), 3)]}
 
 
-def scenario(name: str, stored: dict[str, Any], orders: int) -> dict[str, Any]:
+def scenario(name: str, lines: list[dict[str, Any]], orders: int) -> dict[str, Any]:
+    """The three methods against the model on the studies of ``lines`` (raw lines of
+    ``bench/raw/adversarial/<name>.jsonl``)."""
     sc = SCENARIOS[name]
     first_dim = None
     model_w, covers, truths = [], [], []
@@ -97,7 +114,7 @@ def scenario(name: str, stored: dict[str, Any], orders: int) -> dict[str, Any]:
     per_cover: dict[str, list[bool]] = {m: [] for m in METHODS}
     unavailable = dict.fromkeys(METHODS, 0)
     t0 = time.process_time()
-    for run in stored["runs"]:
+    for run in lines:
         rows = run["rows"]
         first_dim = first_dim or rows[0]["dimension"]
         row = next(r for r in rows if r["dimension"] == first_dim)
@@ -148,42 +165,84 @@ def scenario(name: str, stored: dict[str, Any], orders: int) -> dict[str, Any]:
     return out
 
 
+def regenerate(name: str, summary: dict[str, Any] | None) -> str:
+    """The ``bench/adversarial.py`` commands that make a scenario's raw lines again."""
+    base = f"python bench/adversarial.py --scenarios {name}"
+    if summary and summary.get("by_seed_set"):
+        s = summary["settings"]
+        return "\n".join(
+            f"  {base} --seed {run['seed_set']} --studies {run['studies']} "
+            f"--draws {s['draws']} --tune {s['tune']}"
+            for run in summary["by_seed_set"]
+        )
+    if summary:  # a summary from before the raw lines (all ran 2 × 400 draws)
+        sets = [int(x) for x in summary.get("seed_sets") or [20261207]]
+        studies = summary.get("studies_run") or summary["studies"]
+        if len(sets) == 1:
+            return f"  {base} --seed {sets[0]} --studies {studies} --draws 400 --tune 400"
+        return (
+            f"  {base} --seed SEED --studies N --draws 400 --tune 400\n"
+            f"  for each of its seed sets {sets} ({studies} studies in all; each set's "
+            "--studies is in the command that ran it, results.runs of "
+            "bench/results/adversarial.json)"
+        )
+    return f"  {base} --studies 60 --draws 400 --tune 400"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--adversarial", type=Path, default=Path("bench/results/adversarial.json"))
+    parser.add_argument(
+        "--raw",
+        type=Path,
+        default=RAW,
+        help="root of the adversarial bench's raw lines, <raw>/adversarial/ (default bench/raw)",
+    )
+    parser.add_argument(
+        "--adversarial",
+        type=Path,
+        default=results_io.path_of("adversarial"),
+        help="the adversarial results, for the seed sets when raw lines are missing",
+    )
     parser.add_argument("--scenarios", nargs="*", default=None)
     parser.add_argument("--orders", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/efficiency.json"))
+    parser.add_argument("--out", type=Path, default=results_io.path_of("efficiency"))
     args = parser.parse_args(argv)
-    source = json.loads(args.adversarial.read_text())
-    names = args.scenarios or list(source["scenarios"])
-    result: dict[str, Any] = {}
-    if args.out.exists():
-        result = json.loads(args.out.read_text())
-    result.setdefault("scenarios", {})
-    result.update(
-        {
-            "command": "python bench/efficiency.py " + " ".join(argv or sys.argv[1:]),
-            "commit": git_head(),
-            "machine": {"cpus": os.cpu_count(), "load": round(os.getloadavg()[0], 2)},
-            "model_side": {
-                "file": str(args.adversarial),
-                "runs": [
-                    {k: r.get(k) for k in ("command", "commit", "model_version")}
-                    for r in source.get("runs", [])
-                ],
-            },
-            "what": "labels the model needs for an interval as wide as each uniform-label "
-            "method's at the same budget (E[w_model²] / E[w_method²]; below 1 the model needs "
-            "fewer), beside every method's coverage",
-        }
+    head = results_io.header("efficiency", argv=argv)
+    got = results_io.section(args.out)
+    names = args.scenarios or [
+        n for n in SCENARIOS if raw_path(args.raw, "adversarial", n).exists()
+    ]
+    adversarial = results_io.section(args.adversarial) if args.adversarial.exists() else None
+    summaries = (adversarial or {}).get("results", {}).get("scenarios", {})
+    missing = [n for n in names if not read_raw(raw_path(args.raw, "adversarial", n))]
+    if not names:  # no raw lines at all: every scenario the adversarial results hold
+        missing = list(summaries) or ["identical"]
+    if missing:
+        raise SystemExit(
+            f"{args.raw / 'adversarial'} has no raw lines of the adversarial studies for "
+            f"{', '.join(missing)}: this bench regenerates each study from its seed and reads "
+            "the model's interval from those lines. bench/adversarial.py makes them (on other "
+            "code than the summary's commit and code_digest, with other figures):\n"
+            + "\n".join(regenerate(n, summaries.get(n)) for n in missing)
+        )
+    result: dict[str, Any] = dict(got["results"]) if got else {}
+    result["scenarios"] = dict(result.get("scenarios") or {})
+    result["what"] = (
+        "labels the model needs for an interval as wide as each uniform-label "
+        "method's at the same budget (E[w_model²] / E[w_method²]; below 1 the model needs "
+        "fewer), beside every method's coverage"
     )
     for name in names:
-        if name not in source["scenarios"]:
-            print(f"{name}: not in {args.adversarial}, skipped", file=sys.stderr)
-            continue
-        row = scenario(name, source["scenarios"][name], args.orders)
+        lines = read_raw(raw_path(args.raw, "adversarial", name))
+        row = scenario(name, lines, args.orders)
+        where = provenance(lines)
+        raw = raw_path(args.raw, "adversarial", name).resolve()
+        row["model_side"] = {
+            "raw": str(raw.relative_to(ROOT) if raw.is_relative_to(ROOT) else raw),
+            **{k: where[k] for k in ("seed_sets", "by_seed_set", "settings")},
+        }
         result["scenarios"][name] = row
+        (result.get("not_measured") or {}).pop(name, None)
         print(
             f"{name:16s} model {row['model']['mean_width_points']:6.2f} pts "
             f"cov {row['model']['coverage']:.3f} | "
@@ -194,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             flush=True,
         )
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        results_io.write_results(head, result, path=args.out)
     return 0
 
 

@@ -19,26 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 
-# Being migrated to the common header by another change, with their scripts
-# (bench/adversarial.py, bench/efficiency.py, bench/forecast_calibration.py): exempt while
-# they are still in their own layout, checked like every other file once they have a header.
-MIGRATING = {"adversarial.json", "efficiency.json", "forecast_calibration.json"}
 HELPERS = {"bayes_common.py", "http_common.py", "results_io.py"}  # no benchmark of their own
 
 IMPORTS_RESULTS_IO = re.compile(r"^\s*from (bench\.)?results_io import ", re.MULTILINE)
 
-
-def _in_own_layout(path: Path) -> bool:
-    doc = json.loads(path.read_text())
-    return path.name in MIGRATING and not (isinstance(doc, dict) and "header" in doc)
-
-
-RESULT_FILES = [p for p in sorted(RESULTS.glob("*.json")) if not _in_own_layout(p)]
-SCRIPTS = [
-    p
-    for p in sorted(BENCH.glob("*.py"))
-    if p.name not in HELPERS and f"{p.stem}.json" not in MIGRATING
-]
+RESULT_FILES = sorted(RESULTS.glob("*.json"))
+SCRIPTS = [p for p in sorted(BENCH.glob("*.py")) if p.name not in HELPERS]
 
 
 def _sections(doc: dict) -> list[tuple[str, dict]]:
@@ -108,11 +94,6 @@ def test_every_results_file_has_a_script_that_writes_it(path):
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_every_benchmark_script_writes_through_results_io(script):
     assert IMPORTS_RESULTS_IO.search(script.read_text()), script.name
-
-
-def test_the_exempt_files_are_named_and_exist():
-    # Remove a name from MIGRATING once its file and script have moved to results_io.
-    assert {p.name for p in RESULTS.glob("*.json")} >= MIGRATING
 
 
 # --------------------------------------------------------------------------- results_io
