@@ -41,9 +41,10 @@ cell at one of the looks left in the budget (the posterior predictive probabilit
 ``p80`` the further grades by which half and 80% have. Averaged over a population of
 studies this probability comes true as often as it says; for one study it cannot know
 whether Δ sits on the margin, where far fewer settle than the same data suggest elsewhere
-(``bench/forecast_calibration.py``, docs/statistics.md). So when the margin lies inside
-Δ's 80% interval (``close``) the pages add ``p_at_margin``: the same simulation with the
-truth fixed on the margin, what such a study should expect. Grades are counted study-wide
+(``bench/forecast_calibration.py``, docs/statistics.md). So the pages give two figures:
+``p_within``, and ``p_at_margin``, the same simulation with the truth fixed on the margin,
+which is what a study whose Δ sits there should expect; ``close`` (the margin inside Δ's
+80% interval) says to expect the lower one. Grades are counted study-wide
 (one graded response carries every dimension), as ``Fit.n_labels`` counts them.
 """
 

@@ -298,8 +298,13 @@ def test_pair_page_and_report_state_the_forecast_of_each_undecided_cell(
         f = d["forecast"]
         assert f["every"] == study.refit_every and f["left"] == study.label_budget - fitted.n_labels
         said = f"Chance of a verdict within the budget ({f['left']} graded responses left"
-        assert said in html and f"<strong>{pct(f['p_within'])}</strong>" in html
-        short = f"Chance of a verdict within the budget ({f['left']} left): {pct(f['p_within'])}"
+        assert said in html and f"<strong>{pct(f['p_within'])}</strong> if Δ is where" in html
+        low = pct(f["p_at_margin"])
+        assert f"<strong>{low}</strong> if Δ\n        sits exactly on the margin" in html
+        short = (
+            f"Chance of a verdict within the budget ({f['left']} left): {pct(f['p_within'])} "
+            f"if Δ is where the evidence puts it, {low} if it sits exactly on the margin"
+        )
         assert short in report
 
 
@@ -443,10 +448,11 @@ def test_over_a_population_of_studies_the_forecast_comes_true_as_often_as_it_say
     assert at_margin[:, 0].mean() > at_margin[:, 1].mean() + 0.1
 
 
-def test_a_close_call_adds_the_chance_with_delta_on_the_margin_and_that_one_comes_true():
-    """Where the margin lies in Δ's 80% interval, the page adds the chance if Δ is exactly on
-    the margin: over studies whose Δ is there, it agrees with what happens (within 5
-    points), where the predictive chance promises far more."""
+def test_the_chance_with_delta_on_the_margin_comes_true_where_delta_is_there():
+    """Beside the predictive chance the page gives the chance if Δ is exactly on the margin,
+    and says to expect it for a close call (the margin in Δ's 80% interval): over close calls
+    of studies whose Δ is there, it agrees with what happens (within 5 points), where the
+    predictive chance promises far more."""
     rows = _gaussian_forecasts(np.full(300, -0.02), seed=10)
     close = rows[rows[:, 2] == 1]
     assert len(close) > 0.6 * len(rows)
