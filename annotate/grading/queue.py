@@ -509,7 +509,12 @@ def _labelled_elsewhere(response_id: int, *, annotator: Any, now: datetime) -> b
 
 
 def _draw_audit(
-    *, study: Study, annotator: Any, now: datetime, rng: np.random.Generator
+    *,
+    study: Study,
+    annotator: Any,
+    now: datetime,
+    rng: np.random.Generator,
+    clock: bool = False,
 ) -> tuple[int, int] | None:
     """One response drawn uniformly over *all* the study's responses, for the audit.
 
@@ -518,6 +523,9 @@ def _draw_audit(
     in the audit sample as it is (a completed ``audit`` assignment records the draw; its
     grade is, or will be, someone else's), and the draw goes on. Returns (response id,
     responses drawn over) for a response to lease, or None (then the usual pick follows).
+    With the real clock (``clock``) a record is stamped when it is written, after the
+    response's lock, as :func:`lease` stamps a lease: ``now`` was read before the write
+    lock, and a record stamped with it could predate the lease it records.
     """
     total = _study_extent(study)[0]
     if total == 0:
@@ -529,15 +537,16 @@ def _draw_audit(
         if is_available(candidate, annotator=annotator, now=now):
             return candidate, total
         if _labelled_elsewhere(candidate, annotator=annotator, now=now):
+            stamp = timezone.now() if clock else now
             Assignment.objects.create(
                 study=study,
                 response_id=candidate,
                 annotator=annotator,
                 policy=Assignment.Policy.AUDIT,
                 probability=min(1.0, study.audit_share / total),
-                leased_at=now,
-                expires_at=now + timedelta(seconds=1),
-                completed_at=now,
+                leased_at=stamp,
+                expires_at=stamp + timedelta(seconds=1),
+                completed_at=stamp,
             )
     return None
 
@@ -718,7 +727,7 @@ def next_item(
             raise QueueClosed(REASON_BUDGET_RESERVED)
 
         if study.audit_share > 0 and rng.random() < study.audit_share:
-            found = _draw_audit(study=study, annotator=annotator, now=now, rng=rng)
+            found = _draw_audit(study=study, annotator=annotator, now=now, rng=rng, clock=clock)
             if found is not None:
                 response_id, n = found
                 return lease(
