@@ -139,7 +139,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import results_io  # noqa: E402
-from results_io import ROOT  # noqa: E402
+from results_io import ROOT, raw_path, read_raw  # noqa: E402
 
 from calibration.bayes.data import bin_scores, quantile_cuts  # noqa: E402
 from calibration.bayes.replay import Population, all_labels_delta, run_loop  # noqa: E402
@@ -883,16 +883,8 @@ def _code_digest() -> str:
 # ------------------------------------------------------------------ raw lines (module docstring)
 
 
-def raw_path(raw: Path, kind: str, name: str) -> Path:
-    """``<raw>/<kind>/<scenario>.jsonl``; ``kind`` is ``adversarial`` or ``forecast``."""
-    return Path(raw) / kind / f"{name}.jsonl"
-
-
-def read_raw(path: Path) -> list[dict[str, Any]]:
-    """Every line of a raw file, in file order (``[]`` if there is none)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+# raw_path(raw, kind, scenario) (kind ``adversarial`` or ``forecast``) and read_raw(path) are
+# results_io's, shared with the other benchmarks' raw lines.
 
 
 def write_raw(path: Path, seed_set: int, lines: list[dict[str, Any]]) -> Path:

@@ -25,6 +25,13 @@ labels on the same studies (no MCMC): the conversion says PPI++ needs
 300 × (0.0994/0.0918)² ≈ 352 labels per arm for the model's width, and run with more labels
 it needed 353 (14.8% and 14.9% fewer labels for the model).
 
+Files: the summaries go to ``bench/results/bayes_coverage.json`` (``--out``); every study
+(its truth, the three methods' intervals, the fit's diagnostics) is one line of
+``bench/raw/bayes_coverage/<scenario>.jsonl`` (``bench/raw/bayes_coverage_<variant>/`` for a
+variant; ``--raw DIR`` for another root; git does not keep ``bench/raw/``), rewritten as
+studies complete. The results' ``raw`` names those files and the command that wrote them;
+``bench/bayes_ppi_equal_width.py`` reads the ``strong_judge`` lines.
+
 Run: ``/work/main/.venv/bin/python bench/bayes_coverage.py`` (``--quick`` for 20 studies).
 """
 
@@ -41,7 +48,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bayes_common import machine_info, ppi_diff, wald_diff  # noqa: E402
-from results_io import add_variant_argument, header, write_results  # noqa: E402
+from results_io import (  # noqa: E402
+    RAW,
+    add_variant_argument,
+    header,
+    path_of,
+    raw_path,
+    raw_record,
+    shown,
+    write_lines,
+    write_results,
+)
 
 from calibration.bayes.decision import delta_draws, naive_judge_delta  # noqa: E402
 from calibration.bayes.fit import Fitter  # noqa: E402
@@ -54,6 +71,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     # The judge is harsher on candidate 1 (it treats that model's style differently).
     "judge_differs": {"se": [0.90, 0.80, 0.90], "sp": [0.85, 0.75, 0.85]},
 }
+
+
+def study_lines(raw: Path, variant: str | None, scenario: str) -> Path:
+    """The raw file of a scenario's studies, one line each (module docstring)."""
+    return raw_path(raw, "bayes_coverage" + (f"_{variant}" if variant else ""), scenario)
 
 
 def true_theta(rng: np.random.Generator) -> np.ndarray:
@@ -174,6 +196,15 @@ def main() -> None:
     ap.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     ap.add_argument("--draws", type=int, default=2000, help="post-warm-up draws per chain")
     ap.add_argument("--tune", type=int, default=1000, help="warm-up iterations per chain")
+    ap.add_argument(
+        "--raw",
+        type=Path,
+        default=RAW,
+        help="root of the per-study lines, <raw>/bayes_coverage/ (default bench/raw)",
+    )
+    ap.add_argument(
+        "--out", type=Path, default=None, help="default bench/results/bayes_coverage.json"
+    )
     add_variant_argument(ap)
     args = ap.parse_args()
     if args.quick:
@@ -195,6 +226,7 @@ def main() -> None:
                 # Rewrite the result as studies complete, so a cut-short run still reports.
                 results[name] = {"judge": SCENARIOS[name], **summarise(studies, args.labels)}
                 per_study[name] = studies
+                write_lines(study_lines(args.raw, args.variant, name), studies)
                 _write(args, info, results, per_study, time.perf_counter() - t_start)
         print(name, {k: results[name][k] for k in ("bayes", "ppi", "human")}, flush=True)
     print("wrote", _write(args, info, results, per_study, time.perf_counter() - t_start))
@@ -229,9 +261,14 @@ def _write(
             ),
             "total_seconds": secs,
             "results": results,
-            "per_study": per_study,
+            # One line per study, in study order; bench/bayes_ppi_equal_width.py reads them.
+            "raw": raw_record(
+                {name: shown(study_lines(args.raw, args.variant, name)) for name in per_study},
+                args.header["command"],
+            ),
         },
         variant=args.variant,
+        path=args.out or path_of("bayes_coverage"),
     )
 
 

@@ -4,13 +4,15 @@
 which assumes PPI++'s interval narrows as 1/√n. With a finite unlabelled set its variance
 is ``a/n + b/N``, so it narrows a little *slower* and the conversion would then favour
 PPI++. This script needs no MCMC: it rebuilds the same simulated studies (same seeds as
-``bayes_coverage.py``), keeps the Bayesian intervals stored in
-``bench/results/bayes_coverage.json``, and runs ``ppi_mean_ci(..., alpha=0.05)`` with more
-and more uniformly chosen labels per arm until PPI++'s mean width reaches the Bayesian mean
-width. It reports that label count, the ratio, and, for comparison, the squared-width ratio
-with a bootstrap interval over studies (the Monte Carlo error of "x% fewer labels").
+``bayes_coverage.py``), keeps the Bayesian intervals of its per-study lines
+(``bench/raw/bayes_coverage/strong_judge.jsonl``, named in
+``bench/results/bayes_coverage.json``; without them it stops and names the command that
+makes them), and runs ``ppi_mean_ci(..., alpha=0.05)`` with more and more uniformly chosen
+labels per arm until PPI++'s mean width reaches the Bayesian mean width. It reports that
+label count, the ratio, and, for comparison, the squared-width ratio with a bootstrap
+interval over studies (the Monte Carlo error of "x% fewer labels").
 
-Run: ``.venv/bin/python bench/bayes_ppi_equal_width.py`` (reads the coverage JSON).
+Run: ``.venv/bin/python bench/bayes_ppi_equal_width.py`` (reads the coverage JSON and lines).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bayes_common import machine_info, ppi_diff  # noqa: E402
 from bayes_coverage import SCENARIOS, WEIGHTS, true_theta  # noqa: E402
-from results_io import header, path_of, section, write_results  # noqa: E402
+from results_io import ROOT, header, path_of, require_raw, section, write_results  # noqa: E402
 
 from calibration.bayes.simulate import reveal_uniform, simulate_study  # noqa: E402
 
@@ -67,7 +69,14 @@ def main() -> None:
     params = source["parameters"]
     labels, n_per_arm = params["labels_per_arm"], params["n_per_arm"]
     name = "strong_judge"
-    studies = source["per_study"][name]
+    raw = source.get("raw") or {}
+    if name not in raw.get("files", {}):
+        raise SystemExit(
+            "bench/results/bayes_coverage.json names no per-study lines of strong_judge: "
+            "run bench/bayes_coverage.py first"
+        )
+    lines = ROOT / raw["files"][name]  # relative to the checkout, or absolute
+    studies = require_raw(lines, raw["command"], expected=source["results"][name]["n_studies"])
     scenario = SCENARIOS[name]
     bayes_w = np.array([c["bayes"][2] - c["bayes"][1] for s in studies for c in s["candidates"]])
     stored_ppi_w = np.array([c["ppi"][2] - c["ppi"][1] for s in studies for c in s["candidates"]])
@@ -99,6 +108,7 @@ def main() -> None:
         {
             "source": {
                 "file": "bench/results/bayes_coverage.json",
+                "raw": raw["files"][name],
                 **{key: coverage["header"][key] for key in ("commit", "created", "command")},
                 "scenario": name,
                 "studies": k,

@@ -46,11 +46,15 @@ in 0.80–0.92 per region, a binary judge with the same sensitivity/specificity 
     (the app's default) and every 100 labels (``simulate.sequential_go_rate``).
 
 Each study runs in a worker process (``--workers``, one Fitter each) and is appended to
-``--rows`` (JSON lines) as soon as it ends; a rerun skips the studies already there, so a
-run can be stopped and resumed, and ``--until HH:MM`` (UTC) stops starting new studies.
-``--out`` is rebuilt from all rows after each study (``--summarise-only``: just that).
-The JSON records the load average and the CPU seconds of every study. A rerun of some parts
-at other code is a variant of the results file (``--variant head``, with its own rows
+``--rows`` (JSON lines, default ``bench/raw/label_efficiency.jsonl``, which git does not
+keep) as soon as it ends; a rerun skips the studies already there, so a run can be stopped
+and resumed, and ``--until HH:MM`` (UTC) stops starting new studies. ``--out`` is rebuilt
+from all rows after each study (``--summarise-only``: just that; it stops, naming the
+command, when the rows are missing). The results file keeps each part's summary; its
+per-study rows are the lines of the rows file with that ``part``, by seed, and ``raw`` says
+which file and the command that makes every row of it (:func:`rows_command`). The JSON
+records the load average and the CPU seconds of every study. A rerun of some parts at other
+code is a variant of the results file (``--variant head``, with its own rows
 ``bench/raw/label_efficiency_head.jsonl``: the efficiency, verdict and boundary parts at the
 model code after the first runs; ``bench/results_io.py``).
 
@@ -74,7 +78,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from results_io import add_variant_argument, header, section, write_results  # noqa: E402
+from results_io import (  # noqa: E402
+    add_variant_argument,
+    header,
+    raw_record,
+    section,
+    shown,
+    write_results,
+)
 
 from calibration.bayes.decision import required_z  # noqa: E402
 from calibration.bayes.fit import Fitter  # noqa: E402
@@ -639,10 +650,47 @@ def build_results(rows: list[dict[str, Any]], wanted: dict[str, int]) -> dict[st
             entry.update(budget=VERDICT_BUDGET, refit_every=REFIT_EVERY)
         if part == "boundary":
             entry.update(budget=BOUNDARY_BUDGET, refit_every=REFIT_EVERY)
-        entry["summary"] = fn(got)
-        entry["per_study"] = got
+        entry["summary"] = fn(got)  # the rows themselves stay in the rows file (bench/raw/)
         out[part] = entry
     return out
+
+
+#: The flag that sets each part's number of studies.
+STUDIES_FLAG = {
+    "efficiency": "--studies",
+    "weak": "--weak-studies",
+    "weak_expected": "--weak-expected-studies",
+    "verdict": "--verdict-studies",
+    "boundary": "--boundary-studies",
+}
+
+
+def rows_command(
+    rows: list[dict[str, Any]], draws: int, variant: str | None, rows_path: Path
+) -> str:
+    """The command that makes every row of ``rows`` (a run resumes: it runs only the
+    studies missing from the rows file)."""
+    count = {
+        part: max(r["seed"] for r in rows if r["part"] == part) - SEED_BASE[part] + 1
+        for part in SUMMARIES
+        if any(r["part"] == part for r in rows)
+    }
+    words = ["python", "bench/label_efficiency.py"]
+    if count:
+        words += ["--parts", ",".join(count)]
+    for part, n in count.items():
+        words += [STUDIES_FLAG[part], str(n)]
+    words += ["--draws", str(draws)]
+    if variant:
+        words += ["--variant", variant]
+    if rows_path.resolve() != default_rows(variant).resolve():
+        words += ["--rows", shown(rows_path)]
+    return " ".join(words)
+
+
+def default_rows(variant: str | None) -> Path:
+    name = "label_efficiency" + (f"_{variant}" if variant else "")
+    return Path(__file__).parent / "raw" / f"{name}.jsonl"
 
 
 def main() -> None:
@@ -692,8 +740,7 @@ def main() -> None:
         "boundary": args.boundary_studies,
     }
     if args.rows is None:
-        name = "label_efficiency" + (f"_{args.variant}" if args.variant else "")
-        args.rows = str(Path(__file__).parent / "raw" / f"{name}.jsonl")
+        args.rows = str(default_rows(args.variant))
     rows_path, out = Path(args.rows), Path(args.out)
     rows_path.parent.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -751,6 +798,8 @@ def main() -> None:
 
     def write() -> None:
         rows = load_rows(rows_path)
+        kept = previous["results"] if args.summarise_only and previous else {}
+        draws = kept.get("settings", settings)["draws_per_chain"]
         doc = {
             "settings": settings,
             "machine": {
@@ -761,17 +810,31 @@ def main() -> None:
                 "cpu_seconds_all_studies": round(sum(r.get("cpu_seconds", 0) for r in rows), 1),
             },
             "brownian_check": brownian,
+            "raw": raw_record(
+                shown(rows_path),
+                rows_command(rows, draws, args.variant, rows_path) if rows else None,
+                lines=len(rows),
+                per_study="a part's studies: the lines with that part, by seed",
+            ),
             **build_results(rows, wanted),
         }
         run = head
-        if args.summarise_only and previous:
-            kept = previous["results"]
+        if kept:
             doc.update((key, kept[key]) for key in run_keys if key in kept)
             run = previous["header"]
         if note:
             doc["note"] = note
         write_results(run, doc, variant=args.variant, path=out)
 
+    if args.summarise_only:
+        # Without the rows there is nothing to summarise: say how to make them.
+        made_by = (previous or {}).get("results", {}).get("raw", {}).get("command")
+        if not load_rows(rows_path):
+            made_by = made_by or rows_command([], args.draws, args.variant, rows_path)
+            raise SystemExit(
+                f"no rows in {shown(rows_path)} (git does not keep bench/raw/); "
+                f"regenerate them with: {made_by}"
+            )
     brownian = brownian_check()
     if args.summarise_only:
         write()

@@ -71,6 +71,12 @@ The loop is ordered seed-major (every comparison's seed 0, then every comparison
 …) and the results file is rewritten after every (pair, seed), so an interrupted run leaves
 balanced partial results (``complete: false``).
 
+Every run (one comparison and seed: each method's interval, the labels, CJE's detail) is one
+line of ``bench/raw/replay_real.jsonl`` (``replay_real_<variant>.jsonl`` for a variant;
+``--raw FILE`` for another; git does not keep ``bench/raw/``), rewritten with the results
+file; the results (``bench/results/replay_real.json``) keep the summaries, and ``raw``
+names the lines' file, their number and the command that wrote them.
+
     python bench/replay_real.py [DATA_DIR] [--seeds 2] [--budget 80] [--batch 20] [--quick]
 """
 
@@ -92,7 +98,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bayes_common import ROOT, machine_info  # noqa: E402
-from results_io import add_variant_argument, header, write_results  # noqa: E402
+from results_io import (  # noqa: E402
+    RAW,
+    add_variant_argument,
+    header,
+    raw_record,
+    shown,
+    write_lines,
+    write_results,
+)
 
 from calibration.bayes.fit import Fitter  # noqa: E402
 from calibration.bayes.posterior import MODEL_VERSION  # noqa: E402
@@ -376,8 +390,17 @@ def main() -> None:
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "results" / "replay_real.json")
     )
+    parser.add_argument(
+        "--raw",
+        type=Path,
+        default=None,
+        help="the runs, one JSON line each (default bench/raw/replay_real.jsonl, or "
+        "replay_real_<variant>.jsonl)",
+    )
     add_variant_argument(parser)
     args = parser.parse_args()
+    if args.raw is None:
+        args.raw = RAW / ("replay_real" + (f"_{args.variant}" if args.variant else "") + ".jsonl")
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 2)
     fitter = _TimedFitter(Fitter(cores=1))
     started = time.perf_counter()
@@ -549,7 +572,8 @@ def main() -> None:
                     }
                 )
                 print(f"  pair done in {timings[-1]['seconds']} s", flush=True)
-                results["runs"] = runs
+                write_lines(args.raw, runs)
+                results["raw"] = raw_record(shown(args.raw), head["command"], lines=len(runs))
                 results["timings"] = timings
                 results["summary"] = summarise(runs)
                 results["elapsed_seconds"] = round(time.perf_counter() - started, 1)

@@ -36,7 +36,10 @@ one (the header is the latest run's).
 Header fields a run cannot know are null (so are those of records converted from files
 that did not say). ``dirty`` ignores ``bench/results/`` itself, so a results file waiting
 to be committed does not mark the next run. Raw per-run dumps (per-study rows, checkpoints)
-belong in ``bench/raw/``, which git ignores, not here.
+belong in ``bench/raw/``, which git ignores, not here: a results file keeps the summaries
+and tables, and says where its raw lines are and which command makes them
+(:func:`raw_record`). Raw lines are JSON, one a line (:func:`read_raw`, :func:`write_lines`);
+a script that needs them and finds none stops and names that command (:func:`require_raw`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+RAW = ROOT / "bench" / "raw"
 HEADER_KEYS = ("benchmark", "commit", "dirty", "machine", "load", "command", "created")
 MACHINE_KEYS = ("cpus", "python", "platform")
 VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
@@ -203,6 +207,60 @@ def write_results(
         fcntl.flock(folder, fcntl.LOCK_UN)
         os.close(folder)
     return path
+
+
+# ------------------------------------------------------------------ raw lines (bench/raw/)
+
+
+def raw_path(raw: Path, kind: str, name: str) -> Path:
+    """``<raw>/<kind>/<name>.jsonl`` (``kind``: the benchmark, or one of its kinds of line)."""
+    return Path(raw) / kind / f"{name}.jsonl"
+
+
+def read_raw(path: Path) -> list[dict[str, Any]]:
+    """Every line of a raw file, in file order (``[]`` if there is none)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_lines(path: Path, lines: Sequence[Any]) -> Path:
+    """Replace ``path`` atomically with ``lines``, one JSON value a line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(json.dumps(line, default=_plain) + "\n" for line in lines))
+    os.replace(tmp, path)
+    return path
+
+
+def shown(path: Path) -> str:
+    """``path`` as a results file names it: relative to the checkout when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def raw_record(files: Any, command: str | None, **more: Any) -> dict[str, Any]:
+    """What a results file says of its raw lines: ``files`` (a path, or paths by name, as
+    :func:`shown`), the ``command`` that wrote them, and anything ``more``."""
+    return {"files": files, "command": command, **more}
+
+
+def require_raw(
+    path: Path, command: str | None, expected: int | None = None
+) -> list[dict[str, Any]]:
+    """The lines of ``path``; stop with the command that makes them when there are none (or
+    not ``expected`` many: lines of another run)."""
+    lines = read_raw(path)
+    how = f"regenerate them with: {command}" if command else "re-run the benchmark"
+    if not lines:
+        raise SystemExit(f"no raw lines in {shown(path)} (git does not keep bench/raw/); {how}")
+    if expected is not None and len(lines) != expected:
+        raise SystemExit(
+            f"{shown(path)} holds {len(lines)} lines, the results file {expected}: "
+            f"lines of another run; {how}"
+        )
+    return lines
 
 
 def _plain(obj: Any) -> Any:

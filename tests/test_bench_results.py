@@ -1,5 +1,6 @@
 """Each file under bench/results/ is one benchmark's, with the common header, written by its
-script through ``bench/results_io.py``; and that module keeps a file's other sections.
+script through ``bench/results_io.py``; that module keeps a file's other sections; and no
+file holds a raw per-study dump (those go to ``bench/raw/``).
 
 Fast and without a database: it reads the committed files and the scripts' source, and
 writes only under ``tmp_path``.
@@ -89,6 +90,61 @@ def test_every_results_file_has_a_script_that_writes_it(path):
     assert re.search(rf"""header\(\s*["']{path.stem}["']""", source), (
         f"bench/{script.name} does not write the header of {path.stem!r}"
     )
+
+
+#: A results file holds summaries and tables; per-study or per-run dumps go to bench/raw/
+#: (git ignores it). The largest file kept is ~130 KB (forecast_calibration.json), the
+#: longest list of records 84 (fit_diagnostics.json's fits); the dumps moved out were
+#: 0.4-2.2 MB and lists of 120-400 records.
+MAX_RESULTS_BYTES = 250_000
+MAX_RECORDS_IN_A_LIST = 100
+
+
+def long_lists(value: object, where: str = "") -> list[str]:
+    """Where ``value`` holds a list of more than ``MAX_RECORDS_IN_A_LIST`` dicts."""
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in long_lists(item, f"{where}/{key}")]
+    if not isinstance(value, list):
+        return []
+    records = sum(isinstance(item, dict) for item in value)
+    found = [f"{where}: {records} records"] if records > MAX_RECORDS_IN_A_LIST else []
+    return found + [p for i, item in enumerate(value) for p in long_lists(item, f"{where}[{i}]")]
+
+
+@pytest.mark.parametrize("path", RESULT_FILES, ids=lambda p: p.name)
+def test_no_results_file_holds_a_raw_dump(path):
+    size = path.stat().st_size
+    assert size <= MAX_RESULTS_BYTES, (
+        f"{path.name} is {size:,} bytes: keep per-study rows in bench/raw/ (results_io.py)"
+    )
+    assert long_lists(json.loads(path.read_text())) == [], (
+        f"{path.name}: per-study rows belong in bench/raw/ (results_io.py)"
+    )
+
+
+def test_the_raw_dump_check_finds_a_long_list_anywhere():
+    rows = [{"seed": i} for i in range(MAX_RECORDS_IN_A_LIST + 1)]
+    assert long_lists({"results": {"a": [1] * 500, "b": rows[:-1]}}) == []
+    assert long_lists({"results": {"part": {"per_study": rows}}}) == [
+        "/results/part/per_study: 101 records"
+    ]
+    assert long_lists({"variants": {"v": {"results": [{"runs": rows}]}}}) == [
+        "/variants/v/results[0]/runs: 101 records"
+    ]
+
+
+def test_raw_lines_round_trip_and_a_missing_file_names_the_command(tmp_path):
+    path = results_io.raw_path(tmp_path / "raw", "demo_bench", "case")
+    assert results_io.read_raw(path) == []
+    with pytest.raises(SystemExit, match="regenerate them with: python bench/demo_bench.py"):
+        results_io.require_raw(path, "python bench/demo_bench.py")
+    results_io.write_lines(path, [{"seed": 1}, {"seed": 2}])
+    assert results_io.require_raw(path, "python bench/demo_bench.py", expected=2) == [
+        {"seed": 1},
+        {"seed": 2},
+    ]
+    with pytest.raises(SystemExit, match="holds 2 lines, the results file 3"):
+        results_io.require_raw(path, "python bench/demo_bench.py", expected=3)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
