@@ -894,17 +894,7 @@ def write_raw(path: Path, seed_set: int, lines: list[dict[str, Any]]) -> Path:
     at = next((i for i, line in enumerate(old) if line["seed_set"] == seed_set), len(old))
     kept = [line for line in old if line["seed_set"] != seed_set]
     new = [*kept[:at], *lines, *kept[at:]]  # old[:at] holds none of the set's lines
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(json.dumps(line, default=_plain) + "\n" for line in new))
-    os.replace(tmp, path)
-    return path
-
-
-def _plain(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+    return results_io.write_lines(path, new)
 
 
 #: The tags of a raw line, beside what the study itself recorded.
