@@ -38,10 +38,12 @@ cell at one of the looks left in the budget (the posterior predictive probabilit
    counts, as the app's first settled verdict does.
 
 ``p_within`` is the share of simulated futures settled by the budget; ``median`` and
-``p80`` the further grades by which half and 80% have. Averaged over a population of
-studies this probability comes true as often as it says; for one study it cannot know
-whether Δ sits on the margin, where far fewer settle than the same data suggest elsewhere
-(``bench/forecast_calibration.py``, docs/statistics.md). So the pages give two figures:
+``p80`` the further grades by which half and 80% have. It comes true as often as it says
+only over studies whose true Δs spread as widely as the flat prior allows (measured: Δ
+spread ±8 margins); where true Δs lie within a margin or two of the margin it promises
+too much, since for one study it cannot know whether Δ sits on the margin, where far fewer
+settle than the same data suggest elsewhere (``bench/forecast_calibration.py``,
+docs/statistics.md). So the pages give two figures:
 ``p_within``, and ``p_at_margin``, the same simulation with the truth fixed on the margin,
 which is what a study whose Δ sits there should expect; ``close`` (the margin inside Δ's
 80% interval) says to expect the lower one. Grades are counted study-wide
@@ -586,6 +588,9 @@ def judge_comparison(
 #: Simulated futures behind each forecast.
 FORECAST_SIMS = 4000
 
+#: The most simulated fits a forecast looks at (``refit_every`` can be 1 on a large budget).
+MAX_FORECAST_LOOKS = 200
+
 #: A forecast is a close call when the margin lies inside this posterior interval of Δ.
 CLOSE_INTERVAL = 0.80
 
@@ -677,7 +682,9 @@ def settle_forecast(
         if slope > 0:
             lam, source = slope, "history"
     go_level, nogo_level = levels or (Design.initial(confidence).level,) * 2
-    step = max(int(every), 1)
+    # A look per fit, but at most MAX_FORECAST_LOOKS of them (a page renders this): with
+    # fewer looks than fits the chance of settling is, if anything, understated.
+    step = max(int(every), 1, math.ceil(left / MAX_FORECAST_LOOKS))
     grid = list(range(step, left, step)) + ([left] if left > 0 else [])
     rng = np.random.default_rng(seed)
     start = (mu0 + margin) / v0

@@ -401,6 +401,12 @@ def test_a_forecast_past_the_labels_left_says_beyond_the_budget():
     assert f["beyond"] and f["median"] is None and f["p_within"] < 0.5
 
 
+def test_a_forecast_looks_at_most_max_forecast_looks_times():
+    """A fit after every grade on a large budget: the page's simulation stays bounded."""
+    f = _forecast(np.random.default_rng(3).normal(0.0, 0.02, 2000), budget=20_100, every=1)
+    assert len(f["grid"]) <= dashboards.MAX_FORECAST_LOOKS + 1 and f["grid"][-1] == 20_000
+
+
 def test_no_forecast_before_both_models_have_grades():
     f = _forecast(np.random.default_rng(2).normal(0.0, 0.02, 2000), fraction=0.0)
     assert f["p_within"] is None and f["grid"] == []
