@@ -91,11 +91,6 @@ class PromptAdmin(admin.ModelAdmin):
     raw_id_fields = ["region"]
 
 
-class JudgeScoreInline(admin.TabularInline):
-    model = models.JudgeScore
-    extra = 0
-
-
 @admin.register(models.Response)
 class ResponseAdmin(admin.ModelAdmin):
     list_display = ["id", "prompt", "arm", "region", "cell"]
@@ -103,14 +98,6 @@ class ResponseAdmin(admin.ModelAdmin):
     search_fields = ["prompt__external_id"]
     list_select_related = ["prompt", "arm", "region"]
     raw_id_fields = ["prompt", "arm", "study", "region"]
-    inlines = [JudgeScoreInline]
-
-
-@admin.register(models.JudgeScore)
-class JudgeScoreAdmin(admin.ModelAdmin):
-    list_display = ["response", "dimension", "judge", "value", "bin"]
-    list_filter = ["dimension__study", "dimension"]
-    raw_id_fields = ["response", "dimension"]
 
 
 class LabelInline(admin.TabularInline):

@@ -74,9 +74,39 @@ def refresh_cell_totals(*, study: Study) -> None:
     A re-import can move responses between cells in place; calibration's stored per-cell
     totals (what the selection rule draws over) must commit with them.
     """
-    from calibration.selection import refresh_cell_totals
+    from calibration.totals import refresh_cell_totals
 
     refresh_cell_totals(study=study)
+
+
+def store_cell_totals(
+    *, study: Study, totals: dict[tuple[int, int, str], tuple[int, int, int]], last_response_id: int
+) -> None:
+    """Store the per-cell totals a fresh import counted as it wrote: no recount afterwards.
+
+    ``totals``: ``{(arm id, region id, cell): (responses, lowest id, highest id)}``.
+    """
+    from calibration.totals import store_cell_totals
+
+    store_cell_totals(study=study, totals=totals, last_response_id=last_response_id)
+
+
+def cell_totals(*, study: Study) -> dict[tuple[int, int, str], int]:
+    """Responses per ``(arm id, region id, cell)``, from calibration's stored totals.
+
+    What a page shows of a study's size comes from here: counting the responses themselves
+    costs a scan of the study on every request (seconds at millions of responses).
+    """
+    from calibration.totals import cell_totals
+
+    return cell_totals(study=study)
+
+
+def study_extent(*, study: Study) -> tuple[int, int, int]:
+    """``(responses, lowest id, highest id)`` of the study, from the stored totals."""
+    from calibration.totals import study_extent
+
+    return study_extent(study=study)
 
 
 def forget_cell_totals(*, study_id: int) -> None:

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import connection, models
 from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
@@ -343,21 +343,36 @@ class Response(models.Model):
     ``study`` and ``region`` repeat the prompt's so that picking the next item is one
     indexed query; ``cell`` is the judge bins of every dimension (``"1.0.3"``, in
     dimension order), set when the judge scores are binned.
+
+    ``scores`` holds the automatic judges' scores, ``{"<dimension id>": [value, judge]}``:
+    one response row carries them instead of a row per score, because the scores are only
+    ever read whole (the bins, which selection and the counts query, are in ``cell``) and a
+    row per score made an import write four rows and nine index entries per response.
     """
 
-    # prompt and study have no index of their own: the unique (prompt, arm) index and
-    # response_pick_idx lead with them (each index costs every imported row its upkeep).
+    # No foreign key has an index of its own: prompt and study lead the unique (prompt, arm)
+    # index and response_pick_idx, and every query by arm or region names the study too
+    # (the pick index then serves it). Each index costs every imported row its upkeep: the
+    # arm and region ones were a quarter of an import's database time (measured). What they
+    # served alone, the PROTECT check when an arm or region is deleted, scans instead.
     prompt = models.ForeignKey(
         Prompt, on_delete=models.CASCADE, related_name="responses", db_index=False
     )
-    arm = models.ForeignKey(Arm, on_delete=models.PROTECT, related_name="responses")
+    arm = models.ForeignKey(Arm, on_delete=models.PROTECT, related_name="responses", db_index=False)
     study = models.ForeignKey(
         Study, on_delete=models.CASCADE, related_name="responses", db_index=False
     )
-    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="responses")
+    region = models.ForeignKey(
+        Region, on_delete=models.PROTECT, related_name="responses", db_index=False
+    )
     text = models.TextField()
     metadata = models.JSONField(default=dict, blank=True)
     cell = models.CharField(max_length=64, blank=True, default="")
+    scores = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='The judges\' scores: {"<dimension id>": [value, judge]}.',
+    )
 
     class Meta:
         constraints = [
@@ -375,26 +390,27 @@ class Response(models.Model):
     def __str__(self) -> str:
         return f"response {self.pk}"
 
+    def score(self, dimension: Dimension | int) -> tuple[float, str] | None:
+        """``(value, judge)`` of the judge's score on ``dimension``, or None if it has none."""
+        pk = dimension if isinstance(dimension, int) else dimension.pk
+        entry = self.scores.get(str(pk))
+        return None if entry is None else (float(entry[0]), str(entry[1]))
 
-class JudgeScore(models.Model):
-    # No index of its own on response: the unique (response, dimension) index leads with it.
-    response = models.ForeignKey(
-        Response, on_delete=models.CASCADE, related_name="judge_scores", db_index=False
-    )
-    dimension = models.ForeignKey(Dimension, on_delete=models.CASCADE, related_name="judge_scores")
-    judge = models.CharField(max_length=200, help_text="Which automatic evaluator gave the score.")
-    value = models.FloatField()
-    bin = models.PositiveSmallIntegerField(null=True, blank=True)
+    def set_score(self, dimension: Dimension | int, value: float, judge: str) -> None:
+        """Set the judge's score on ``dimension`` (saved with the response)."""
+        pk = dimension if isinstance(dimension, int) else dimension.pk
+        self.scores = {**self.scores, str(pk): [float(value), judge]}
 
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["response", "dimension"], name="one_judge_score_per_response_and_dimension"
-            ),
-        ]
 
-    def __str__(self) -> str:
-        return f"{self.judge}={self.value}"
+MAX_JUDGE_LENGTH = 200  # the longest judge name an import accepts
+
+
+def score_value_sql(alias: str, dimension_id: int) -> str:
+    """SQL for the judge's value on ``dimension_id`` in ``alias.scores`` (NULL if absent)."""
+    pk = int(dimension_id)
+    if connection.vendor == "postgresql":
+        return f"CAST(({alias}.scores -> '{pk}' ->> 0) AS double precision)"
+    return f"json_extract({alias}.scores, '$.\"{pk}\"[0]')"
 
 
 # What counts: the one definition of a live annotation and a live grade.

@@ -89,11 +89,6 @@ def build_study(n_responses: int, annotators: int, rebuild: bool) -> tuple[Any, 
         reset_grading(study)
         with connection.cursor() as cur:
             # By SQL: the ORM's cascade would load a million rows into Python.
-            cur.execute(
-                "DELETE FROM annotate_judgescore WHERE response_id IN "
-                "(SELECT id FROM annotate_response WHERE study_id = %s)",
-                [study.pk],
-            )
             cur.execute("DELETE FROM annotate_response WHERE study_id = %s", [study.pk])
             cur.execute("DELETE FROM annotate_prompt WHERE study_id = %s", [study.pk])
         study.delete()
@@ -147,14 +142,15 @@ def build_study(n_responses: int, annotators: int, rebuild: bool) -> tuple[Any, 
                 cur.execute(
                     """
                     INSERT INTO annotate_response
-                        (prompt_id, arm_id, study_id, region_id, text, metadata, cell)
+                        (prompt_id, arm_id, study_id, region_id, text, metadata, cell, scores)
                     SELECT p.id, a.id, p.study_id, p.region_id,
                            'Open Settings, then Account, then Transfer. Your saved settings '
                            || 'move with the subscription; sign in on the other account to '
                            || 'confirm. Reference ' || p.external_id || '/' || a.id,
                            '{"model": "hidden"}'::jsonb,
                            floor(random() * 2)::int || '.' || floor(random() * 2)::int
-                           || '.' || floor(random() * 5)::int
+                           || '.' || floor(random() * 5)::int,
+                           '{}'::jsonb
                     FROM annotate_prompt p CROSS JOIN unnest(%s::bigint[]) AS a(id)
                     WHERE p.study_id = %s
                     ORDER BY p.id, a.id

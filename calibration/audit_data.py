@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-from django.db.models import Count
 
-from annotate.models import Arm, Assignment, Dimension, JudgeScore, Label, Study
+from annotate.models import Arm, Assignment, Dimension, Label, Study
 from calibration.bayes.audit import AuditEstimate, Stratum, audit_delta
-from calibration.counts import n_bins_of
+from calibration.counts import n_bins_of, parse_cell
+from calibration.totals import cell_totals
 
 __all__ = ["audit_estimates", "audit_response_ids"]
 
@@ -40,25 +40,25 @@ def audit_estimates(
     incumbent = next(a for a in arms if a.role == Arm.Role.INCUMBENT)
     regions = list(study.regions.order_by("position", "id"))
     ids = audit_response_ids(study)
+    dims = list(study.dimensions.order_by("position", "id"))
+    # Every response's judge bins: the responses per (arm, region, cell), stored.
+    per_cell = [(a, g, c, n) for (a, g, c), n in cell_totals(study=study).items()]
+    cell_of = dict(study.responses.filter(pk__in=list(ids)).values_list("pk", "cell"))
     out: dict[tuple[str, str], AuditEstimate | None] = {}
-    for dim in study.dimensions.order_by("position", "id"):
+    for d, dim in enumerate(dims):
         scale = max(n_bins_of(dim) - 1, 1)
-        # Every response's judge bin, summarised per (arm, region).
         f_sum: dict[tuple[int, int], float] = defaultdict(float)
         f_sq: dict[tuple[int, int], float] = defaultdict(float)
         n_all: dict[tuple[int, int], int] = defaultdict(int)
-        rows = (
-            JudgeScore.objects.filter(dimension=dim, bin__isnull=False)
-            .order_by()
-            .values("response__arm_id", "response__region_id", "bin")
-            .annotate(n=Count("pk"))
-        )
-        for row in rows:
-            key = (row["response__arm_id"], row["response__region_id"])
-            f = int(row["bin"] or 0) / scale  # bin__isnull=False above
-            f_sum[key] += f * row["n"]
-            f_sq[key] += f * f * row["n"]
-            n_all[key] += row["n"]
+        for arm_id, region_id, cell, n in per_cell:
+            b = parse_cell(cell, len(dims))[d]
+            if b < 0:  # no score on this dimension
+                continue
+            key = (arm_id, region_id)
+            f = b / scale
+            f_sum[key] += f * n
+            f_sq[key] += f * f * n
+            n_all[key] += n
         # The audited responses' grades (pass share over live grades) and judge bins.
         grades: dict[int, list[bool]] = defaultdict(list)
         labels = (
@@ -68,11 +68,9 @@ def audit_estimates(
         )
         for rid, value in labels:
             grades[rid].append(_passes(dim, value))
-        bins = dict(
-            JudgeScore.objects.filter(
-                dimension=dim, response_id__in=list(grades), bin__isnull=False
-            ).values_list("response_id", "bin")
-        )
+        bins = {
+            rid: b for rid in grades if (b := parse_cell(cell_of.get(rid, ""), len(dims))[d]) >= 0
+        }
         stratum_of = {
             pk: (arm_id, region_id)
             for pk, arm_id, region_id in study.responses.filter(pk__in=list(grades)).values_list(
@@ -86,7 +84,7 @@ def audit_estimates(
                 continue
             key = stratum_of[rid]
             ys[key].append(float(np.mean(g)))
-            fs[key].append(int(bins[rid] or 0) / scale)
+            fs[key].append(bins[rid] / scale)
 
         by_arm = {
             arm.pk: [

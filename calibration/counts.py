@@ -29,7 +29,6 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.db.models import Count
 
 from annotate.models import (
     Annotation,
@@ -37,10 +36,10 @@ from annotate.models import (
     Dimension,
     Label,
     Region,
-    Response,
     Study,
 )
 from calibration.bayes.data import CellCounts, JointCells
+from calibration.totals import cell_totals
 
 __all__ = [
     "StudyCounts",
@@ -165,8 +164,8 @@ def study_cells(
 ) -> JointCells:
     """The calibration-curve model's counts (:class:`~calibration.bayes.data.JointCells`).
 
-    Two reads: the responses per ``(arm, region, cell)`` (one aggregate, the grouping the
-    selection's cell totals use) and the graded responses' classes
+    Two reads: the responses per ``(arm, region, cell)`` (the selection's stored totals,
+    :mod:`calibration.totals`: no scan of the study) and the graded responses' classes
     (:func:`graded_classes`). Cells whose bins fall outside a dimension's bins (cut points
     changed without re-binning) are refused, as the model could not place them.
     """
@@ -174,12 +173,7 @@ def study_cells(
     region_index = {g.pk: i for i, g in enumerate(regions)}
     n_bins = tuple(n_bins_of(d) for d in dimensions)
     n_dims = len(dimensions)
-    rows = list(
-        Response.objects.filter(study=study)
-        .order_by()
-        .values_list("arm_id", "region_id", "cell")
-        .annotate(n=Count("pk"))
-    )
+    rows = [(a, g, c, n) for (a, g, c), n in cell_totals(study=study).items()]
     combo_index: dict[tuple[int, ...], int] = {}
     cell_of: dict[str, int] = {}
     for _, _, cell, _ in rows:
@@ -238,7 +232,7 @@ def study_counts(*, study: Study) -> StudyCounts:
         counts=counts,
         bins=bins,
         n_labels=Annotation.objects.filter(study=study).count_graded_responses(),
-        n_responses=study.responses.count(),
+        n_responses=int(cells.totals.sum()),
         traffic_shares=shares / shares.sum(),
         margins={d.key: float(d.margin) for d in dimensions},
         cells=cells,

@@ -96,6 +96,9 @@ class CellTotal(models.Model):
     when a response was added since (one with an id above ``last_response_id``, found in
     the primary key index at no cost). ``refreshed_at`` (the same on every row of one
     refresh) tells each server process when its own per-response cache of cells is stale.
+    ``min_id`` and ``max_id`` bound the study's ids for the queue's uniform draw over a
+    large study, and its size is the sum of ``responses``: so no request counts a study's
+    responses (:func:`calibration.selection.study_extent`).
     """
 
     study = models.ForeignKey(
@@ -109,6 +112,8 @@ class CellTotal(models.Model):
     last_response_id = models.BigIntegerField(
         help_text="The highest response id of the whole table when counted."
     )
+    min_id = models.BigIntegerField(null=True, help_text="The lowest response id in the cell.")
+    max_id = models.BigIntegerField(null=True, help_text="The highest response id in the cell.")
 
     class Meta:
         constraints = [

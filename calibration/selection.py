@@ -22,10 +22,10 @@ A study may hold a million responses, and a pick must stay well under 50 ms, so 
 on the pick's path reads the responses table at large. ``available = total − busy`` per
 cell, where
 
-* *total* is stored (:class:`~calibration.models.CellTotal`): counted by
-  :func:`refresh_cell_totals` inside a staged (re-)import, and by the first pick that
-  finds the rows missing (re-binning drops them) or a response newer than their
-  watermark (a fresh import); reading it is one indexed query of a few hundred rows;
+* *total* is stored (:mod:`calibration.totals`): counted by a fresh import as it writes,
+  recounted inside a staged (re-)import, and by the first pick that finds the rows
+  missing (re-binning drops them) or a response newer than their watermark (another
+  import since); reading it is one indexed query of a few hundred rows;
 * *busy* are the responses graded (live) or leased (unexpired): their ids come from the
   annotation and assignment tables (bounded by the label budget and the number of
   annotators), and each id's cell from a per-process cache valid for one refresh of the
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
@@ -61,6 +61,7 @@ from calibration.bayes.select import UNDECIDED, DimensionDraws, Selector, choose
 from calibration.bayes.summaries import open_verdicts
 from calibration.counts import parse_cell
 from calibration.models import CellTotal, Fit
+from calibration.totals import CellKey, refresh_cell_totals, stored_totals
 
 __all__ = [
     "CACHE_TTL",
@@ -125,8 +126,6 @@ def available_responses(*, study: Study, now: Any | None = None) -> QuerySet[Res
     return Response.objects.filter(study=study).exclude(Exists(graded)).exclude(Exists(leased))
 
 
-CellKey = tuple[int, int, str]
-
 # Per process: which cell each busy (graded or leased) response lies in, per study, valid
 # for one refresh of the study's stored totals (``refreshed_at``); cells only change when
 # the totals are refreshed (import, re-binning).
@@ -155,70 +154,12 @@ def forget_cell_totals(study_id: int | None = None) -> None:
         CellTotal.objects.filter(study_id=study_id).delete()
 
 
-def refresh_cell_totals(*, study: Study) -> int:
-    """Recount the responses of every cell of ``study`` into :class:`CellTotal`; returns cells.
-
-    One aggregate over the study's responses (an index-only scan of ``response_pick_idx``
-    on PostgreSQL: 0.3–1.4 s at a million responses). Picks call it when the totals are
-    missing or a response was added since; an import may call it inside its transaction
-    so that the totals commit with the responses (and catch cells changed in place). Two
-    concurrent refreshes of one study end with the same rows (upsert, then delete what is
-    gone).
-    """
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    table, response = CellTotal._meta.db_table, Response._meta.db_table
-    with transaction.atomic(), connection.cursor() as cursor:
-        # Read the watermark first: a response committed during the count is then either
-        # counted or above it (recounted by the next pick), never lost.
-        cursor.execute(f"SELECT MAX(id) FROM {response}")
-        last = cursor.fetchone()[0] or 0
-        cursor.execute(
-            f"""INSERT INTO {table}
-                    (study_id, arm_id, region_id, cell, responses, refreshed_at, last_response_id)
-                SELECT study_id, arm_id, region_id, cell, COUNT(*), %s, %s FROM {response}
-                WHERE study_id = %s GROUP BY study_id, arm_id, region_id, cell
-                ON CONFLICT (study_id, arm_id, region_id, cell)
-                DO UPDATE SET responses = EXCLUDED.responses,
-                              refreshed_at = EXCLUDED.refreshed_at,
-                              last_response_id = EXCLUDED.last_response_id""",
-            [now, last, study.pk],
-        )
-        cells = cursor.rowcount
-        cursor.execute(
-            f"DELETE FROM {table} WHERE study_id = %s AND refreshed_at <> %s", [study.pk, now]
-        )
-    return cells
-
-
 def _cell_totals(study: Study) -> tuple[dict[CellKey, int], Any]:
-    """Stored responses per cell and when they were counted (recounted first if stale).
-
-    Stale: no rows (never counted, re-binned, or no responses, which costs nothing to
-    count), or a response with an id above the watermark exists (an import since; one
-    primary-key probe). On PostgreSQL one request recounts while the others keep using
-    the previous totals (a try-lock), so a burst of picks after an import pays it once.
-    """
-    table, response = CellTotal._meta.db_table, Response._meta.db_table
-    sql = f"""SELECT arm_id, region_id, cell, responses, refreshed_at, last_response_id,
-                     (SELECT MAX(id) FROM {response})
-              FROM {table} WHERE study_id = %s"""
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [study.pk])
-        rows = cursor.fetchall()
-        stale = not rows or (rows[0][6] or 0) > rows[0][5]
-        if stale and rows and connection.vendor == "postgresql":
-            # Key: (class id of the table, study): a namespace of its own.
-            cursor.execute(
-                "SELECT pg_try_advisory_xact_lock(%s::regclass::oid::int, %s)", [table, study.pk]
-            )
-            stale = bool(cursor.fetchone()[0])
-        if stale:
-            refresh_cell_totals(study=study)
-            cursor.execute(sql, [study.pk])
-            rows = cursor.fetchall()
+    """Stored responses per cell and when counted (:func:`calibration.totals.stored_totals`)."""
+    rows = stored_totals(study)
     if not rows:
         return {}, None
-    return {(a, g, c): n for a, g, c, n, *_ in rows}, max(r[4] for r in rows)
+    return {(a, g, c): n for a, g, c, n, *_ in rows}, max(r[6] for r in rows)
 
 
 def _busy_cells(study: Study, now: Any, refreshed_at: Any) -> list[CellKey]:

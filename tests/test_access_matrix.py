@@ -505,7 +505,8 @@ SECRET_COMMENT = "comment-of-another-annotator-7319"
 @pytest.fixture
 def blind_world(world) -> World:
     """Every arm answered every prompt, with judge scores; another annotator graded one."""
-    from annotate.models import JudgeScore, Label
+    from annotate.models import Label
+    from tests.scores import scores_of
 
     study = world.study
     dora = UserFactory(username="dora")
@@ -513,11 +514,14 @@ def blind_world(world) -> World:
     for i in range(3):
         prompt = PromptFactory(study=study, region=study.regions.first(), external_id=f"b{i}")
         for arm in study.arms.all():
-            response = ResponseFactory(prompt=prompt, arm=arm, text=f"answer {i} of an arm")
-            for d in study.dimensions.all():
-                JudgeScore.objects.create(
-                    response=response, dimension=d, judge="judge-model-x", value=JUDGE_VALUE
-                )
+            response = ResponseFactory(
+                prompt=prompt,
+                arm=arm,
+                text=f"answer {i} of an arm",
+                scores=scores_of(
+                    dict.fromkeys(study.dimensions.all(), JUDGE_VALUE), "judge-model-x"
+                ),
+            )
             if i == 0:
                 annotation = Annotation.objects.create(
                     study=study, response=response, annotator=dora, comment=SECRET_COMMENT

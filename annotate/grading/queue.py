@@ -57,7 +57,6 @@ lock), ``lease``, ``validate_labels`` and ``notify_new_labels``.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -67,7 +66,7 @@ import numpy as np
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from accounts.services import record
@@ -91,9 +90,9 @@ logger = logging.getLogger(__name__)
 # How many times a draw may be rejected (unavailable or locked by a concurrent request)
 # before the exact, slower path (anti-join scan of the cell) takes over.
 MAX_REJECTIONS = 12
-# Studies at least this big get their response count cached for EXTENT_TTL seconds.
-EXTENT_CACHE_MIN = 10_000
-EXTENT_TTL = 30.0
+# A uniform draw over a study at least this big tries ids in the study's id range; below,
+# a uniform offset in the pick index (a scan as long as the offset).
+LARGE_STUDY = 10_000
 
 REASON_NOT_ACTIVE = "the study is not active"
 REASON_BUDGET = "the label budget is spent"
@@ -268,26 +267,9 @@ def _unavailable_count(*, study: Study, annotator: Any, now: datetime, pick: _Pi
     return graded.union(mine, leased).count()
 
 
-_extent_cache: dict[tuple[int, float], tuple[float, tuple[int, int, int]]] = {}
-
-
 def _study_extent(study: Study) -> tuple[int, int, int]:
-    """(responses, lowest id, highest id) of the study; cached EXTENT_TTL s when large.
-
-    Responses only change on import, so a process may trust a count that is a few seconds
-    old; a small study is counted afresh every time (cheap, and exact in tests).
-    """
-    key = (study.pk, study.created_at.timestamp() if study.created_at else 0.0)
-    cached = _extent_cache.get(key)
-    if cached is not None and time.monotonic() - cached[0] < EXTENT_TTL:
-        return cached[1]
-    extent = Response.objects.filter(study_id=study.pk).aggregate(
-        n=Count("id"), lo=Min("id"), hi=Max("id")
-    )
-    value = (extent["n"] or 0, extent["lo"] or 0, extent["hi"] or 0)
-    if value[0] >= EXTENT_CACHE_MIN:
-        _extent_cache[key] = (time.monotonic(), value)
-    return value
+    """(responses, lowest id, highest id) of the study, from the stored per-cell totals."""
+    return hooks.study_extent(study=study)
 
 
 _CELL_WHERE = "study_id = %s AND arm_id = %s AND region_id = %s AND cell = %s"
@@ -301,10 +283,11 @@ def _cell_params(study: Study, pick: _Pick) -> list[Any]:
 
 
 def _response_count(*, study: Study, pick: _Pick | None) -> int:
-    """Responses in the cell or in the study (cached when large).
+    """Responses in the cell or in the study.
 
     A cell's size comes with the pick when the selection rule read it from the stored
-    totals (which every import refreshes); otherwise an index-only count of the cell.
+    totals; otherwise an index-only count of the cell. The study's size is the sum of the
+    stored totals.
     """
     if pick is not None and pick.total is not None:
         return pick.total
@@ -326,7 +309,7 @@ def _offset_candidate(*, study: Study, pick: _Pick | None, total: int, rng: np.r
     would be long: a uniform id in the study's id range, kept if it belongs to the study —
     uniform too, and O(1) while the study's ids are dense (one import after another).
     """
-    if pick is None and total >= EXTENT_CACHE_MIN:
+    if pick is None and total >= LARGE_STUDY:
         _, lo, hi = _study_extent(study)
         response_id = int(rng.integers(lo, hi + 1))
         if Response.objects.filter(pk=response_id, study_id=study.pk).exists():

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db import DatabaseError, connection, transaction
 
-from ..models import Arm, Dimension, JudgeScore, Prompt, Region, Response, Study
+from ..models import Arm, Dimension, Prompt, Region, Response, Study
 from .binning import bin_sql, fix_cuts
 from .parsing import Problems
 from .report import ImportFailed, ImportProblem, ImportReport
@@ -28,7 +28,7 @@ def apply(
     """Check the staged rows against the file and the database, then write them."""
     pg = connection.vendor == "postgresql"
     jsonb = "::jsonb" if pg else ""
-    P, R, J = Prompt._meta.db_table, Response._meta.db_table, JudgeScore._meta.db_table  # noqa: N806
+    P, R = Prompt._meta.db_table, Response._meta.db_table  # noqa: N806
     sp, sr = stager.prompt_table, stager.response_table
     sid = study.pk
 
@@ -73,7 +73,6 @@ def apply(
             [sid],
         )
         _insert_responses(cursor, sp, sr, P, R, sid, cell, jsonb, existed=False)
-        _insert_scores(cursor, sr, P, R, J, sid, schema, bins, pg=pg, existed=False)
         if trusted:
             cursor.execute("SET LOCAL session_replication_role = origin")
         report.prompts.created = n_prompts
@@ -144,14 +143,47 @@ def apply(
     report.prompts.created = cursor.rowcount
     report.prompts.unchanged = n_prompts - report.prompts.created - report.prompts.updated
 
-    # 4. Responses: update metadata and cells that changed, create the new ones.
+    # 4. Scores of known responses, counted a score at a time before they are written:
+    # absent (a dimension added since), changed in value or judge, or the same.
+    if schema.rules:
+        tallies = ", ".join(
+            f"COALESCE(SUM(CASE WHEN {old} IS NULL THEN 1 ELSE 0 END), 0), "
+            f"COALESCE(SUM(CASE WHEN {old} IS NOT NULL AND {differs} THEN 1 ELSE 0 END), 0)"
+            for old, differs in (
+                (
+                    _entry_sql("r.scores", rule.id, pg),
+                    _entry_differs("r.scores", f"x.scores{jsonb}", rule.id, pg),
+                )
+                for rule in schema.rules
+            )
+        )
+        cursor.execute(
+            f"SELECT {tallies} FROM {sr} x "
+            f"JOIN {P} p ON p.study_id = %s AND p.external_id = x.ext_id "
+            f"JOIN {R} r ON r.prompt_id = p.id AND r.arm_id = x.arm_id",
+            [sid],
+        )
+        counts = cursor.fetchone()
+        report.scores.created = sum(counts[0::2])
+        report.scores.updated = sum(counts[1::2])
+
+    # 5. Responses: update metadata, cells and scores that changed, create the new ones.
+    if pg or not schema.rules:
+        scores_differ = f"{R}.scores <> x.scores{jsonb}"  # jsonb compares by content
+    else:
+        # SQLite would compare the JSON text, whose spacing, key order and escapes depend on
+        # the writer (the ORM, this import, migration 0008): compare the entries instead.
+        scores_differ = " OR ".join(
+            _entry_differs(f"{R}.scores", "x.scores", rule.id, pg) for rule in schema.rules
+        )
     cursor.execute(
         # A plain join in FROM (not a subquery): SQLite then walks the staging rows and finds
         # each target through the unique indexes; a subquery made it scan, quadratically.
-        f"UPDATE {R} SET metadata = x.metadata{jsonb}, cell = {cell} FROM {sr} x "
-        f"JOIN {P} p ON p.study_id = %s AND p.external_id = x.ext_id "
+        f"UPDATE {R} SET metadata = x.metadata{jsonb}, cell = {cell}, scores = x.scores{jsonb} "
+        f"FROM {sr} x JOIN {P} p ON p.study_id = %s AND p.external_id = x.ext_id "
         f"WHERE {R}.prompt_id = p.id AND {R}.arm_id = x.arm_id "
-        f"AND ({R}.metadata <> x.metadata{jsonb} OR {R}.cell <> {cell})",
+        f"AND ({R}.metadata <> x.metadata{jsonb} OR {R}.cell <> {cell} "
+        f"OR {scores_differ})",
         [sid],
     )
     report.responses.updated = cursor.rowcount
@@ -159,21 +191,7 @@ def apply(
         cursor, sp, sr, P, R, sid, cell, jsonb, existed=True
     )
     report.responses.unchanged = n_responses - report.responses.created - report.responses.updated
-
-    # 5. Scores: update the ones whose value or judge changed, create the new ones.
-    for i, rule in enumerate(schema.rules):
-        cursor.execute(
-            f"UPDATE {J} SET value = x.v{i}, judge = x.j{i}, bin = {bins[i]} FROM {sr} x "
-            f"JOIN {P} p ON p.study_id = %s AND p.external_id = x.ext_id "
-            f"JOIN {R} r ON r.prompt_id = p.id AND r.arm_id = x.arm_id "
-            f"WHERE {J}.response_id = r.id AND {J}.dimension_id = %s "
-            f"AND ({J}.value <> x.v{i} OR {J}.judge <> x.j{i} OR {J}.bin IS NULL)",
-            [sid, rule.id],
-        )
-        report.scores.updated += cursor.rowcount
-    report.scores.created = _insert_scores(
-        cursor, sr, P, R, J, sid, schema, bins, pg=pg, existed=True
-    )
+    report.scores.created += report.responses.created * len(schema.rules)
     report.scores.unchanged = n_scores - report.scores.created - report.scores.updated
 
 
@@ -244,8 +262,10 @@ def _insert_responses(
         else ""
     )
     cursor.execute(
-        f"INSERT INTO {R} (prompt_id, arm_id, study_id, region_id, text, metadata, cell) "
-        f"SELECT x.prompt_id, x.arm_id, %s, x.region_id, x.text, x.metadata{jsonb}, {cell} "
+        f"INSERT INTO {R} (prompt_id, arm_id, study_id, region_id, text, metadata, cell, "
+        "scores) "
+        f"SELECT x.prompt_id, x.arm_id, %s, x.region_id, x.text, x.metadata{jsonb}, {cell}, "
+        f"x.scores{jsonb} "
         f"FROM (SELECT s.*, p.id AS prompt_id, p.region_id FROM {sr} s JOIN {P} p "
         f"ON p.study_id = %s AND p.external_id = s.ext_id) x {guard}",
         [sid, sid],
@@ -253,48 +273,23 @@ def _insert_responses(
     return cursor.rowcount
 
 
-def _insert_scores(
-    cursor: Any,
-    sr: str,
-    P: str,
-    R: str,
-    J: str,
-    sid: int,  # noqa: N803
-    schema: Schema,
-    bins: list[str],
-    *,
-    pg: bool,
-    existed: bool,
-) -> int:
-    source = (
-        f"{sr} x JOIN {P} p ON p.study_id = %s AND p.external_id = x.ext_id "
-        f"JOIN {R} r ON r.prompt_id = p.id AND r.arm_id = x.arm_id"
-    )
-    guard = (
-        f"WHERE NOT EXISTS (SELECT 1 FROM {J} j WHERE j.response_id = r.id "
-        "AND j.dimension_id = d.dim) ON CONFLICT (response_id, dimension_id) DO NOTHING"
-        if existed
-        else ""
-    )
+def _entry_sql(scores: str, dimension_id: int, pg: bool) -> str:
+    """SQL for the ``[value, judge]`` entry of ``dimension_id`` in the JSON ``scores``."""
     if pg:
-        # One pass over the join for every dimension.
-        values = ", ".join(
-            f"({rule.id}, x.j{i}, x.v{i}, {bins[i]})" for i, rule in enumerate(schema.rules)
-        )
-        cursor.execute(
-            f"INSERT INTO {J} (response_id, dimension_id, judge, value, bin) "
-            f"SELECT r.id, d.dim, d.judge, d.value, d.bin FROM {source} "
-            f"CROSS JOIN LATERAL (VALUES {values}) AS d(dim, judge, value, bin) {guard}",
-            [sid],
-        )
-        return cursor.rowcount
-    created = 0
-    for i, rule in enumerate(schema.rules):
-        cursor.execute(
-            f"INSERT INTO {J} (response_id, dimension_id, judge, value, bin) "
-            f"SELECT r.id, d.dim, x.j{i}, x.v{i}, {bins[i]} FROM {source} "
-            f"JOIN (SELECT %s AS dim) d {guard}",
-            [sid, rule.id],
-        )
-        created += cursor.rowcount
-    return created
+        return f"({scores} -> '{int(dimension_id)}')"
+    return f"json_extract({scores}, '$.\"{int(dimension_id)}\"')"
+
+
+def _entry_differs(old: str, new: str, dimension_id: int, pg: bool) -> str:
+    """SQL: the entries of ``dimension_id`` in the JSON ``old`` and ``new`` differ (one of
+    them absent counts as a difference)."""
+    pk = int(dimension_id)
+    if pg:
+        return f"(({old} -> '{pk}') IS DISTINCT FROM ({new} -> '{pk}'))"
+    # SQLite returns an array as JSON text, which keeps its writer's spacing and escapes
+    # ("é" or "\u00e9"): compare the value and the judge as SQL values.
+    differs = (
+        f"json_extract({old}, '$.\"{pk}\"[{k}]') IS NOT json_extract({new}, '$.\"{pk}\"[{k}]')"
+        for k in (0, 1)
+    )
+    return f"({' OR '.join(differs)})"

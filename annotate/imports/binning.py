@@ -22,9 +22,13 @@ RESERVOIR_SIZE = 100_000  # scores kept per dimension to place quantile cuts
 class CutsCollector:
     """Bounded statistics of this import's scores, for dimensions whose cuts are not fixed.
 
-    A reservoir sample (Vitter's algorithm R, seeded so an import is reproducible) of at most
-    ``RESERVOIR_SIZE`` scores per dimension keeps memory constant; quantiles of 100k draws are
-    within a fraction of a percentile of the file's.
+    A reservoir sample of at most ``RESERVOIR_SIZE`` responses (Li's algorithm L, seeded so
+    an import is reproducible) keeps memory constant; quantiles of 100k draws are within a
+    fraction of a percentile of the file's. Algorithm L draws how many responses to pass
+    over before the next one it keeps, so past the first ``RESERVOIR_SIZE`` it costs a few
+    draws per kept response, not one per response; and a reader that knows it will pass
+    over a whole line need not decode it (:meth:`wanted`, :meth:`skip`). The sample depends
+    only on the order of the responses fed, not on how they are batched.
     """
 
     def __init__(self, dims: list[Dimension]) -> None:
@@ -34,27 +38,53 @@ class CutsCollector:
             if d.judge_cuts is None and judge_cuts_for(d, None) is None
         ]
         self.samples = {i: array("d") for i, _ in self.pending}
-        self.seen = dict.fromkeys(self.samples, 0)
+        self.cols = [(self.samples[i], 5 + 2 * i) for i, _ in self.pending]
         self.rng = random.Random(20_240_611)
+        self.index = 0  # responses seen so far
+        self.next = RESERVOIR_SIZE  # the index of the next response kept once the sample is full
+        self.w = 1.0
+
+    def wanted(self) -> int:
+        """The index of the next response this sample keeps (none before it is read)."""
+        return self.index if self.index < RESERVOIR_SIZE else self.next
+
+    def skip(self, n: int) -> None:
+        """Pass over ``n`` responses; none of them may be :meth:`wanted`."""
+        if self.index + n > self.wanted():
+            raise ValueError("a response the sample keeps would be passed over")
+        self.index += n
+
+    def _advance(self) -> None:
+        # Algorithm L: W shrinks as 1/k-th powers of uniforms; the gap is geometric in W.
+        rng = self.rng
+        self.w *= math.exp(math.log(1.0 - rng.random()) / RESERVOIR_SIZE)
+        gap = math.floor(math.log(1.0 - rng.random()) / math.log1p(-self.w)) if self.w < 1 else 0
+        self.next += gap + 1
 
     def feed(self, response_rows: list[tuple[Any, ...]]) -> None:
-        for i, _ in self.pending:
-            col = 5 + 2 * i
-            sample, n = self.samples[i], self.seen[i]
-            room = RESERVOIR_SIZE - len(sample)
-            if room > 0:
+        if not self.pending:
+            self.index += len(response_rows)
+            return
+        start, n = self.index, len(response_rows)
+        room = RESERVOIR_SIZE - start
+        if room > 0:
+            for sample, col in self.cols:
                 sample.extend(row[col] for row in response_rows[:room])
-                rest = response_rows[room:]
-                n += min(room, len(response_rows))
-            else:
-                rest = response_rows
-            randrange = self.rng.randrange
-            for row in rest:
-                n += 1
-                k = randrange(n)
-                if k < RESERVOIR_SIZE:
-                    sample[k] = row[col]
-            self.seen[i] = n
+            if start + n >= RESERVOIR_SIZE:
+                self._advance_first()
+        while self.next < start + n and start + n > RESERVOIR_SIZE:
+            row = response_rows[self.next - start]
+            k = self.rng.randrange(RESERVOIR_SIZE)
+            for sample, col in self.cols:
+                sample[k] = row[col]
+            self._advance()
+        self.index = start + n
+
+    def _advance_first(self) -> None:
+        """The sample has just filled: draw W and the first gap."""
+        self.w = 1.0
+        self.next = RESERVOIR_SIZE - 1
+        self._advance()
 
     def cuts(self) -> dict[int, list[float]]:
         return {i: judge_cuts_for(d, self.samples[i]) or [] for i, d in self.pending}

@@ -6,16 +6,27 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
 import msgspec
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
-from ..models import JudgeScore, Prompt, Response, Study
+from .. import hooks
+from ..models import Prompt, Response, Study
 from .apply import trust_foreign_keys
 from .binning import CutsCollector, fix_cuts
-from .parsing import MAX_PROBLEMS, Problems, parse_csv, parse_jsonl, physical_lines, too_deep
+from .parsing import (
+    MAX_PROBLEMS,
+    Problems,
+    ReadPosition,
+    ScoresJson,
+    parse_csv,
+    parse_jsonl,
+    physical_lines,
+)
 from .report import ImportReport, lap, refuse_empty
 from .schema import Schema
 from .staging import pipelined, stage
@@ -50,8 +61,8 @@ def import_fresh(
     """Import into a study with no prompts yet: ``COPY`` into the tables themselves.
 
     Nothing is stored to compare with, so there is nothing to stage: every row is created.
-    Prompt and response ids are drawn from their sequences in Python, so that responses and
-    scores can name their parents without a join, and bins and cells are computed here,
+    Prompt and response ids are drawn from their sequences in Python, so that responses can
+    name their prompts without a join, and bins and cells are computed here,
     which needs the cuts first: a dimension whose cuts come from this import's quantiles
     costs one light pass over the scores before any write. The unique constraints still
     guard everything; an id that appears twice in the file raises ``IntegrityError`` in the
@@ -67,15 +78,24 @@ def import_fresh(
         report.phases["sample_scores"] = lap(started)
     cuts = fix_cuts(schema, collector.cuts(), report)
     trusted = trust_foreign_keys(cursor, study, schema, report)
-    writer = _FreshWriter(cursor, study, schema, cuts)
+    writer = _FreshWriter(cursor, study, schema, cuts, batch_size)
     sink = Problems(report.file, max_problems, fatal_lines=fmt == "csv")
     parse = parse_jsonl if fmt == "jsonl" else parse_csv
-    chunks = pipelined(
-        parse(stream, schema, sink), stream, progress_every, positions=progress is not None
-    )
-    stage(chunks, writer.write, None, sink, report, batch_size, progress)
+    read = ReadPosition()
+    chunks = pipelined(parse(stream, schema, sink, read), read, progress_every)
+    try:
+        stage(chunks, writer.write, None, sink, report, batch_size, progress)
+    finally:
+        writer.close()
     sink.raise_if_any()
     refuse_empty(report)
+    # Counted while formatting: the selection's per-cell totals commit with the responses,
+    # and no request recounts a study just imported.
+    hooks.store_cell_totals(
+        study=study,
+        totals={key: (n, lo, hi) for key, (n, lo, hi) in writer.totals.items()},
+        last_response_id=writer.last_id,
+    )
     if trusted:
         cursor.execute("SET LOCAL session_replication_role = origin")
     report.phases["read_and_write"] = round(lap(started) - sum(report.phases.values()), 3)
@@ -102,73 +122,98 @@ _decode_scores = msgspec.json.Decoder(_LightLine).decode
 def _sample_scores(
     stream: IO[bytes], fmt: str, schema: Schema, collector: CutsCollector, batch_size: int
 ) -> None:
-    """Feed ``collector`` the file's scores, in the order and batches of a full import.
+    """Feed ``collector`` the file's scores, in the order of a full import.
 
+    A JSONL line is decoded only when the sample keeps one of its responses
+    (:meth:`CutsCollector.wanted`): past the first ``RESERVOIR_SIZE`` responses, few are.
     A line that does not decode is passed over: the full pass that follows reports it, and
     the import then fails whatever the cuts. In a file without problems the collector sees
     what the staged import feeds it, so both paths fix the same cuts.
     """
-    rows: list[tuple[Any, ...]] = []
-    lines = 0
     if fmt == "jsonl":
         arms = [key for key, _ in schema.arms]
         keys = [rule.key for rule in schema.rules]
+        n_arms = len(arms)
         for _, _, raw in physical_lines(stream, Problems("", MAX_PROBLEMS)):
-            if raw.isspace() or too_deep(raw) is not None:
+            if raw.isspace():
+                continue
+            if collector.index + n_arms <= collector.wanted():
+                collector.skip(n_arms)
                 continue
             try:
                 responses = _decode_scores(raw).responses
                 line_rows = []
                 for arm in arms:
                     scores = responses[arm].scores
-                    values = [scores[k] for k in keys]
                     row: list[Any] = [None] * 5
-                    for v in values:
+                    for k in keys:
+                        v = scores[k]
                         row.append(v if isinstance(v, float) else v.value)
                         row.append(None)
                     line_rows.append(tuple(row))
-            except (msgspec.DecodeError, UnicodeDecodeError, KeyError):
+            except (msgspec.DecodeError, UnicodeDecodeError, KeyError, RecursionError):
                 continue
-            rows.extend(line_rows)
-            lines += 1
-            if lines >= batch_size:
-                collector.feed(rows)
-                rows, lines = [], 0
-    else:
-        for _, response_rows in parse_csv(stream, schema, Problems("", MAX_PROBLEMS)):
-            rows.extend(response_rows)
-            lines += 1
-            if lines >= batch_size:
-                collector.feed(rows)
-                rows, lines = [], 0
+            collector.feed(line_rows)
+        return
+    rows: list[tuple[Any, ...]] = []
+    for _, response_rows in parse_csv(stream, schema, Problems("", MAX_PROBLEMS)):
+        rows.extend(response_rows)
+        if len(rows) >= batch_size:
+            collector.feed(rows)
+            rows = []
     if rows:
         collector.feed(rows)
 
 
 class _FreshWriter:
-    """Batches ``COPY``'d into the prompt, response and judge score tables of a fresh study."""
+    """Batches ``COPY``'d into the prompt and response tables of a fresh study.
+
+    The database side runs in a thread of its own (one at a time, in order): while
+    PostgreSQL takes batch ``k``, this thread formats batch ``k + 1``. Without it the two
+    took turns, and the import lasted as long as both sides' CPU time added up (measured).
+    Each batch's ids are drawn two batches ahead, by the same thread, so formatting never
+    waits for them; the ids of the batches drawn but never written are left unused (a
+    sequence may have gaps). :meth:`close` waits for the last ``COPY`` and raises its error.
+    """
 
     # Text COPY: binary measured no faster on either side (index upkeep dominates).
 
-    def __init__(self, cursor: Any, study: Study, schema: Schema, cuts: list[list[float]]):
+    def __init__(
+        self, cursor: Any, study: Study, schema: Schema, cuts: list[list[float]], batch_size: int
+    ):
         self.cursor, self.sid, self.cuts = cursor, study.pk, cuts
         self.n_arms = len(schema.arms)
-        self.dims = [rule.id for rule in schema.rules]
+        self.batch_size = batch_size
+        self.scores_json = ScoresJson([rule.id for rule in schema.rules], escape=_copy_text)
         self.prompt_seq = self._sequence(Prompt._meta.db_table)
         self.response_seq = self._sequence(Response._meta.db_table)
-        P, R, J = Prompt._meta.db_table, Response._meta.db_table, JudgeScore._meta.db_table  # noqa: N806
+        P, R = Prompt._meta.db_table, Response._meta.db_table  # noqa: N806
         self.copy_prompts = (
             f"COPY {P} (id, study_id, region_id, external_id, text, metadata) FROM STDIN"
         )
         self.copy_responses = (
-            f"COPY {R} (id, prompt_id, arm_id, study_id, region_id, text, metadata, cell) "
-            "FROM STDIN"
+            f"COPY {R} (id, prompt_id, arm_id, study_id, region_id, text, metadata, cell, "
+            "scores) FROM STDIN"
         )
-        self.copy_scores = f"COPY {J} (response_id, dimension_id, judge, value, bin) FROM STDIN"
+        # The connection object itself: ``connection`` is per thread.
+        self.db = connections[DEFAULT_DB_ALIAS]
+        self.pipe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-import-copy")
+        self.ids: deque[Future[tuple[range | list[int], range | list[int]]]] = deque()
+        self.copies: deque[Future[None]] = deque()
+        # Responses written per (arm, region, cell): [count, lowest id, highest id].
+        self.totals: dict[tuple[int, int, str], list[int]] = {}
+        self.last_id = 0
+        for _ in range(2):
+            self.ids.append(self.pipe.submit(self._draw))
 
     def _sequence(self, table: str) -> str:
         self.cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [table])
         return str(self.cursor.fetchone()[0])
+
+    def _draw(self) -> tuple[range | list[int], range | list[int]]:
+        """Ids for one full batch: its prompts and its responses."""
+        n = self.batch_size
+        return self._ids(self.prompt_seq, n), self._ids(self.response_seq, n * self.n_arms)
 
     def _ids(self, sequence: str, n: int) -> range | list[int]:
         """``n`` fresh ids; one range when no other session drew from the sequence meanwhile."""
@@ -185,46 +230,83 @@ class _FreshWriter:
         return [row[0] for row in self.cursor.fetchall()]
 
     def write(self, prompts: list[tuple[Any, ...]], responses: list[tuple[Any, ...]]) -> None:
-        # psycopg's COPY raises psycopg's errors: make a clash of ids Django's IntegrityError.
-        with connection.wrap_database_errors:
-            self._write(prompts, responses)
+        if len(prompts) > self.batch_size or len(responses) != len(prompts) * self.n_arms:
+            raise ValueError(
+                f"a batch of {len(prompts)} prompts and {len(responses)} responses; at most "
+                f"{self.batch_size} prompts with {self.n_arms} responses each were expected"
+            )
+        prompt_ids, response_ids = self.ids.popleft().result()
+        payloads = self._format(prompts, responses, prompt_ids, response_ids)
+        while len(self.copies) > 1:  # at most one batch waiting behind the one being written
+            self.copies.popleft().result()
+        self.copies.append(self.pipe.submit(self._copy, payloads))
+        self.ids.append(self.pipe.submit(self._draw))
 
-    def _write(self, prompts: list[tuple[Any, ...]], responses: list[tuple[Any, ...]]) -> None:
+    def close(self) -> None:
+        """Wait for every ``COPY``; raise the first one's error."""
+        try:
+            while self.copies:
+                self.copies.popleft().result()
+        finally:
+            self.pipe.shutdown(wait=True, cancel_futures=True)
+
+    def _copy(self, payloads: tuple[str, str]) -> None:
+        # psycopg's COPY raises psycopg's errors: make a clash of ids Django's IntegrityError.
+        with self.db.wrap_database_errors:
+            for sql, payload in zip(
+                (self.copy_prompts, self.copy_responses), payloads, strict=True
+            ):
+                with self.cursor.copy(sql) as copy:
+                    copy.write(payload)
+
+    def _format(
+        self,
+        prompts: list[tuple[Any, ...]],
+        responses: list[tuple[Any, ...]],
+        prompt_ids: range | list[int],
+        response_ids: range | list[int],
+    ) -> tuple[str, str]:
         # The COPY text is formatted here, a line per row: a third of the CPU time of
         # psycopg's write_row per row (measured), and the parser thread needs the GIL too.
-        cursor, sid, n_arms = self.cursor, self.sid, self.n_arms
-        prompt_ids = self._ids(self.prompt_seq, len(prompts))
-        response_ids = self._ids(self.response_seq, len(responses))
+        sid, n_arms = self.sid, self.n_arms
         head = f"{sid}\t"
         lines = [
             f"{pk}\t{head}{region_id}\t{_copy_text(ext_id)}\t{_copy_text(text)}\t"
             f"{_copy_text(meta)}\n"
-            for (_, ext_id, region_id, text, meta), pk in zip(prompts, prompt_ids, strict=True)
+            for (_, ext_id, region_id, text, meta), pk in zip(prompts, prompt_ids, strict=False)
         ]
-        with cursor.copy(self.copy_prompts) as copy:
-            copy.write("".join(lines))
+        prompt_lines = "".join(lines)
         cuts = self.cuts
-        cols = range(5, 5 + 2 * len(cuts), 2)
-        region_of = [p[2] for p in prompts]
-        lines, scores = [], []
-        judges: dict[str, str] = {}
-        dims = list(zip(self.dims, cols, strict=True))
-        for k, (row, pk) in enumerate(zip(responses, response_ids, strict=True)):
-            bins = [bisect_right(c, row[col]) for c, col in zip(cuts, cols, strict=True)]
-            lines.append(
-                f"{pk}\t{prompt_ids[k // n_arms]}\t{row[2]}\t{head}{region_of[k // n_arms]}\t"
-                f"{_copy_text(row[3])}\t{_copy_text(row[4])}\t{'.'.join(map(str, bins))}\n"
-            )
-            for (dim, col), b in zip(dims, bins, strict=True):
-                judge = row[col + 1]
-                escaped = judges.get(judge)
-                if escaped is None:
-                    escaped = judges[judge] = _copy_text(judge)
-                scores.append(f"{pk}\t{dim}\t{escaped}\t{row[col]!r}\t{b}\n")
-        with cursor.copy(self.copy_responses) as copy:
-            copy.write("".join(lines))
-        with cursor.copy(self.copy_scores) as copy:
-            copy.write("".join(scores))
+        end = 5 + 2 * len(cuts)
+        digits = [str(b) for b in range(max((len(c) for c in cuts), default=0) + 1)]
+        scores_json = self.scores_json
+        totals = self.totals
+        lines = []
+        add = lines.append
+        pks = iter(response_ids)
+        pk = 0
+        for p, (_, _, region_id, _, _), prompt_id in zip(
+            range(len(prompts)), prompts, prompt_ids, strict=False
+        ):
+            tail = f"\t{prompt_id}\t"
+            region = f"\t{head}{region_id}\t"
+            for row in responses[p * n_arms : (p + 1) * n_arms]:
+                pk = next(pks)
+                cell = ".".join(
+                    [digits[bisect_right(c, v)] for c, v in zip(cuts, row[5:end:2], strict=True)]
+                )
+                add(
+                    f"{pk}{tail}{row[2]}{region}{_copy_text(row[3])}\t"
+                    f"{_copy_text(row[4])}\t{cell}\t{scores_json(row)}\n"
+                )
+                total = totals.get(key := (row[2], region_id, cell))
+                if total is None:
+                    totals[key] = [1, pk, pk]
+                else:  # ids grow within a batch and from one batch to the next
+                    total[0] += 1
+                    total[2] = pk
+        self.last_id = max(self.last_id, pk)
+        return prompt_lines, "".join(lines)
 
 
 def _copy_text(value: str) -> str:

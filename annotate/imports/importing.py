@@ -57,6 +57,7 @@ from .parsing import (
     MAX_LINE_BYTES,
     MAX_PROBLEMS,
     Problems,
+    ReadPosition,
     format_of,
     parse_csv,
     parse_jsonl,
@@ -171,11 +172,10 @@ def import_file(
                     return _finished(report, started)
             sink = Problems(name, max_problems, fatal_lines=fmt == "csv")
             parse = parse_jsonl if fmt == "jsonl" else parse_csv
-            stager = Stager.for_connection(cursor, len(schema.rules))
+            stager = Stager.for_connection(cursor, [rule.id for rule in schema.rules])
             collector = CutsCollector(schema.dimensions)
-            chunks = pipelined(
-                parse(stream, schema, sink), stream, PROGRESS_EVERY, positions=tell is not None
-            )
+            read = ReadPosition()
+            chunks = pipelined(parse(stream, schema, sink, read), read, PROGRESS_EVERY)
             stage(chunks, stager.write, collector, sink, report, batch_size, tell)
             sink.raise_if_any()
             refuse_empty(report)

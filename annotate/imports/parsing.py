@@ -4,7 +4,7 @@
 decoded and checked against a :class:`~.schema.Schema`; problems are collected with their
 file, line and field (:class:`Problems`). :func:`format_of` tells the format from a file's
 name. The fresh path's first pass over the scores reads the lines as these parsers do
-(:func:`physical_lines`, :func:`too_deep`). Nothing here writes to the database.
+(:func:`physical_lines`). Nothing here writes to the database.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import csv
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -65,6 +65,44 @@ def _meta_json(meta: dict[str, Any] | None) -> str:
     # json.dumps with its default separators is what Django's JSONField stores on SQLite, so
     # re-importing rows written through the ORM compares equal.
     return json.dumps(meta) if meta else "{}"
+
+
+class ScoresJson:
+    """A response row's judge scores as the ``scores`` column's JSON text.
+
+    ``{"<dimension id>": [value, judge], …}`` exactly as ``json.dumps`` writes it (which is
+    what Django's JSONField stores on SQLite), so that a re-import compares equal with rows
+    written through the ORM. Built from a template per combination of judge names (a file
+    has few), the values put in with ``%r``: ``json.dumps`` of a dict per response cost more
+    than the rest of the row's formatting. Values are finite floats (the parser checks
+    them), whose ``repr`` is ``json.dumps``'s. ``escape``, if given, is applied to the
+    template (the values never need it): the fresh path's COPY escaping.
+    """
+
+    def __init__(
+        self, dimension_ids: list[int], escape: Callable[[str], str] | None = None
+    ) -> None:
+        self.ids = [str(pk) for pk in dimension_ids]
+        self.end = 5 + 2 * len(dimension_ids)
+        self.escape = escape
+        self.templates: dict[tuple[str, ...], str] = {}
+
+    def _template(self, judges: tuple[str, ...]) -> str:
+        body = ", ".join(
+            f'"{pk}": [%r, {json.dumps(judge).replace("%", "%%")}]'
+            for pk, judge in zip(self.ids, judges, strict=True)
+        )
+        template = "{" + body + "}"
+        if self.escape is not None:
+            template = self.escape(template)
+        self.templates[judges] = template
+        return template
+
+    def __call__(self, row: tuple[Any, ...]) -> str:
+        end = self.end
+        judges = row[6:end:2]
+        template = self.templates.get(judges) or self._template(judges)
+        return template % row[5:end:2]
 
 
 # A staged interaction: one prompt row and one row per arm.
@@ -279,35 +317,88 @@ def _explain(raw: bytes, exc: Exception, line: int, offset: int) -> LineError:
     )
 
 
-def physical_lines(stream: IO[bytes], sink: Problems) -> Iterator[tuple[int, int, bytes]]:
-    """Yield ``(line number, byte offset, bytes)``, refusing lines over ``MAX_LINE_BYTES``."""
+READ_BYTES = 1 << 20  # what physical_lines reads at a time
+
+
+class ReadPosition:
+    """How far into the stream the lines handed on so far reach: an import's progress.
+
+    The stream itself is read ahead (a mebibyte at a time), so its ``tell()`` would run
+    ahead of what was parsed.
+    """
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def __call__(self) -> int:
+        return self.bytes
+
+
+def _too_long(sink: Problems, line: int) -> None:
+    sink.add(
+        line,
+        "line",
+        f"line is longer than {MAX_LINE_BYTES} bytes (1 MiB)",
+        f"at most {MAX_LINE_BYTES} bytes per line",
+    )
+
+
+def physical_lines(
+    stream: IO[bytes], sink: Problems, read: ReadPosition | None = None
+) -> Iterator[tuple[int, int, bytes]]:
+    """Yield ``(line number, byte offset, bytes)``, refusing lines over ``MAX_LINE_BYTES``.
+
+    The stream is read a mebibyte at a time and split here: a ``readline`` per line cost
+    more than parsing the line, as each refill of its small buffer gave the GIL away to the
+    thread formatting the rows (measured). A line keeps its ``\n``; the stream ends up read
+    further than the last line yielded, ``read`` (if given) says how far the lines reach.
+    """
     number, offset = 0, 0
-    readline = stream.readline
+    pending = b""  # the start of a line whose end is not read yet
+    skipping = False  # inside a line already refused as too long
     while True:
-        raw = readline(MAX_LINE_BYTES + 1)
-        if not raw:
-            return
-        if isinstance(raw, str):
+        block = stream.read(READ_BYTES)
+        if isinstance(block, str):
             raise TypeError("open the file in binary mode ('rb'): the importer decodes UTF-8")
-        number += 1
-        start = offset
-        offset += len(raw)
-        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]  # a UTF-8 byte-order mark, as some spreadsheet exports write
-        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-            while raw and not raw.endswith(b"\n"):  # skip the rest, in bounded reads
-                raw = readline(MAX_LINE_BYTES)
-                offset += len(raw)
-            sink.add(
-                number,
-                "line",
-                f"line is longer than {MAX_LINE_BYTES} bytes (1 MiB)",
-                f"at most {MAX_LINE_BYTES} bytes per line",
-            )
-            if sink.fatal_lines:
-                return
-            continue
-        yield number, start, raw
+        data = pending + block if pending else block
+        pos, end = 0, len(data)
+        while pos < end:
+            nl = data.find(b"\n", pos)
+            stop = end if nl < 0 else nl + 1
+            if nl < 0 and block:  # a line not ended in this block: wait for the next
+                if skipping:
+                    offset += end - pos
+                    pos = end
+                elif end - pos > MAX_LINE_BYTES:
+                    number += 1
+                    skipping = True
+                    offset += end - pos
+                    pos = end
+                    _too_long(sink, number)
+                    if sink.fatal_lines:
+                        return
+                break
+            raw = data[pos:stop]
+            start = offset
+            offset += stop - pos
+            pos = stop
+            if read is not None:
+                read.bytes = offset
+            if skipping:  # the rest of a refused line
+                skipping = False
+                continue
+            number += 1
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte-order mark, as some spreadsheet exports write
+            if len(raw) - raw.endswith(b"\n") > MAX_LINE_BYTES:
+                _too_long(sink, number)
+                if sink.fatal_lines:
+                    return
+                continue
+            yield number, start, raw
+        pending = data[pos:]
+        if not block:
+            return
 
 
 class Problems:
@@ -328,35 +419,48 @@ class Problems:
             raise ImportFailed(sorted(self.items, key=lambda p: p.line)[: self.limit])
 
 
-def parse_jsonl(stream: IO[bytes], schema: Schema, sink: Problems) -> Iterator[Staged]:
-    for number, offset, raw in physical_lines(stream, sink):
+# The interaction's own structure puts a response's metadata three levels deep, and each
+# further level takes two characters: every metadata text shorter than this keeps the line
+# within MAX_JSON_DEPTH, so only a line with a longer one is scanned (:func:`too_deep`).
+# Scanning every line cost as much as decoding it (measured).
+_SHALLOW_METADATA = 2 * (MAX_JSON_DEPTH - 2)
+
+
+def parse_jsonl(
+    stream: IO[bytes], schema: Schema, sink: Problems, read: ReadPosition | None = None
+) -> Iterator[Staged]:
+    for number, offset, raw in physical_lines(stream, sink, read):
         if raw.isspace():
             continue
-        if (deep := too_deep(raw)) is not None:
-            sink.add(number, deep.field, deep.message, deep.expected)
-            if sink.full:
-                return
-            continue
         try:
-            obj = _decode_line(raw)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            err = _explain(raw, exc, number, offset)
-            sink.add(number, err.field, err.message, err.expected)
+            staged = _rows_from_line(_decode_line(raw), number, schema)
+        except LineError as exc:
+            err = too_deep(raw) or exc
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            err = too_deep(raw) or _explain(raw, exc, number, offset)
         else:
-            try:
-                yield _rows_from_line(obj, number, schema)
+            prompt, rows = staged
+            if len(prompt[4]) < _SHALLOW_METADATA and all(
+                len(row[4]) < _SHALLOW_METADATA for row in rows
+            ):
+                yield staged
                 continue
-            except LineError as err:
-                sink.add(number, err.field, err.message, err.expected)
+            if (deep := too_deep(raw)) is None:
+                yield staged
+                continue
+            err = deep
+        sink.add(number, err.field, err.message, err.expected)
         if sink.full:
             return
 
 
-def parse_csv(stream: IO[bytes], schema: Schema, sink: Problems) -> Iterator[Staged]:
+def parse_csv(
+    stream: IO[bytes], schema: Schema, sink: Problems, read: ReadPosition | None = None
+) -> Iterator[Staged]:
     """Long CSV: one row per (id, arm, dimension); the rows of one id are contiguous."""
 
     def text_lines() -> Iterator[str]:
-        for number, offset, raw in physical_lines(stream, sink):
+        for number, offset, raw in physical_lines(stream, sink, read):
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as e:

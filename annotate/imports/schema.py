@@ -9,10 +9,9 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..models import Arm, Dimension, JudgeScore, Prompt, Region, Study
+from ..models import MAX_JUDGE_LENGTH, Arm, Dimension, Prompt, Region, Study
 
 MAX_ID_LENGTH = Prompt._meta.get_field("external_id").max_length or 200
-MAX_JUDGE_LENGTH = JudgeScore._meta.get_field("judge").max_length or 200
 
 
 class LineError(Exception):

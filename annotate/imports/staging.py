@@ -8,12 +8,12 @@ import queue
 import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
-from typing import IO, Any
+from typing import Any
 
 from django.db import connection
 
 from .binning import CutsCollector
-from .parsing import Problems, Staged
+from .parsing import Problems, ScoresJson, Staged
 from .report import ImportReport
 
 
@@ -54,17 +54,16 @@ _END = object()
 
 
 def pipelined(
-    records: Iterator[Staged], stream: IO[bytes], chunk: int, *, positions: bool
+    records: Iterator[Staged], tell: Callable[[], int], chunk: int
 ) -> Generator[tuple[list[Staged], int]]:
-    """Yield ``(interactions, stream position)`` ``chunk`` at a time, parsed in a thread.
+    """Yield ``(interactions, position in the stream)`` ``chunk`` at a time, parsed in a thread.
 
     Reading, parsing and validating run in a second thread while this one writes the
     previous chunks: the database works (in its own process) while Python parses, and the
     wait for each ``COPY`` to finish releases the GIL to the parser. The queue is bounded,
     so memory stays constant. The last chunk may be empty; it comes at the end of the file.
-    Positions are 0 unless asked for (a stream that cannot seek cannot tell them either).
+    ``tell`` says how far into the file the records read so far reach.
     """
-    tell = stream.tell if positions else lambda: 0
     chunks: queue.Queue[Any] = queue.Queue(maxsize=4)
     stop = threading.Event()
 
@@ -112,36 +111,43 @@ class Stager:
     prompt_table = "baton_import_prompt"
     response_table = "baton_import_response"
 
-    def __init__(self, cursor: Any, n_dims: int) -> None:
-        self.cursor, self.n_dims = cursor, n_dims
+    def __init__(self, cursor: Any, dimension_ids: list[int]) -> None:
+        self.cursor, self.n_dims = cursor, len(dimension_ids)
+        self.scores_json = ScoresJson(dimension_ids)
         self.cuts: dict[int, list[float]] = {}
-        self.score_cols = [c for i in range(n_dims) for c in (f"v{i}", f"j{i}")]
         self.drop()
         cursor.execute(
             f"CREATE TEMPORARY TABLE {self.prompt_table} (line integer NOT NULL, "
             "ext_id text NOT NULL, region_id bigint NOT NULL, text text NOT NULL, "
             "metadata text NOT NULL)"
         )
-        scores = ", ".join(
-            f"v{i} double precision NOT NULL, j{i} text NOT NULL" for i in range(n_dims)
-        )
+        # The values again beside their JSON: the bins are computed from them in SQL.
+        values = "".join(f", v{i} double precision NOT NULL" for i in range(self.n_dims))
         cursor.execute(
             f"CREATE TEMPORARY TABLE {self.response_table} (line integer NOT NULL, "
             "ext_id text NOT NULL, arm_id bigint NOT NULL, text text NOT NULL, "
-            f"metadata text NOT NULL, {scores})"
+            f"metadata text NOT NULL, scores text NOT NULL{values})"
         )
 
     @staticmethod
-    def for_connection(cursor: Any, n_dims: int) -> Stager:
+    def for_connection(cursor: Any, dimension_ids: list[int]) -> Stager:
         if connection.vendor == "postgresql":
-            return _PostgresStager(cursor, n_dims)
-        return Stager(cursor, n_dims)
+            return _PostgresStager(cursor, dimension_ids)
+        return Stager(cursor, dimension_ids)
+
+    def staged(self, responses: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        """The staging table's rows: the parsed row's head, its scores' JSON, the values."""
+        scores_json, cols = self.scores_json, slice(5, 5 + 2 * self.n_dims, 2)
+        for row in responses:
+            yield (*row[:5], scores_json(row), *row[cols])
 
     def write(self, prompts: list[tuple[Any, ...]], responses: list[tuple[Any, ...]]) -> None:
         marks = ", ".join(["%s"] * 5)
         self.cursor.executemany(f"INSERT INTO {self.prompt_table} VALUES ({marks})", prompts)
-        marks = ", ".join(["%s"] * (5 + 2 * self.n_dims))
-        self.cursor.executemany(f"INSERT INTO {self.response_table} VALUES ({marks})", responses)
+        marks = ", ".join(["%s"] * (6 + self.n_dims))
+        self.cursor.executemany(
+            f"INSERT INTO {self.response_table} VALUES ({marks})", self.staged(responses)
+        )
 
     def analyze(self) -> None:
         # SQLite drives UPDATE … FROM from the target table; without these indexes every
@@ -162,7 +168,7 @@ class _PostgresStager(Stager):
             for row in prompts:
                 copy.write_row(row)
         with self.cursor.copy(f"COPY {self.response_table} FROM STDIN") as copy:
-            for row in responses:
+            for row in self.staged(responses):
                 copy.write_row(row)
 
     def analyze(self) -> None:

@@ -241,7 +241,9 @@ class DimensionForm(forms.ModelForm):
     def _clean_against_data(self, data: dict[str, Any]) -> None:
         # Imported responses carry one judge bin per dimension, in dimension order (their
         # cell): a new dimension would have no scores, a new order would scramble the cells.
-        n = self.study.responses.count() if self.study.pk else 0
+        from .services import response_counts
+
+        n = response_counts(self.study).total if self.study.pk else 0
         if not n:
             return
         if self.instance.pk is None:
@@ -370,9 +372,10 @@ class BaseRegionFormSet(forms.BaseModelFormSet):
         if duplicates:
             raise forms.ValidationError(f"Region keys must be unique: {', '.join(duplicates)}.")
         for form in self.deleted_forms:
-            if form.instance.pk and (n := form.instance.prompts.count()):
+            # exists(), not count(): a region may hold millions of prompts.
+            if form.instance.pk and form.instance.prompts.exists():
                 raise forms.ValidationError(
-                    f"Region “{form.instance.key}” has {n} prompts: it cannot be removed."
+                    f"Region “{form.instance.key}” has prompts: it cannot be removed."
                 )
         if not kept:
             raise forms.ValidationError("A study needs at least one region.")

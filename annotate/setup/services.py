@@ -12,14 +12,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import models, transaction
-from django.db.models import Case, CharField, OuterRef, Subquery, Value, When
-from django.db.models.functions import Cast, Coalesce, Concat
+from django.db import connection, models, transaction
+from django.db.models import FloatField
+from django.db.models.expressions import RawSQL
 
 from accounts.services import create_account, record
 
 from .. import hooks
-from ..models import Arm, Dimension, JudgeScore, Membership, Region, Response, Study
+from ..models import Arm, Dimension, Membership, Region, Response, Study, score_value_sql
 from . import blindness
 
 # What a fit reads: changing one of these on an active study changes its verdicts.
@@ -222,7 +222,7 @@ def save_arm(*, user: Any, study: Study, arm: Arm) -> list[Change]:
 def delete_arm(*, user: Any, study: Study, arm: Arm) -> None:
     with transaction.atomic():
         _lock(study)
-        if n := arm.responses.count():
+        if n := response_counts(study).by_arm.get(arm.pk, 0):
             raise SetupError(f"Arm “{arm.key}” has {n} responses: it cannot be removed.")
         if study.status == Study.Status.ACTIVE:
             raise SetupError("Arms of an active study cannot be removed.")
@@ -236,6 +236,35 @@ def delete_arm(*, user: Any, study: Study, arm: Arm) -> None:
         arm.delete()
 
 
+@dataclass(frozen=True)
+class ResponseCounts:
+    """How many responses a study holds, by arm and by region (ids as keys)."""
+
+    by_arm: dict[int, int]
+    by_region: dict[int, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_arm.values())
+
+    @property
+    def prompts(self) -> int:
+        # Every imported interaction has a response from every arm.
+        return max(self.by_arm.values(), default=0)
+
+
+def response_counts(study: Study) -> ResponseCounts:
+    """The study's responses by arm and by region, from the selection's stored per-cell totals:
+    a page that counted the responses would scan the study on every request."""
+    by_arm: dict[int, int] = dict.fromkeys(study.arms.values_list("pk", flat=True), 0)
+    by_region: dict[int, int] = dict.fromkeys(study.regions.values_list("pk", flat=True), 0)
+    if study.pk is not None:
+        for (arm, region, _), n in hooks.cell_totals(study=study).items():
+            by_arm[arm] = by_arm.get(arm, 0) + n
+            by_region[region] = by_region.get(region, 0) + n
+    return ResponseCounts(by_arm, by_region)
+
+
 # --- Dimensions ------------------------------------------------------------------------
 
 
@@ -243,7 +272,18 @@ def _rebins(dimension: Dimension, changes: Sequence[Change]) -> int:
     """How many imported judge scores a change of binning would re-bin (0 if none)."""
     if dimension.pk is None or not any(c.field in BINNING_FIELDS for c in changes):
         return 0
-    return JudgeScore.objects.filter(dimension_id=dimension.pk).count()
+    return _scored(dimension).count()
+
+
+def _scored(dimension: Dimension) -> Any:
+    """The study's responses with a judge score on ``dimension``, annotated with it (``v``)."""
+    table = Response._meta.db_table
+    value = RawSQL(score_value_sql(table, dimension.pk), [], output_field=FloatField())
+    return (
+        Response.objects.filter(study_id=dimension.study_id)
+        .annotate(v=value)
+        .filter(v__isnull=False)
+    )
 
 
 def preview_dimension(*, dimension: Dimension) -> list[Change]:
@@ -287,31 +327,36 @@ def rebin_dimension(*, study: Study, dimension: Dimension) -> None:
     (``annotate.imports.importing.judge_cuts_for``). A score's bin is the number of cuts at or
     below it.
     """
-    scores = JudgeScore.objects.filter(dimension=dimension)
-    cuts = dimension.judge_cuts
-    if cuts is None:
+    if dimension.judge_cuts is None:
         from ..imports.importing import judge_cuts_for
 
-        cuts = judge_cuts_for(dimension, scores.values_list("value", flat=True).iterator()) or []
+        values = _scored(dimension).values_list("v", flat=True).iterator()
+        cuts = judge_cuts_for(dimension, values) or []
         dimension.judge_cuts = cuts
         Dimension.objects.filter(pk=dimension.pk).update(judge_cuts=cuts)
-    whens = [When(value__gte=float(c), then=Value(k + 1)) for k, c in enumerate(cuts)][::-1]
-    scores.update(bin=Case(*whens, default=Value(0)) if whens else Value(0))
     rebuild_cells(study=study)
 
 
 def rebuild_cells(*, study: Study) -> None:
-    """Recompute ``Response.cell`` (judge bins of every dimension, in dimension order)."""
-    parts: list[Any] = []
+    """Recompute ``Response.cell`` (judge bins of every dimension, in dimension order).
+
+    Each bin is the number of the dimension's cuts at or below the judge's value; a response
+    with no score on a dimension has an empty part there.
+    """
+    from ..imports.binning import bin_sql, judge_cuts_for
+
+    table = Response._meta.db_table
+    parts = []
     for dim in study.dimensions.order_by("position", "id"):
-        bin_ = JudgeScore.objects.filter(response=OuterRef("pk"), dimension=dim).values("bin")[:1]
-        if parts:
-            parts.append(Value("."))
-        parts.append(Coalesce(Cast(Subquery(bin_), CharField()), Value("")))
+        cuts = dim.judge_cuts if dim.judge_cuts is not None else judge_cuts_for(dim, None)
+        value = score_value_sql(table, dim.pk)
+        bin_ = bin_sql(value, [float(c) for c in cuts or []])
+        parts.append(f"(CASE WHEN {value} IS NULL THEN '' ELSE CAST({bin_} AS TEXT) END)")
     if not parts:
         return
-    cell = Concat(*parts, output_field=CharField()) if len(parts) > 1 else parts[0]
-    Response.objects.filter(study=study).update(cell=cell)
+    cell = " || '.' || ".join(parts)
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET cell = {cell} WHERE study_id = %s", [study.pk])
     transaction.on_commit(lambda: hooks.forget_cell_totals(study_id=study.pk))
 
 
@@ -471,7 +516,7 @@ def activation_problems(study: Study) -> list[str]:
         problems.append("No dimension: define at least one graded dimension.")
     if error := study.traffic_share_error():
         problems.append(f"Regions: {error}.")
-    if not study.responses.exists():
+    if not response_counts(study).total:
         problems.append("No data: upload the responses with their judge scores.")
     for leak in blindness.leaks(study):
         problems.append(
@@ -486,7 +531,7 @@ def checklist(study: Study) -> list[Step]:
     candidates = [a for a in arms if a.role == Arm.Role.CANDIDATE]
     dimensions = study.dimensions.count()
     share_error = study.traffic_share_error()
-    responses = study.responses.count()
+    responses = response_counts(study).total
     leaks = blindness.leaks(study)
     people = dict(study.memberships.values_list("role").annotate(n=models.Count("id")).order_by())
     return [

@@ -131,7 +131,10 @@ def setup_arms(request: HttpRequest, slug: str) -> HttpResponse:
         messages.success(request, "Arm added.")
         _warn_if_not_blind(request, study)
         return redirect("annotate-setup-arms", slug=slug)
-    arms = study.arms.annotate(n_responses=Count("responses"))
+    counts = setup.response_counts(study)
+    arms = list(study.arms.all())
+    for arm in arms:
+        arm.n_responses = counts.by_arm.get(arm.pk, 0)  # type: ignore[attr-defined]
     return render(request, "annotate/setup_arms.html", {"study": study, "form": form, "arms": arms})
 
 
@@ -260,13 +263,16 @@ def setup_data(request: HttpRequest, slug: str) -> HttpResponse:
         upload_url: str | None = reverse("annotate-upload", kwargs={"slug": slug})
     except NoReverseMatch:
         upload_url = None  # the upload page is not there yet
-    by_arm = study.arms.annotate(n=Count("responses")).values_list("key", "role", "n")
-    by_region = study.regions.annotate(n=Count("responses")).values_list("key", "n")
+    counts = setup.response_counts(study)
+    by_arm = [
+        (a.key, a.role, counts.by_arm.get(a.pk, 0)) for a in study.arms.order_by("position", "id")
+    ]
+    by_region = [(g.key, counts.by_region.get(g.pk, 0)) for g in study.regions.all()]
     ctx = {
         "study": study,
         "upload_url": upload_url,
-        "n_prompts": study.prompts.count(),
-        "n_responses": study.responses.count(),
+        "n_prompts": counts.prompts,
+        "n_responses": counts.total,
         "by_arm": by_arm,
         "by_region": by_region,
         "jobs": study.import_jobs.all()[:5],

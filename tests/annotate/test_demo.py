@@ -12,7 +12,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from annotate import demo
-from annotate.models import JudgeScore, Membership, Response, Study
+from annotate.models import Membership, Response, Study
+from tests.scores import score_rows
 
 DIMS = ("correctness", "refusal", "style")
 ARM_KEYS = ("incumbent", "cand-a", "cand-b")
@@ -190,15 +191,16 @@ def test_makedemo_creates_the_study_its_responses_and_truth():
     assert len(style.point_descriptions) == 5
     assert study.prompts.count() == 40
     assert Response.objects.filter(study=study).count() == 120
-    assert JudgeScore.objects.filter(response__study=study).count() == 360
+    assert len(score_rows(study)) == 360
+    dim_ids = {str(d.pk) for d in dims}
     for response in Response.objects.filter(study=study).select_related("prompt", "arm"):
-        assert response.judge_scores.count() == 3
+        assert set(response.scores) == dim_ids
         assert set(response.metadata["truth"]) == set(DIMS)
         truth = outcome.data.truth[response.prompt.external_id][response.arm.key]
         assert response.metadata["truth"] == truth
         assert response.region_id == response.prompt.region_id
         # The import binned the judge scores: one bin per dimension in the cell.
-        assert len(response.cell.split(".")) == 3
+        assert len(response.cell.split(".")) == 3 and all(response.cell.split("."))
     # Style: a 1-5 Likert judge, one bin per value (the ordered-logit judge model).
     assert [d.judge_cuts for d in dims] == [[0.5], [0.5], [1.5, 2.5, 3.5, 4.5]]
 
@@ -232,6 +234,10 @@ def test_two_runs_with_one_seed_fill_two_studies_identically():
         responses = Response.objects.filter(study__slug=slug).order_by(
             "prompt__external_id", "arm__position"
         )
+        key_of = {
+            str(pk): key
+            for pk, key in Study.objects.get(slug=slug).dimensions.values_list("pk", "key")
+        }
         return [
             (
                 r.prompt.external_id,
@@ -239,11 +245,9 @@ def test_two_runs_with_one_seed_fill_two_studies_identically():
                 r.region.key,
                 r.text,
                 r.metadata["truth"],
-                sorted((s.dimension.key, s.value) for s in r.judge_scores.all()),
+                sorted((key_of[pk], value) for pk, (value, _) in r.scores.items()),
             )
-            for r in responses.select_related("prompt", "region").prefetch_related(
-                "judge_scores__dimension"
-            )
+            for r in responses.select_related("prompt", "region")
         ]
 
     assert content("first") == content("second")

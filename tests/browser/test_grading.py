@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from annotate.models import Annotation, Assignment, JudgeScore, Response, Study
+from annotate.models import Annotation, Assignment, Response, Study
 from tests.browser.conftest import OUTPUT, log_in, screenshot
 from tests.factories import PromptFactory
+from tests.scores import scores_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -31,6 +32,7 @@ def add_items(study: Study, texts: list[str]) -> list[Response]:
     Study.objects.filter(pk=study.pk).update(overlap_share=0)
     arms = list(study.arms.all())
     regions = list(study.regions.all())
+    scores = scores_of(dict.fromkeys(study.dimensions.all(), JUDGE_VALUE), "judge-x")
     out = []
     for i, text in enumerate(texts):
         region = regions[i % len(regions)]
@@ -38,12 +40,13 @@ def add_items(study: Study, texts: list[str]) -> list[Response]:
             study=study, region=region, external_id=f"b{i}", text=f"Customer question {i}?"
         )
         response = Response.objects.create(
-            prompt=prompt, arm=arms[i % len(arms)], study=study, region=region, text=text
+            prompt=prompt,
+            arm=arms[i % len(arms)],
+            study=study,
+            region=region,
+            text=text,
+            scores=scores,
         )
-        for dim in study.dimensions.all():
-            JudgeScore.objects.create(
-                response=response, dimension=dim, judge="judge-x", value=JUDGE_VALUE
-            )
         out.append(response)
     return out
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from annotate.models import Annotation, Assignment, JudgeScore, Response, Study
+from annotate.models import Annotation, Assignment, Response, Study
 from tests.browser.conftest import log_in, screenshot
 from tests.factories import PromptFactory
+from tests.scores import scores_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -22,20 +23,17 @@ def add_pairs(study: Study, n: int) -> None:
     Study.objects.filter(pk=study.pk).update(side_by_side=True, overlap_share=0)
     arms = list(study.arms.order_by("position")[:2])
     regions = list(study.regions.all())
+    scores = scores_of(dict.fromkeys(study.dimensions.all(), 0.8731), "judge-x")
     for i in range(n):
         region = regions[i % len(regions)]
         prompt = PromptFactory(
             study=study, region=region, external_id=f"p{i}", text=f"Customer question {i}?"
         )
         for k, arm in enumerate(arms):
-            response = Response.objects.create(
+            Response.objects.create(
                 prompt=prompt, arm=arm, study=study, region=region,
-                text=f"Answer {i}.{k + 1}: open Settings, then Security.",
+                text=f"Answer {i}.{k + 1}: open Settings, then Security.", scores=scores,
             )  # fmt: skip
-            for dim in study.dimensions.all():
-                JudgeScore.objects.create(
-                    response=response, dimension=dim, judge="judge-x", value=0.8731
-                )
 
 
 def shown(page: Any) -> str | None:

@@ -13,7 +13,6 @@ from django.utils import timezone
 from annotate.models import (
     Annotation,
     Dimension,
-    JudgeScore,
     Label,
     Prompt,
     Response,
@@ -26,6 +25,7 @@ from calibration.bayes.data import JointCells
 from calibration.bayes.fit import DimensionFit
 from calibration.counts import n_bins_of
 from tests.factories import UserFactory
+from tests.scores import value_in_bin
 
 
 def populate(
@@ -47,14 +47,13 @@ def populate(
         for region in study.regions.all()
         for i in range(prompts_per_region)
     )
-    responses = Response.objects.bulk_create(
+    responses = [
         Response(prompt=p, arm=a, study=study, region_id=p.region_id, text="a")
         for p in prompts
         for a in arms
-    )
+    ]
     # Truth per (response, dimension), a judge better than chance, graders who mostly agree.
     truth = {d.pk: rng.random(len(responses)) < 0.7 for d in dims}
-    scores = []
     for d in dims:
         j = n_bins_of(d)
         y = truth[d.pk]
@@ -64,11 +63,9 @@ def populate(
             bins = np.clip(
                 np.round(np.where(y, 0.7, 0.3) * (j - 1) + rng.normal(0, 0.8, len(y))), 0, j - 1
             ).astype(int)
-        scores += [
-            JudgeScore(response=r, dimension=d, judge="j", value=float(b), bin=int(b))
-            for r, b in zip(responses, bins, strict=True)
-        ]
-    JudgeScore.objects.bulk_create(scores)
+        for r, b in zip(responses, bins, strict=True):
+            r.set_score(d, value_in_bin(d, int(b)), "j")  # a value rebuild_cells bins to b
+    responses = Response.objects.bulk_create(responses)
     rebuild_cells(study=study)  # as an import does: each response's cell holds its bins
     graded = [i for i in range(len(responses)) if rng.random() < graded_share]
     annotations = Annotation.objects.bulk_create(

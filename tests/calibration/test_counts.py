@@ -8,13 +8,18 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from annotate.models import Annotation, Arm, JudgeScore, Label, Region, Response
+from annotate.models import Annotation, Arm, Label, Region, Response
 from annotate.setup.services import rebuild_cells
+from calibration.bayes.data import bin_scores
 from calibration.counts import study_counts
 from tests.calibration.helpers import grade, populate
 from tests.factories import PromptFactory, ResponseFactory, UserFactory
+from tests.scores import score_rows, scores_of, value_in_bin
 
 pytestmark = pytest.mark.django_db
+
+# The judge cuts of make_study()'s dimensions: binary judges, and a 1-5 Likert judge.
+CUTS = {"correctness": [0.5], "refusal": [0.5], "style": [1.5, 2.5, 3.5, 4.5]}
 
 
 @pytest.fixture
@@ -22,17 +27,23 @@ def graders(db):
     return [UserFactory(username=f"g{i}") for i in range(3)]
 
 
-def _response(study, arm_key: str, region_key: str, bins: dict[str, int | None]) -> Response:
+def _response(study, arm_key: str, region_key: str, bins: dict[str, int]) -> Response:
+    """A response with a judge score in the given bin on each dimension of ``bins`` (none on
+    the others)."""
     region = study.regions.get(key=region_key)
     prompt = PromptFactory(study=study, region=region)
-    response = ResponseFactory(prompt=prompt, arm=study.arms.get(key=arm_key))
-    for dim in study.dimensions.all():
-        if dim.key in bins:
-            JudgeScore.objects.create(
-                response=response, dimension=dim, judge="j", value=0.0, bin=bins[dim.key]
-            )
+    values = {d: value_in_bin(d, bins[d.key]) for d in study.dimensions.all() if d.key in bins}
+    response = ResponseFactory(
+        prompt=prompt, arm=study.arms.get(key=arm_key), scores=scores_of(values, "j")
+    )
     rebuild_cells(study=study)  # as an import does: each response's cell holds its bins
+    response.refresh_from_db()
+    assert response.cell.split(".") == [str(bins.get(d.key, "")) for d in _dims(study)]
     return response
+
+
+def _dims(study):
+    return list(study.dimensions.order_by("position", "id"))
 
 
 def test_majority_ties_skips_and_undos_give_the_closed_form_counts(study, graders):
@@ -62,8 +73,8 @@ def test_majority_ties_skips_and_undos_give_the_closed_form_counts(study, grader
     grade(r, a, {corr: 1, style: 2})
     grade(r, b, {corr: 1, style: 5})
     grade(r, c, {corr: 0, style: 5})
-    # F: cand2/eu, no judge bin yet on correctness (unbinned) and no style score at all.
-    r = _response(study, "cand2", "eu", {"correctness": None})
+    # F: cand2/eu, no judge score (so no bin) on any dimension.
+    r = _response(study, "cand2", "eu", {})
     grade(r, a, {corr: 1})
 
     data = study_counts(study=study)
@@ -114,6 +125,10 @@ def test_counts_match_a_per_response_recount(study):
     region_i = {
         g.pk: i for i, g in enumerate(Region.objects.filter(study=study).order_by("position"))
     }
+    place = {
+        pk: (arm_i[arm_id], region_i[region_id])
+        for pk, arm_id, region_id in study.responses.values_list("pk", "arm_id", "region_id")
+    }
     for dim in study.dimensions.all():
         votes: dict[int, Counter] = {}
         for label in Label.objects.filter(
@@ -122,15 +137,20 @@ def test_counts_match_a_per_response_recount(study):
             votes.setdefault(label.annotation.response_id, Counter())[dim.passes(label.value)] += 1
         jo = np.zeros_like(data.counts[dim.key].judge_only)
         lab = np.zeros_like(data.counts[dim.key].labelled)
-        for score in JudgeScore.objects.filter(dimension=dim).select_related("response"):
-            cell = (arm_i[score.response.arm_id], region_i[score.response.region_id])
-            v = votes.get(score.response_id, Counter())
+        rows = [row for row in score_rows(study) if row[1] == dim.pk]
+        assert len(rows) == 2 * 15 * 3
+        # Each cell's bin is the judge's value binned by the dimension's cuts.
+        values, bins = [v for *_, v, _ in rows], [b for *_, b in rows]
+        assert bins == bin_scores(values, CUTS[dim.key]).tolist()
+        for response_id, _, _, _, b in rows:
+            cell = place[response_id]
+            v = votes.get(response_id, Counter())
             if v[True] > v[False]:
-                lab[(*cell, 1, score.bin)] += 1
+                lab[(*cell, 1, b)] += 1
             elif v[False] > v[True]:
-                lab[(*cell, 0, score.bin)] += 1
+                lab[(*cell, 0, b)] += 1
             else:
-                jo[(*cell, score.bin)] += 1
+                jo[(*cell, b)] += 1
         np.testing.assert_array_equal(data.counts[dim.key].judge_only, jo)
         np.testing.assert_array_equal(data.counts[dim.key].labelled, lab)
         assert (
@@ -162,8 +182,12 @@ def test_counts_take_a_fixed_number_of_queries(study, django_assert_max_num_quer
 
 def test_bins_outside_the_dimension_cuts_are_refused(study):
     populate(study, prompts_per_region=2, graded_share=0.0)
-    study.dimensions.filter(key="correctness").update(judge_cuts=[0.5])
-    JudgeScore.objects.filter(dimension__key="correctness").update(bin=3)
+    # Cells binned under finer cuts than the dimension has now (stale cells): judge values 1
+    # fall in bin 3 of [0.25, 0.5, 0.75], which a binary judge with cuts [0.5] has not.
+    correctness = study.dimensions.filter(key="correctness")
+    correctness.update(judge_cuts=[0.25, 0.5, 0.75])
     rebuild_cells(study=study)
+    assert {b for _, d, _, _, b in score_rows(study) if d == correctness.get().pk} == {0, 3}
+    correctness.update(judge_cuts=[0.5])
     with pytest.raises(ValueError, match="judge bin 3 outside 0..1"):
         study_counts(study=study)

@@ -11,8 +11,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotate.grading.views import MAX_TIME_SPENT_MS
-from annotate.models import Annotation, Assignment, JudgeScore, Response, Study
+from annotate.models import Annotation, Assignment, Response, Study
 from tests.factories import MembershipFactory, PromptFactory, UserFactory
+from tests.scores import scores_of
 
 pytestmark = pytest.mark.django_db
 
@@ -57,11 +58,8 @@ def add_items(study: Study, n: int, *, text: str = "Answer {i}.") -> list[Respon
             text=text.format(i=i),
             metadata={"model": "metadata-secret"},
             cell="1.1.3",
+            scores=scores_of(dict.fromkeys(dimensions, float(JUDGE_VALUE)), "judge-gpt-x"),
         )
-        for dim in dimensions:
-            JudgeScore.objects.create(
-                response=response, dimension=dim, judge="judge-gpt-x", value=float(JUDGE_VALUE)
-            )
         out.append(response)
     return out
 

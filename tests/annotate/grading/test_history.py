@@ -11,9 +11,10 @@ from django.urls import reverse
 
 from accounts.models import AuditEvent
 from annotate.grading import history, queue
-from annotate.models import Annotation, JudgeScore, Study
+from annotate.models import Annotation, Response, Study
 from calibration.counts import study_counts
 from tests.annotate.grading.test_grade_views import LABELS, add_items, grade_url
+from tests.scores import cell_of
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.django_db
 def items(study):
     Study.objects.filter(pk=study.pk).update(overlap_share=0)
     out = add_items(study, 14)
-    JudgeScore.objects.filter(response__study=study).update(bin=0)
+    # Every response in one cell, judge bin 0 on every dimension.
+    Response.objects.filter(study=study).update(cell=cell_of(0, 0, 0))
     return out
 
 

@@ -153,8 +153,7 @@ def test_draws_inside_the_pool_are_uniform(study, annotator, no_overlap):
 def test_draws_over_a_large_study_use_its_id_range_and_stay_uniform(
     study, annotator, no_overlap, monkeypatch
 ):
-    monkeypatch.setattr(queue, "EXTENT_CACHE_MIN", 3)
-    queue._extent_cache.clear()
+    monkeypatch.setattr(queue, "LARGE_STUDY", 3)
     responses = add_responses(study, 5)
     other = add_annotator(study, "dora")
     graded = grade(next_item(study=study, annotator=other), other)
@@ -168,7 +167,6 @@ def test_draws_over_a_large_study_use_its_id_range_and_stay_uniform(
         seen[assignment.response_id] += 1
     assert set(seen) == {r.pk for r in responses} - {graded.response_id}
     assert min(seen.values()) > 30  # expected 50 each (sd 6.1)
-    queue._extent_cache.clear()
 
 
 def test_only_the_study_annotators_can_ask_for_items(study, lead, admin_user, outsider):

@@ -9,7 +9,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from annotate.grading import queue
-from annotate.models import Annotation, Dimension, JudgeScore, Study
+from annotate.models import Annotation, Dimension, Study
 from tests.annotate.grading.queue_helpers import (
     GOOD_LABELS,
     add_annotator,
@@ -66,9 +66,8 @@ def test_next_gives_the_annotator_an_item(solo, annotator):
 def test_the_annotator_payload_never_reveals_the_model(solo, annotator):
     (response,) = add_responses(solo, 1)
     for dimension in Dimension.objects.filter(study=solo):
-        JudgeScore.objects.create(
-            response=response, dimension=dimension, judge="gpt-judge-9", value=0.8137, bin=1
-        )
+        response.set_score(dimension, 0.8137, "gpt-judge-9")
+    response.save()
     client = client_for(annotator)
     item = client.post(next_url(solo)).json()
     assert set(item) == {

@@ -19,9 +19,10 @@ from django.utils import timezone
 from annotate.grading import queue, queue_pairs
 from annotate.grading.queue import QueueClosed, UndoRefused
 from annotate.grading.queue_pairs import LEFT, RIGHT, Pair
-from annotate.models import Annotation, Arm, Assignment, JudgeScore, Response, Study
+from annotate.models import Annotation, Arm, Assignment, Response, Study
 from tests.annotate.grading.queue_helpers import add_annotator
 from tests.factories import PromptFactory
+from tests.scores import scores_of
 
 pytestmark = pytest.mark.django_db
 
@@ -51,11 +52,8 @@ def add_prompts(study: Study, n: int, *, arms: list[Arm] | None = None) -> list[
             response = Response.objects.create(
                 prompt=prompt, arm=arm, study=study, region=region, cell="1.1.3",
                 text=f"Reply {i}.{k} to question {i}.", metadata={"m": "metadata-secret"},
+                scores=scores_of(dict.fromkeys(dimensions, float(JUDGE_VALUE)), "judge-gpt-x"),
             )  # fmt: skip
-            for dim in dimensions:
-                JudgeScore.objects.create(
-                    response=response, dimension=dim, judge="judge-gpt-x", value=float(JUDGE_VALUE)
-                )
             responses.append(response)
         out.append(responses)
     return out

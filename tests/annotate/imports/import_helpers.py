@@ -6,7 +6,8 @@ import io
 import json
 from typing import Any
 
-from annotate.models import Dimension, JudgeScore, Prompt, Response, Study
+from annotate.models import Dimension, Prompt, Response, Study
+from tests.scores import score_rows
 
 ARMS = ("inc", "cand1", "cand2")
 
@@ -64,13 +65,9 @@ def snapshot(study: Study) -> dict[str, list[tuple[Any, ...]]]:
         ),
         "responses": sorted(
             Response.objects.filter(study=study).values_list(
-                "id", "prompt_id", "arm_id", "study_id", "region_id", "text", "cell"
+                "id", "prompt_id", "arm_id", "study_id", "region_id", "text", "metadata", "cell"
             )
         ),
-        "scores": sorted(
-            JudgeScore.objects.filter(response__study=study).values_list(
-                "id", "response_id", "dimension_id", "judge", "value", "bin"
-            )
-        ),
+        "scores": score_rows(study),
         "cuts": sorted(Dimension.objects.filter(study=study).values_list("key", "judge_cuts")),
     }

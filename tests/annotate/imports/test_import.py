@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from annotate.imports.importing import ImportReport, import_file, judge_cuts_for
-from annotate.models import Dimension, JudgeScore, Prompt, Response
+from annotate.models import Dimension, Prompt, Response
 from calibration.bayes.data import bin_scores
 from tests.annotate.imports.import_helpers import (
     csv_file,
@@ -15,6 +15,7 @@ from tests.annotate.imports.import_helpers import (
     snapshot,
 )
 from tests.factories import DimensionFactory
+from tests.scores import score_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +38,9 @@ def test_a_first_import_creates_prompts_responses_and_scores(study):
     assert counts(report) == {"prompts": (5, 0, 0), "responses": (15, 0, 0), "scores": (45, 0, 0)}
     assert report.lines == 5 and report.format == "jsonl" and report.seconds >= 0
     assert Prompt.objects.filter(study=study).count() == 5
-    assert JudgeScore.objects.filter(response__study=study).count() == 45
+    assert len(score_rows(study)) == 45
+    dims = {str(pk) for pk in study.dimensions.values_list("pk", flat=True)}
+    assert all(set(r.scores) == dims for r in Response.objects.filter(study=study))
 
 
 def test_responses_repeat_the_study_and_region_of_their_prompt(study):
@@ -75,8 +78,47 @@ def test_a_new_judge_score_updates_the_score_its_bin_and_the_response_cell(study
     assert counts(report) == {"prompts": (0, 0, 2), "responses": (0, 1, 5), "scores": (0, 3, 15)}
     response.refresh_from_db()
     assert response.cell == "0.1.4"
-    refusal = response.judge_scores.get(dimension__key="refusal")
-    assert (refusal.value, refusal.bin, refusal.judge) == (1, 1, "refusal-judge-2")
+    refusal = study.dimensions.get(key="refusal")
+    assert response.score(refusal) == (1, "refusal-judge-2")
+    assert response.cell.split(".")[1] == "1"  # refusal's bin
+
+
+@pytest.mark.parametrize("change", ["value", "judge"])
+def test_one_changed_score_updates_that_score_and_its_response_alone(study, change):
+    lines = [interaction(n) for n in range(1, 4)]
+    import_file(jsonl(*lines), study=study, filename="a.jsonl")
+    target = Response.objects.get(prompt__external_id="q-000002", arm__key="cand2")
+    assert target.cell == "0.0.2"  # correctness 0, refusal 0, style 3
+    before = snapshot(study)
+    changed = interaction(2)
+    if change == "value":
+        changed["responses"]["cand2"]["scores"]["style"] = 5
+    else:
+        changed["responses"]["cand2"]["scores"]["style"] = {"value": 3, "judge": "style-judge-2"}
+    report = import_file(jsonl(lines[0], changed, lines[2]), study=study, filename="b.jsonl")
+    assert counts(report) == {"prompts": (0, 0, 3), "responses": (0, 1, 8), "scores": (0, 1, 26)}
+    after = snapshot(study)
+    assert after["prompts"] == before["prompts"] and after["cuts"] == before["cuts"]
+    for table in ("responses", "scores"):  # every other response and score as it was
+        assert [r for r in after[table] if r[0] != target.pk] == [
+            r for r in before[table] if r[0] != target.pk
+        ]
+    style = study.dimensions.get(key="style").pk
+    mine_before = {r[1]: r for r in before["scores"] if r[0] == target.pk}
+    mine_after = {r[1]: r for r in after["scores"] if r[0] == target.pk}
+    assert mine_after.keys() == mine_before.keys() and len(mine_after) == 3
+    assert {d: r for d, r in mine_after.items() if d != style} == {
+        d: r for d, r in mine_before.items() if d != style
+    }
+    assert mine_before[style] == (target.pk, style, "judge", 3.0, 2)
+    target.refresh_from_db()
+    if change == "value":
+        assert mine_after[style] == (target.pk, style, "judge", 5.0, 4)
+        assert target.cell == "0.0.4"
+    else:
+        assert mine_after[style] == (target.pk, style, "style-judge-2", 3.0, 2)
+        assert target.cell == "0.0.2"
+    assert target.score(style) == mine_after[style][3:1:-1]
 
 
 def test_changed_metadata_is_updated(study):
@@ -92,14 +134,17 @@ def test_judges_default_to_the_line_judge_then_to_judge(study):
     line = interaction(1, judge="gpt-judge-1")
     line["responses"]["inc"]["scores"]["refusal"] = {"value": 1, "judge": "gpt-judge-2"}
     import_file(jsonl(line, interaction(2)), study=study, filename="a.jsonl")
-    judges = dict(
-        JudgeScore.objects.filter(
-            response__arm__key="inc", dimension__key__in=["correctness", "refusal"]
-        )
-        .values_list("response__prompt__external_id", "judge")
-        .order_by("dimension__position")
-    )
-    assert judges == {"q-000001": "gpt-judge-2", "q-000002": "judge"}
+    judges = {
+        (ext, dim): judge
+        for ext, arm, dim, judge, _, _ in score_rows(study, external=True)
+        if arm == "inc" and dim in ("correctness", "refusal")
+    }
+    assert judges == {
+        ("q-000001", "correctness"): "gpt-judge-1",
+        ("q-000001", "refusal"): "gpt-judge-2",
+        ("q-000002", "correctness"): "judge",
+        ("q-000002", "refusal"): "judge",
+    }
 
 
 def test_cuts_are_fixed_at_the_first_import_and_reused(study):
@@ -129,7 +174,8 @@ def test_continuous_scores_are_cut_at_quantiles_of_the_first_import(study):
     assert cuts == pytest.approx([0.245, 0.495, 0.745])
     correctness.refresh_from_db()
     assert correctness.judge_cuts == cuts
-    stored = JudgeScore.objects.filter(dimension=correctness).values_list("value", "bin")
+    stored = [(v, b) for _, dim, _, v, b in score_rows(study) if dim == correctness.pk]
+    assert len(stored) == 300
     values, bins = zip(*stored, strict=True)
     assert list(bins) == bin_scores(values, cuts).tolist()
     assert sorted({b: bins.count(b) for b in bins}.values()) == [75, 75, 75, 75]
@@ -168,7 +214,7 @@ def test_csv_judge_column_is_optional_per_row(study):
         for i, row in enumerate(text.splitlines())
     )
     import_file(csv_file(text + "\n"), study=study, filename="a.csv")
-    judges = list(JudgeScore.objects.order_by("id").values_list("judge", flat=True))
+    judges = [judge for _, _, judge, _, _ in score_rows(study)]
     assert judges.count("gpt-judge-2") == 1 and judges.count("judge") == 8
 
 

@@ -302,3 +302,38 @@ def test_csv_rows_with_a_wrong_number_of_fields_are_refused(imported):
     text = csv_rows(3).replace("refusal,0", "refusal,0,extra", 1)
     (problem,) = refuse(imported, csv_file(text), filename="bad.csv")
     assert problem.startswith("bad.csv:3: row: 8 fields (expected 7 fields: id,region,prompt")
+
+
+def _nested(depth: int, leaf: object = 1) -> object:
+    value = leaf
+    for k in range(depth):
+        value = {f"k{k}": value} if k % 2 else [value]
+    return value
+
+
+def test_metadata_nested_too_deeply_is_named_and_the_rest_is_checked(imported):
+    from annotate.imports.parsing import MAX_JSON_DEPTH
+
+    # A response's metadata sits three levels deep: 61 levels of its own is the most allowed.
+    fine = with_response(3, metadata={"m": _nested(MAX_JSON_DEPTH - 4, "x" * 200)})
+    deep = with_response(4, metadata={"m": _nested(MAX_JSON_DEPTH)})
+    # Too deep and in an unknown region: the depth is what is reported, as before the
+    # scan became lazy; and a line too deep for the decoder's recursion is refused too.
+    deep_and_wrong = with_response(5, metadata={"m": _nested(MAX_JSON_DEPTH)})
+    deep_and_wrong["region"] = "mars"
+    abyss = json.dumps(with_response(6, metadata={"m": "ABYSS"}))
+    abyss = abyss.replace('"ABYSS"', "[" * 5_000 + "1" + "]" * 5_000)  # beyond json.dumps
+    problems = refuse(imported, jsonl(fine, deep, deep_and_wrong, abyss))
+    assert len(problems) == 3, problems
+    for line, problem in zip((2, 3, 4), problems, strict=True):
+        assert problem.startswith(f"bad.jsonl:{line}: responses.cand1.metadata.m"), problem
+        assert f"JSON nested deeper than {MAX_JSON_DEPTH} levels" in problem
+
+
+def test_metadata_just_within_the_depth_limit_is_imported(imported):
+    from annotate.imports.importing import import_file
+    from annotate.imports.parsing import MAX_JSON_DEPTH
+
+    line = with_response(3, metadata={"m": _nested(MAX_JSON_DEPTH - 4, "x" * 200)})
+    report = import_file(jsonl(line), study=imported, filename="ok.jsonl")
+    assert report.responses.created == 3

@@ -15,11 +15,12 @@ import pytest
 from django.db import connection
 
 from annotate.imports import binning, fresh
-from annotate.imports.importing import ImportFailed, import_file
+from annotate.imports.importing import DEFAULT_BATCH_SIZE, ImportFailed, import_file
 from annotate.imports.schema import Schema
-from annotate.models import Dimension, JudgeScore, Prompt, Response, Study
+from annotate.models import Dimension, Prompt, Response, Study
 from tests.annotate.imports.import_helpers import csv_rows, interaction, jsonl, snapshot
 from tests.factories import make_study
+from tests.scores import score_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -78,16 +79,7 @@ def stored(study: Study) -> dict[str, list[tuple[Any, ...]]]:
                 "prompt__external_id", "arm__key", "region__key", "text", "metadata", "cell"
             )
         ),
-        "scores": sorted(
-            JudgeScore.objects.filter(response__study=study).values_list(
-                "response__prompt__external_id",
-                "response__arm__key",
-                "dimension__key",
-                "judge",
-                "value",
-                "bin",
-            )
-        ),
+        "scores": score_rows(study, external=True),
         "cuts": sorted(Dimension.objects.filter(study=study).values_list("key", "judge_cuts")),
     }
 
@@ -166,7 +158,7 @@ def test_a_bad_last_line_of_a_fresh_import_leaves_the_study_empty(study):
         import_file(jsonl(*lines), study=study, filename="late.jsonl", batch_size=4)
     assert str(info.value.problems[0]).startswith("late.jsonl:31: region: unknown region 'mars'")
     assert not Prompt.objects.filter(study=study).exists()
-    assert not Response.objects.exists() and not JudgeScore.objects.exists()
+    assert not Response.objects.exists()  # and so no judge scores
 
 
 def test_a_parse_failure_in_the_reading_thread_reaches_the_caller(study):
@@ -180,7 +172,9 @@ def test_ids_are_drawn_as_one_range_or_else_as_a_list(study):
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL only: the fresh path draws ids from the sequences")
     with connection.cursor() as cursor:
-        writer = fresh._FreshWriter(cursor, study, Schema.of(study), [[0.5]] * 3)
+        writer = fresh._FreshWriter(
+            cursor, study, Schema.of(study), [[0.5]] * 3, batch_size=DEFAULT_BATCH_SIZE
+        )
         ids = writer._ids(writer.response_seq, 5)
         assert isinstance(ids, range) and len(ids) == 5
         # Values that are not consecutive (as when another session draws meanwhile): the

@@ -21,6 +21,7 @@ from tests.factories import (
     StudyFactory,
     UserFactory,
 )
+from tests.scores import cell_of, score_rows, scores_of
 
 pytestmark = pytest.mark.django_db
 
@@ -475,7 +476,7 @@ def test_a_region_with_prompts_cannot_be_removed(client, admin_user, study):
     data["form-1-DELETE"] = "on"
     r = client.post(url("annotate-setup-regions", study), data)
     assert r.status_code == 200
-    assert "“us” has 1 prompts" in " ".join(r.context["formset"].non_form_errors())
+    assert "“us” has prompts" in " ".join(r.context["formset"].non_form_errors())
     assert Region.objects.filter(pk=us.pk).exists()
 
 
@@ -601,25 +602,19 @@ def test_data_page_links_to_the_upload_when_there_is_one(client, admin_user, stu
 
 
 def _scored_response(study, ext: str, values: dict[str, float], bins: dict[str, int]):
-    from annotate.models import JudgeScore
-
-    response = ResponseFactory(
+    """A response with the judge's ``values`` and a cell of the given ``bins``."""
+    dims = list(study.dimensions.order_by("position", "id"))
+    return ResponseFactory(
         prompt=PromptFactory(study=study, region=study.regions.first(), external_id=ext),
         arm=study.incumbent,
-        cell=".".join(str(bins[d.key]) for d in study.dimensions.order_by("position", "id")),
+        cell=cell_of(*(bins[d.key] for d in dims)),
+        scores=scores_of({d: values[d.key] for d in dims}, "j"),
     )
-    for d in study.dimensions.all():
-        JudgeScore.objects.create(
-            response=response, dimension=d, judge="j", value=values[d.key], bin=bins[d.key]
-        )
-    return response
 
 
 def test_changing_judge_bins_rebins_imported_scores_and_cells(
     client, admin_user, study, refits, django_capture_on_commit_callbacks
 ):
-    from annotate.models import JudgeScore
-
     client.force_login(admin_user)
     a = _scored_response(
         study,
@@ -641,10 +636,10 @@ def test_changing_judge_bins_rebins_imported_scores_and_cells(
     with django_capture_on_commit_callbacks(execute=True):
         r = client.post(target, {**data, "confirmed": "1"})
     assert r.status_code == 302
-    assert dict(JudgeScore.objects.filter(dimension=style).values_list("response_id", "bin")) == {
-        a.pk: 1,
-        b.pk: 0,
-    }
+    assert [row for row in score_rows(study) if row[1] == style.pk] == [
+        (a.pk, style.pk, "j", 5.0, 1),
+        (b.pk, style.pk, "j", 2.0, 0),
+    ]
     a.refresh_from_db()
     b.refresh_from_db()
     assert (a.cell, b.cell) == ("1.0.1", "0.1.0")
@@ -673,7 +668,13 @@ def test_cleared_cuts_are_set_from_the_scores(client, admin_user, study, refits)
     assert r.status_code == 302
     style.refresh_from_db()
     assert style.judge_cuts and len(style.judge_cuts) == 1
-    assert sorted(style.judge_scores.values_list("bin", flat=True)) == [0, 0, 1, 1]
+    rows = [row for row in score_rows(study) if row[1] == style.pk]
+    assert sorted((value, bin_) for _, _, _, value, bin_ in rows) == [
+        (1.0, 0),
+        (2.0, 0),
+        (3.0, 1),
+        (4.0, 1),
+    ]
 
 
 def test_no_new_dimension_nor_new_order_once_data_is_imported(client, admin_user, study):

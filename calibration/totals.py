@@ -1,0 +1,144 @@
+"""Responses per cell, stored (:class:`~calibration.models.CellTotal`) so that no request
+counts a study's responses: what selection draws over, and every page's figure of a study's
+size.
+
+A fresh import stores the totals it counted as it wrote (:func:`store_cell_totals`); a
+re-import recounts in its transaction (:func:`refresh_cell_totals`); a reader recounts
+when the rows are missing (re-binning drops them) or a response newer than their watermark
+exists (:func:`stored_totals`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from annotate.models import Response, Study
+from calibration.models import CellTotal
+
+__all__ = [
+    "CellKey",
+    "cell_totals",
+    "refresh_cell_totals",
+    "store_cell_totals",
+    "stored_totals",
+    "study_extent",
+]
+
+CellKey = tuple[int, int, str]
+
+
+def refresh_cell_totals(*, study: Study) -> int:
+    """Recount the responses of every cell of ``study`` into :class:`CellTotal`; returns cells.
+
+    One aggregate over the study's responses (an index-only scan of ``response_pick_idx``
+    on PostgreSQL: 0.3–1.4 s at a million responses). Picks call it when the totals are
+    missing or a response was added since; an import may call it inside its transaction
+    so that the totals commit with the responses (and catch cells changed in place). Two
+    concurrent refreshes of one study end with the same rows (upsert, then delete what is
+    gone).
+    """
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    table, response = CellTotal._meta.db_table, Response._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Read the watermark first: a response committed during the count is then either
+        # counted or above it (recounted by the next pick), never lost.
+        cursor.execute(f"SELECT MAX(id) FROM {response}")
+        last = cursor.fetchone()[0] or 0
+        cursor.execute(
+            f"""INSERT INTO {table} (study_id, arm_id, region_id, cell, responses, min_id,
+                                     max_id, refreshed_at, last_response_id)
+                SELECT study_id, arm_id, region_id, cell, COUNT(*), MIN(id), MAX(id), %s, %s
+                FROM {response}
+                WHERE study_id = %s GROUP BY study_id, arm_id, region_id, cell
+                {_UPSERT}""",
+            [now, last, study.pk],
+        )
+        cells = cursor.rowcount
+        cursor.execute(
+            f"DELETE FROM {table} WHERE study_id = %s AND refreshed_at <> %s", [study.pk, now]
+        )
+    return cells
+
+
+_UPSERT = """ON CONFLICT (study_id, arm_id, region_id, cell)
+    DO UPDATE SET responses = EXCLUDED.responses, min_id = EXCLUDED.min_id,
+                  max_id = EXCLUDED.max_id, refreshed_at = EXCLUDED.refreshed_at,
+                  last_response_id = EXCLUDED.last_response_id"""
+
+
+def store_cell_totals(
+    *, study: Study, totals: dict[CellKey, tuple[int, int, int]], last_response_id: int
+) -> None:
+    """Store totals an import counted itself: ``{(arm, region, cell): (n, min id, max id)}``.
+
+    For a study whose responses were all just written by the caller, in its transaction,
+    with ids up to ``last_response_id``: what :func:`refresh_cell_totals` would count, at
+    no scan. Another import committing higher ids in the meantime only makes the next pick
+    recount (the watermark is then below the table's highest id).
+    """
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    table = CellTotal._meta.db_table
+    rows = [
+        (study.pk, a, g, c, n, lo, hi, now, last_response_id)
+        for (a, g, c), (n, lo, hi) in sorted(totals.items())
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(
+            f"""INSERT INTO {table} (study_id, arm_id, region_id, cell, responses, min_id,
+                                     max_id, refreshed_at, last_response_id)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) {_UPSERT}""",
+            rows,
+        )
+        cursor.execute(
+            f"DELETE FROM {table} WHERE study_id = %s AND refreshed_at <> %s", [study.pk, now]
+        )
+
+
+def stored_totals(study: Study) -> list[tuple[Any, ...]]:
+    """The study's stored rows ``(arm, region, cell, n, min id, max id, refreshed_at)``,
+    recounted first if stale.
+
+    Stale: no rows (never counted, re-binned, or no responses, which costs nothing to
+    count), or a response with an id above the watermark exists (an import since; one
+    primary-key probe). On PostgreSQL one request recounts while the others keep using
+    the previous totals (a try-lock), so a burst of picks after an import pays it once.
+    """
+    table, response = CellTotal._meta.db_table, Response._meta.db_table
+    sql = f"""SELECT arm_id, region_id, cell, responses, min_id, max_id, refreshed_at,
+                     last_response_id, (SELECT MAX(id) FROM {response})
+              FROM {table} WHERE study_id = %s"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [study.pk])
+        rows = cursor.fetchall()
+        stale = not rows or (rows[0][8] or 0) > rows[0][7]
+        if stale and rows and connection.vendor == "postgresql":
+            # Key: (class id of the table, study): a namespace of its own.
+            cursor.execute(
+                "SELECT pg_try_advisory_xact_lock(%s::regclass::oid::int, %s)", [table, study.pk]
+            )
+            stale = bool(cursor.fetchone()[0])
+        if stale:
+            refresh_cell_totals(study=study)
+            cursor.execute(sql, [study.pk])
+            rows = cursor.fetchall()
+    return [row[:7] for row in rows]
+
+
+def cell_totals(*, study: Study) -> dict[CellKey, int]:
+    """Responses per ``(arm, region, cell)``, from the stored totals: no scan of the study."""
+    return {(a, g, c): n for a, g, c, n, *_ in stored_totals(study)}
+
+
+def study_extent(*, study: Study) -> tuple[int, int, int]:
+    """``(responses, lowest id, highest id)`` of the study, from the stored totals."""
+    rows = stored_totals(study)
+    if not rows:
+        return 0, 0, 0
+    return (
+        sum(r[3] for r in rows),
+        min(r[4] for r in rows if r[4] is not None),
+        max(r[5] for r in rows if r[5] is not None),
+    )
