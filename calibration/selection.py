@@ -38,7 +38,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,7 @@ from calibration.bayes.summaries import open_verdicts
 from calibration.counts import parse_cell
 from calibration.models import CellTotal, Fit
 from calibration.totals import CellKey, refresh_cell_totals, stored_totals
+from calibration.totals import forget as forget_stored_totals
 
 __all__ = [
     "CACHE_TTL",
@@ -146,6 +147,7 @@ def forget_cell_totals(study_id: int | None = None) -> None:
             _cells_cache.clear()
         else:
             _cells_cache.pop(study_id, None)
+    forget_stored_totals(study_id)
     with _context_lock:
         for cache in (_static_cache, _context_cache, _open_cache):
             for key in [k for k in cache if study_id is None or k[0] == study_id]:
@@ -312,13 +314,21 @@ class _Static:
     #: each dimension's own bin.
     combos: dict[tuple[int, ...], int] | None = None
 
+    #: ``columns`` of each cell seen, memoised: a pick asks for every cell of the study.
+    _columns: dict[str, list[int]] = field(default_factory=dict, compare=False, repr=False)
+
     def columns(self, cell: str) -> list[int]:
         """The column of a response's ``cell`` in each dimension's table (-1: none)."""
+        hit = self._columns.get(cell)
+        if hit is not None:
+            return hit
         n_dims = len(self.dimensions)
         bins = parse_cell(cell, n_dims)
-        if self.combos is None:
-            return bins
-        return [self.combos.get(tuple(bins), -1)] * n_dims
+        if self.combos is not None:
+            bins = [self.combos.get(tuple(bins), -1)] * n_dims
+        if len(self._columns) < 100_000:
+            self._columns[cell] = bins
+        return bins
 
 
 @dataclass

@@ -21,6 +21,7 @@ from calibration.models import CellTotal
 __all__ = [
     "CellKey",
     "cell_totals",
+    "forget",
     "refresh_cell_totals",
     "store_cell_totals",
     "stored_totals",
@@ -97,6 +98,19 @@ def store_cell_totals(
         )
 
 
+# Per process: each study's rows as last read, keyed by their refresh (``refreshed_at``, the
+# same on every row of one refresh). A read then costs one row and a primary-key probe.
+_rows_cache: dict[int, tuple[Any, list[tuple[Any, ...]]]] = {}
+
+
+def forget(study_id: int | None = None) -> None:
+    """Drop this process's cached rows (of one study, or of all)."""
+    if study_id is None:
+        _rows_cache.clear()
+    else:
+        _rows_cache.pop(study_id, None)
+
+
 def stored_totals(study: Study) -> list[tuple[Any, ...]]:
     """The study's stored rows ``(arm, region, cell, n, min id, max id, refreshed_at)``,
     recounted first if stale.
@@ -105,16 +119,19 @@ def stored_totals(study: Study) -> list[tuple[Any, ...]]:
     count), or a response with an id above the watermark exists (an import since; one
     primary-key probe). On PostgreSQL one request recounts while the others keep using
     the previous totals (a try-lock), so a burst of picks after an import pays it once.
+    The rows of a refresh this process has read already are not read again: a study has
+    hundreds of cells, and every pick asks.
     """
     table, response = CellTotal._meta.db_table, Response._meta.db_table
-    sql = f"""SELECT arm_id, region_id, cell, responses, min_id, max_id, refreshed_at,
-                     last_response_id, (SELECT MAX(id) FROM {response})
+    probe = f"""SELECT refreshed_at, last_response_id, (SELECT MAX(id) FROM {response})
+                FROM {table} WHERE study_id = %s LIMIT 1"""
+    sql = f"""SELECT arm_id, region_id, cell, responses, min_id, max_id, refreshed_at
               FROM {table} WHERE study_id = %s"""
     with connection.cursor() as cursor:
-        cursor.execute(sql, [study.pk])
-        rows = cursor.fetchall()
-        stale = not rows or (rows[0][8] or 0) > rows[0][7]
-        if stale and rows and connection.vendor == "postgresql":
+        cursor.execute(probe, [study.pk])
+        head = cursor.fetchone()
+        stale = head is None or (head[2] or 0) > head[1]
+        if stale and head is not None and connection.vendor == "postgresql":
             # Key: (class id of the table, study): a namespace of its own.
             cursor.execute(
                 "SELECT pg_try_advisory_xact_lock(%s::regclass::oid::int, %s)", [table, study.pk]
@@ -122,9 +139,15 @@ def stored_totals(study: Study) -> list[tuple[Any, ...]]:
             stale = bool(cursor.fetchone()[0])
         if stale:
             refresh_cell_totals(study=study)
-            cursor.execute(sql, [study.pk])
-            rows = cursor.fetchall()
-    return [row[:7] for row in rows]
+        elif head is not None:
+            cached = _rows_cache.get(study.pk)
+            if cached is not None and cached[0] == head[0]:
+                return cached[1]
+        cursor.execute(sql, [study.pk])
+        rows = [tuple(row) for row in cursor.fetchall()]
+    if rows:
+        _rows_cache[study.pk] = (rows[0][6], rows)
+    return rows
 
 
 def cell_totals(*, study: Study) -> dict[CellKey, int]:
