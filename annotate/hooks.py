@@ -80,15 +80,26 @@ def refresh_cell_totals(*, study: Study) -> None:
 
 
 def store_cell_totals(
-    *, study: Study, totals: dict[tuple[int, int, str], tuple[int, int, int]], last_response_id: int
+    *,
+    study: Study,
+    totals: dict[tuple[int, int, str], tuple[int, int, int, list[int]]],
+    last_response_id: int,
 ) -> None:
     """Store the per-cell totals a fresh import counted as it wrote: no recount afterwards.
 
-    ``totals``: ``{(arm id, region id, cell): (responses, lowest id, highest id)}``.
+    ``totals``: ``{(arm id, region id, cell): (responses, lowest id, highest id, fences)}``,
+    the fences the cell's ids at ranks 0, :func:`fence_every`, 2·:func:`fence_every`, ….
     """
     from calibration.totals import store_cell_totals
 
     store_cell_totals(study=study, totals=totals, last_response_id=last_response_id)
+
+
+def fence_every() -> int:
+    """How far apart, in ranks, the ids of a cell's fences lie (see store_cell_totals)."""
+    from calibration.totals import fence_every
+
+    return fence_every()
 
 
 def cell_totals(*, study: Study) -> dict[tuple[int, int, str], int]:

@@ -98,7 +98,9 @@ class CellTotal(models.Model):
     refresh) tells each server process when its own per-response cache of cells is stale.
     ``min_id`` and ``max_id`` bound the study's ids for the queue's uniform draw over a
     large study, and its size is the sum of ``responses``: so no request counts a study's
-    responses (:func:`calibration.selection.study_extent`).
+    responses (:func:`calibration.totals.study_extent`). ``fences`` let the queue's uniform
+    draw inside the cell start from the id at a known rank instead of scanning from the
+    cell's first (:func:`calibration.totals.refresh_cell_totals`).
     """
 
     study = models.ForeignKey(
@@ -114,6 +116,10 @@ class CellTotal(models.Model):
     )
     min_id = models.BigIntegerField(null=True, help_text="The lowest response id in the cell.")
     max_id = models.BigIntegerField(null=True, help_text="The highest response id in the cell.")
+    fences = models.JSONField(
+        null=True,
+        help_text='{"every": F, "ids": the ids at ranks 0, F, 2F, … of the cell in id order}.',
+    )
 
     class Meta:
         constraints = [

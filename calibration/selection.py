@@ -61,7 +61,13 @@ from calibration.bayes.select import UNDECIDED, DimensionDraws, Selector, choose
 from calibration.bayes.summaries import open_verdicts
 from calibration.counts import parse_cell
 from calibration.models import CellTotal, Fit
-from calibration.totals import CellKey, refresh_cell_totals, stored_totals
+from calibration.totals import (
+    CellKey,
+    Fences,
+    cell_fences,
+    refresh_cell_totals,
+    stored_totals,
+)
 from calibration.totals import forget as forget_stored_totals
 
 __all__ = [
@@ -104,6 +110,9 @@ class CellPick:
     #: Responses in the cell, available or not (the stored total): the range the queue's
     #: uniform draw inside the cell runs over, so it need not count the cell again.
     total: int | None = None
+    #: ``(every, ids)``: the cell's ids at ranks 0, every, 2·every, … (:mod:`calibration.totals`):
+    #: the draw of rank k starts from fence k // every instead of the cell's first id.
+    fences: Fences | None = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -508,8 +517,18 @@ def pick_cell(*, study: Study, rng: np.random.Generator) -> CellPick | None:
     if ctx is None:
         choice = choose_cell(np.zeros(n.size), n, 1.0, rng)
         arm_id, region_id, cell, _ = rows[choice.cell]
-        total = totals[(arm_id, region_id, cell)]
-        return CellPick(arm_id, region_id, cell, "uniform", choice.probability, None, None, total)
+        key = (arm_id, region_id, cell)
+        return CellPick(
+            arm_id,
+            region_id,
+            cell,
+            "uniform",
+            choice.probability,
+            None,
+            None,
+            totals[key],
+            cell_fences(study=study).get(key),
+        )
 
     arm = np.array([ctx.arm_index.get(r[0], -1) for r in rows])
     region = np.array([ctx.region_index.get(r[1], -1) for r in rows])
@@ -532,6 +551,7 @@ def pick_cell(*, study: Study, rng: np.random.Generator) -> CellPick | None:
         float(scores[choice.cell]),
         fit.pk,
         totals[(arm_id, region_id, cell)],
+        cell_fences(study=study).get((arm_id, region_id, cell)),
     )
 
 

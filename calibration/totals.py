@@ -10,6 +10,7 @@ exists (:func:`stored_totals`).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.db import connection, transaction
@@ -19,8 +20,12 @@ from annotate.models import Response, Study
 from calibration.models import CellTotal
 
 __all__ = [
+    "FENCE_EVERY",
     "CellKey",
+    "Fences",
+    "cell_fences",
     "cell_totals",
+    "fence_every",
     "forget",
     "refresh_cell_totals",
     "store_cell_totals",
@@ -29,6 +34,16 @@ __all__ = [
 ]
 
 CellKey = tuple[int, int, str]
+
+#: A cell's fences are its ids at ranks 0, FENCE_EVERY, 2·FENCE_EVERY, …: the queue's uniform
+#: draw of the response at rank k starts from fence k // FENCE_EVERY and scans at most
+#: FENCE_EVERY entries of ``response_pick_idx``, however large the cell.
+FENCE_EVERY = 1024
+
+
+def fence_every() -> int:
+    """:data:`FENCE_EVERY`, for an importer that counts the fences as it writes."""
+    return FENCE_EVERY
 
 
 def refresh_cell_totals(*, study: Study) -> int:
@@ -61,7 +76,33 @@ def refresh_cell_totals(*, study: Study) -> int:
         cursor.execute(
             f"DELETE FROM {table} WHERE study_id = %s AND refreshed_at <> %s", [study.pk, now]
         )
+        # The fences: each cell's ids at ranks 0, F, 2F, … (a second pass, in the order of
+        # response_pick_idx, so without a sort on PostgreSQL).
+        cursor.execute(
+            f"""SELECT arm_id, region_id, cell, id FROM (
+                    SELECT arm_id, region_id, cell, id, ROW_NUMBER() OVER (
+                        PARTITION BY arm_id, region_id, cell ORDER BY id) - 1 AS rank
+                    FROM {response} WHERE study_id = %s) ranked
+                WHERE rank %% %s = 0 ORDER BY arm_id, region_id, cell, id""",
+            [study.pk, FENCE_EVERY],
+        )
+        fences: dict[CellKey, list[int]] = {}
+        for arm, region, cell, pk in cursor.fetchall():
+            fences.setdefault((arm, region, cell), []).append(pk)
+        _store_fences(cursor, study, fences)
     return cells
+
+
+def _store_fences(cursor: Any, study: Study, fences: dict[CellKey, list[int]]) -> None:
+    jsonb = "::jsonb" if connection.vendor == "postgresql" else ""
+    cursor.executemany(
+        f"UPDATE {CellTotal._meta.db_table} SET fences = %s{jsonb} "
+        "WHERE study_id = %s AND arm_id = %s AND region_id = %s AND cell = %s",
+        [
+            (json.dumps({"every": FENCE_EVERY, "ids": ids}), study.pk, a, g, c)
+            for (a, g, c), ids in sorted(fences.items())
+        ],
+    )
 
 
 _UPSERT = """ON CONFLICT (study_id, arm_id, region_id, cell)
@@ -71,9 +112,13 @@ _UPSERT = """ON CONFLICT (study_id, arm_id, region_id, cell)
 
 
 def store_cell_totals(
-    *, study: Study, totals: dict[CellKey, tuple[int, int, int]], last_response_id: int
+    *,
+    study: Study,
+    totals: dict[CellKey, tuple[int, int, int, list[int]]],
+    last_response_id: int,
 ) -> None:
-    """Store totals an import counted itself: ``{(arm, region, cell): (n, min id, max id)}``.
+    """Store totals an import counted itself: ``{(arm, region, cell): (n, min id, max id,
+    fences)}``, the fences the ids at ranks 0, ``FENCE_EVERY``, … of the cell.
 
     For a study whose responses were all just written by the caller, in its transaction,
     with ids up to ``last_response_id``: what :func:`refresh_cell_totals` would count, at
@@ -84,7 +129,7 @@ def store_cell_totals(
     table = CellTotal._meta.db_table
     rows = [
         (study.pk, a, g, c, n, lo, hi, now, last_response_id)
-        for (a, g, c), (n, lo, hi) in sorted(totals.items())
+        for (a, g, c), (n, lo, hi, _) in sorted(totals.items())
     ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(
@@ -96,6 +141,7 @@ def store_cell_totals(
         cursor.execute(
             f"DELETE FROM {table} WHERE study_id = %s AND refreshed_at <> %s", [study.pk, now]
         )
+        _store_fences(cursor, study, {key: t[3] for key, t in totals.items()})
 
 
 # Per process: each study's rows as last read, keyed by their refresh (``refreshed_at``, the
@@ -111,9 +157,26 @@ def forget(study_id: int | None = None) -> None:
         _rows_cache.pop(study_id, None)
 
 
+Fences = tuple[int, tuple[int, ...]]  # (every, the ids at ranks 0, every, 2·every, …)
+
+
+def _fence_list(value: Any) -> Fences | None:
+    """A row's fences as read back (JSON text on SQLite, decoded from jsonb): stored with
+    the spacing they were counted at, so a change of FENCE_EVERY cannot misplace them."""
+    if value is None:
+        return None
+    doc = json.loads(value) if isinstance(value, str) else value
+    return int(doc["every"]), tuple(int(pk) for pk in doc["ids"])
+
+
+def cell_fences(*, study: Study) -> dict[CellKey, Fences | None]:
+    """Each cell's fences (:func:`refresh_cell_totals`), from the stored rows."""
+    return {(row[0], row[1], row[2]): row[7] for row in stored_totals(study)}
+
+
 def stored_totals(study: Study) -> list[tuple[Any, ...]]:
-    """The study's stored rows ``(arm, region, cell, n, min id, max id, refreshed_at)``,
-    recounted first if stale.
+    """The study's stored rows ``(arm, region, cell, n, min id, max id, refreshed_at,
+    fences)``, recounted first if stale.
 
     Stale: no rows (never counted, re-binned, or no responses, which costs nothing to
     count), or a response with an id above the watermark exists (an import since; one
@@ -125,7 +188,7 @@ def stored_totals(study: Study) -> list[tuple[Any, ...]]:
     table, response = CellTotal._meta.db_table, Response._meta.db_table
     probe = f"""SELECT refreshed_at, last_response_id, (SELECT MAX(id) FROM {response})
                 FROM {table} WHERE study_id = %s LIMIT 1"""
-    sql = f"""SELECT arm_id, region_id, cell, responses, min_id, max_id, refreshed_at
+    sql = f"""SELECT arm_id, region_id, cell, responses, min_id, max_id, refreshed_at, fences
               FROM {table} WHERE study_id = %s"""
     with connection.cursor() as cursor:
         cursor.execute(probe, [study.pk])
@@ -144,7 +207,7 @@ def stored_totals(study: Study) -> list[tuple[Any, ...]]:
             if cached is not None and cached[0] == head[0]:
                 return cached[1]
         cursor.execute(sql, [study.pk])
-        rows = [tuple(row) for row in cursor.fetchall()]
+        rows = [(*row[:7], _fence_list(row[7])) for row in cursor.fetchall()]
     if rows:
         _rows_cache[study.pk] = (rows[0][6], rows)
     return rows

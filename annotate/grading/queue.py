@@ -22,12 +22,13 @@ Rules (issue 4):
   all-visible bit, which turned the index-only scans below into heap fetches for every
   page a pick had touched. On SQLite the settings open every transaction IMMEDIATE, so
   writers are serialised.
-- Drawing inside a cell is an indexed query: count the cell (index-only scan of
-  ``response_cell_idx``), take a uniform offset (index-only scan of ``response_pick_idx``,
-  which carries the id), reject if the row is unavailable or locked, redraw. Rejection keeps
-  the draw exactly uniform over the available responses. Measured at 1M responses (cells of
-  ~5.5k): 1.1 ms for the count, 1.3 ms for the offset, no heap fetches. The uniform
-  fallback over a large study draws ids in the study's id range instead (O(1)).
+- Drawing inside a cell is an indexed query: the cell's size and its *fences* (its ids at
+  ranks 0, F, 2F, …) come with the pick from the stored totals; a uniform rank k is the
+  (k mod F)-th id from fence k // F (an index-only scan of ``response_pick_idx``, which
+  carries the id, of at most F entries however large the cell); reject if the row is
+  unavailable or locked, redraw. Rejection keeps the draw exactly uniform over the
+  available responses. The uniform fallback over a large study draws ids in the study's
+  id range instead (O(1)).
 - The per-pick statements are plain SQL: the ORM's compilation of them cost more CPU than
   PostgreSQL's execution (14 → 5 ms of CPU per pick, measured).
 
@@ -156,6 +157,7 @@ class _Pick:
     score: float | None
     fit_id: int | None
     total: int | None = None  # responses in the cell, if the selection rule has counted them
+    fences: tuple[int, tuple[int, ...]] | None = None  # (every, ids at ranks 0, every, …)
 
 
 def _selection_status(*, study: Study, graded: int) -> tuple[bool, str]:
@@ -186,6 +188,7 @@ def _selection_pick(*, study: Study, rng: np.random.Generator) -> _Pick | None:
         score=None if pick.score is None else float(pick.score),
         fit_id=pick.fit_id,
         total=pick.total,
+        fences=pick.fences,
     )
 
 
@@ -321,6 +324,16 @@ def _offset_candidate(*, study: Study, pick: _Pick | None, total: int, rng: np.r
             f"SELECT id FROM {_T.response} WHERE study_id = %s "
             f"ORDER BY {_PICK_ORDER} LIMIT 1 OFFSET %s",
             [study.pk, offset],
+        )
+    elif pick.fences and pick.fences[0] > 0 and offset // pick.fences[0] < len(pick.fences[1]):
+        # Rank ``offset`` is the (offset mod F)-th id from the fence at rank F·(offset // F):
+        # a scan of at most F index entries, however large the cell.
+        every, ids = pick.fences
+        fence = offset // every
+        rows = _sql(
+            f"SELECT id FROM {_T.response} WHERE {_CELL_WHERE} AND id >= %s "
+            "ORDER BY id LIMIT 1 OFFSET %s",
+            [*_cell_params(study, pick), ids[fence], offset - fence * every],
         )
     else:
         rows = _sql(

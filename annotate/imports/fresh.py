@@ -93,7 +93,7 @@ def import_fresh(
     # and no request recounts a study just imported.
     hooks.store_cell_totals(
         study=study,
-        totals={key: (n, lo, hi) for key, (n, lo, hi) in writer.totals.items()},
+        totals={key: (n, lo, hi, fences) for key, (n, lo, hi, fences) in writer.totals.items()},
         last_response_id=writer.last_id,
     )
     if trusted:
@@ -200,8 +200,10 @@ class _FreshWriter:
         self.pipe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-import-copy")
         self.ids: deque[Future[tuple[range | list[int], range | list[int]]]] = deque()
         self.copies: deque[Future[None]] = deque()
-        # Responses written per (arm, region, cell): [count, lowest id, highest id].
-        self.totals: dict[tuple[int, int, str], list[int]] = {}
+        # Responses written per (arm, region, cell): [count, lowest id, highest id, fences]
+        # (the ids at ranks 0, fence_every, …: hooks.store_cell_totals).
+        self.totals: dict[tuple[int, int, str], list[Any]] = {}
+        self.fence_every = hooks.fence_every()
         self.last_id = 0
         for _ in range(2):
             self.ids.append(self.pipe.submit(self._draw))
@@ -280,7 +282,7 @@ class _FreshWriter:
         end = 5 + 2 * len(cuts)
         digits = [str(b) for b in range(max((len(c) for c in cuts), default=0) + 1)]
         scores_json = self.scores_json
-        totals = self.totals
+        totals, fence_every = self.totals, self.fence_every
         lines = []
         add = lines.append
         pks = iter(response_ids)
@@ -301,8 +303,10 @@ class _FreshWriter:
                 )
                 total = totals.get(key := (row[2], region_id, cell))
                 if total is None:
-                    totals[key] = [1, pk, pk]
+                    totals[key] = [1, pk, pk, [pk]]
                 else:  # ids grow within a batch and from one batch to the next
+                    if total[0] % fence_every == 0:
+                        total[3].append(pk)
                     total[0] += 1
                     total[2] = pk
         self.last_id = max(self.last_id, pk)

@@ -28,5 +28,13 @@ class Migration(migrations.Migration):
                 help_text="The lowest response id in the cell.", null=True
             ),
         ),
+        migrations.AddField(
+            model_name="celltotal",
+            name="fences",
+            field=models.JSONField(
+                help_text='{"every": F, "ids": the ids at ranks 0, F, 2F, … of the cell in id order}.',
+                null=True,
+            ),
+        ),
         migrations.RunPython(forget_totals, migrations.RunPython.noop),
     ]

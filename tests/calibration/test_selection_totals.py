@@ -193,3 +193,38 @@ def _grouped(rows):
     for _, _, c, n in rows:
         totals[c] = totals.get(c, 0) + n
     return [(None, None, c, n) for c, n in totals.items()]
+
+
+class _Rank:
+    """An rng whose next uniform integer is the rank asked for."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def integers(self, low: int, high: int | None = None) -> int:
+        return self.rank
+
+
+@pytest.mark.parametrize("every", [1, 2, 3, 1024])
+def test_a_fenced_draw_reaches_each_response_of_a_cell_at_exactly_one_rank(
+    study, monkeypatch, every
+):
+    from annotate.grading import queue
+    from calibration import totals
+
+    monkeypatch.setattr(totals, "FENCE_EVERY", every)
+    cell = _add(study, "cand1", "1.0.3", 7)
+    _add(study, "inc", "1.0.3", 4)  # another cell, interleaved ids: not reached
+    cell += _add(study, "cand1", "1.0.3", 4)
+    refresh_cell_totals(study=study)
+    forget_cell_totals()
+    key = (cell[0].arm_id, cell[0].region_id, "1.0.3")
+    every_stored, ids = totals.cell_fences(study=study)[key]
+    ranked = sorted(r.pk for r in cell)
+    assert every_stored == every and list(ids) == ranked[::every]
+    pick = queue._Pick(*key, "active", 0.1, None, None, total=len(cell), fences=(every, ids))
+    drawn = [
+        queue._offset_candidate(study=study, pick=pick, total=len(cell), rng=_Rank(k))
+        for k in range(len(cell))
+    ]
+    assert drawn == ranked  # rank k gives the k-th id: a uniform rank, a uniform response

@@ -183,3 +183,24 @@ def test_ids_are_drawn_as_one_range_or_else_as_a_list(study):
         spread = writer._ids(writer.response_seq, 4)
         assert list(spread) == list(range(spread[0], spread[0] + 8, 2))
         assert spread[0] > ids[-1]
+
+
+def test_the_cell_totals_a_fresh_import_counts_are_those_a_recount_finds(monkeypatch):
+    from calibration import totals
+    from calibration.models import CellTotal
+
+    monkeypatch.setattr(totals, "FENCE_EVERY", 3)  # several fences per cell, ranks 0, 3, …
+    study = continuous_study("counted")
+    import_file(io.BytesIO(varied_file(40)), study=study, filename="a.jsonl", batch_size=7)
+
+    def rows() -> list[tuple[Any, ...]]:
+        return sorted(
+            CellTotal.objects.filter(study=study).values_list(
+                "arm_id", "region_id", "cell", "responses", "min_id", "max_id", "fences"
+            )
+        )
+
+    counted = rows()
+    assert sum(r[3] for r in counted) == 120 and all(r[6] is not None for r in counted)
+    totals.refresh_cell_totals(study=study)
+    assert rows() == counted
