@@ -64,7 +64,6 @@ from calibration.models import CellTotal, Fit
 from calibration.totals import (
     CellKey,
     Fences,
-    cell_fences,
     refresh_cell_totals,
     stored_totals,
 )
@@ -165,12 +164,13 @@ def forget_cell_totals(study_id: int | None = None) -> None:
         CellTotal.objects.filter(study_id=study_id).delete()
 
 
-def _cell_totals(study: Study) -> tuple[dict[CellKey, int], Any]:
-    """Stored responses per cell and when counted (:func:`calibration.totals.stored_totals`)."""
+def _cell_totals(study: Study) -> tuple[dict[CellKey, tuple[int, Fences | None]], Any]:
+    """Stored responses and fences per cell, and when counted, in one read
+    (:func:`calibration.totals.stored_totals`)."""
     rows = stored_totals(study)
     if not rows:
         return {}, None
-    return {(a, g, c): n for a, g, c, n, *_ in rows}, max(r[6] for r in rows)
+    return {(r[0], r[1], r[2]): (r[3], r[7]) for r in rows}, max(r[6] for r in rows)
 
 
 def _busy_cells(study: Study, now: Any, refreshed_at: Any) -> list[CellKey]:
@@ -224,9 +224,9 @@ def available_counts(*, study: Study, now: Any | None = None) -> list[tuple[int,
 
 def _available(
     study: Study, now: Any
-) -> tuple[list[tuple[int, int, str, int]], dict[CellKey, int]]:
+) -> tuple[list[tuple[int, int, str, int]], dict[CellKey, tuple[int, Fences | None]]]:
     totals, refreshed_at = _cell_totals(study)
-    out = dict(totals)
+    out = {key: n for key, (n, _) in totals.items()}
     for key in _busy_cells(study, now, refreshed_at):
         out[key] = out.get(key, 0) - 1
     return [(a, g, c, n) for (a, g, c), n in sorted(out.items()) if n > 0], totals
@@ -517,17 +517,9 @@ def pick_cell(*, study: Study, rng: np.random.Generator) -> CellPick | None:
     if ctx is None:
         choice = choose_cell(np.zeros(n.size), n, 1.0, rng)
         arm_id, region_id, cell, _ = rows[choice.cell]
-        key = (arm_id, region_id, cell)
+        total, fences = totals[(arm_id, region_id, cell)]
         return CellPick(
-            arm_id,
-            region_id,
-            cell,
-            "uniform",
-            choice.probability,
-            None,
-            None,
-            totals[key],
-            cell_fences(study=study).get(key),
+            arm_id, region_id, cell, "uniform", choice.probability, None, None, total, fences
         )
 
     arm = np.array([ctx.arm_index.get(r[0], -1) for r in rows])
@@ -541,6 +533,7 @@ def pick_cell(*, study: Study, rng: np.random.Generator) -> CellPick | None:
         scores[known] = ctx.selector.scores(arm=arm[known], region=region[known], bins=bins[known])
     choice = choose_cell(scores, n, study.exploration_share, rng)
     arm_id, region_id, cell, _ = rows[choice.cell]
+    total, fences = totals[(arm_id, region_id, cell)]
     assert fit is not None
     return CellPick(
         arm_id,
@@ -550,8 +543,8 @@ def pick_cell(*, study: Study, rng: np.random.Generator) -> CellPick | None:
         choice.probability,
         float(scores[choice.cell]),
         fit.pk,
-        totals[(arm_id, region_id, cell)],
-        cell_fences(study=study).get((arm_id, region_id, cell)),
+        total,
+        fences,
     )
 
 
