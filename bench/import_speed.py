@@ -24,7 +24,9 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 from results_io import add_variant_argument, header, write_results
@@ -112,29 +114,19 @@ def generate(path: Path, lines: int, seed: int) -> None:
     tmp.rename(path)
 
 
-def child(path: Path) -> dict[str, object]:
-    """Runs in a fresh process whose environment selects the database."""
-    sys.path.insert(0, str(ROOT))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("BATON_INSECURE_DEV_KEY", "1")
-    import django
-
-    django.setup()
+def add_bench_schema(study: Any, regions: Iterable[tuple[str, str]]) -> None:
+    """The generated file's arms, dimensions and regions on ``study`` (Django set up):
+    a continuous correctness judge in 4 quantile bins, a binary refusal judge, a Likert
+    style judge; ``regions`` are ``(key, traffic share)``. Shared with scale_month.py."""
     from decimal import Decimal
 
-    from django.core.management import call_command
-    from django.db import connection
+    from annotate.models import Arm, Dimension, Region
 
-    from annotate.imports.importing import import_file
-    from annotate.models import Arm, Dimension, Region, Study
-
-    call_command("migrate", verbosity=0)
-    study = Study.objects.create(name="Bench", slug="bench")
     for i, key in enumerate(ARMS):
         Arm.objects.create(
             study=study,
             key=key,
-            model_name=key,
+            model_name=f"model-{key}",
             position=i,
             role="incumbent" if i == 0 else "candidate",
         )
@@ -162,10 +154,29 @@ def child(path: Path) -> dict[str, object]:
         judge_max=5,
         judge_bins=5,
     )
-    for i, (key, share) in enumerate(REGIONS.items()):
+    for i, (key, share) in enumerate(regions):
         Region.objects.create(
-            study=study, key=key, name=key, traffic_share=Decimal(share), position=i
+            study=study, key=key, name=key.upper(), traffic_share=Decimal(share), position=i
         )
+
+
+def child(path: Path) -> dict[str, object]:
+    """Runs in a fresh process whose environment selects the database."""
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("BATON_INSECURE_DEV_KEY", "1")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    from annotate.imports.importing import import_file
+    from annotate.models import Study
+
+    call_command("migrate", verbosity=0)
+    study = Study.objects.create(name="Bench", slug="bench")
+    add_bench_schema(study, REGIONS.items())
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     load_before = os.getloadavg()
     client0, server0 = _cpu_seconds(connection)

@@ -94,7 +94,7 @@ from http_common import (  # noqa: E402
     start_server,
     stop_server,
 )
-from import_speed import ARMS, _cpu_seconds, text  # noqa: E402
+from import_speed import ARMS, _cpu_seconds, add_bench_schema, text  # noqa: E402
 from results_io import add_variant_argument, header, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -224,13 +224,12 @@ def child_import(path: Path, label_budget: int) -> dict[str, Any]:
     import django
 
     django.setup()
-    from decimal import Decimal
 
     from django.core.management import call_command
     from django.db import connection
 
     from annotate.imports.importing import import_file
-    from annotate.models import Arm, Dimension, Region, Study
+    from annotate.models import Study
 
     call_command("migrate", verbosity=0)
     study = Study.objects.create(
@@ -239,42 +238,7 @@ def child_import(path: Path, label_budget: int) -> dict[str, Any]:
         status=Study.Status.ACTIVE,
         label_budget=label_budget,
     )
-    for i, key in enumerate(ARMS):
-        Arm.objects.create(
-            study=study,
-            key=key,
-            model_name=f"model-{key}",
-            position=i,
-            role="incumbent" if i == 0 else "candidate",
-        )
-    Dimension.objects.create(
-        study=study,
-        key="correctness",
-        title="Correctness",
-        position=0,
-        judge_score_type="continuous",
-        judge_min=0,
-        judge_max=1,
-        judge_bins=4,
-    )
-    Dimension.objects.create(study=study, key="refusal", title="Refusal", position=1)
-    Dimension.objects.create(
-        study=study,
-        key="style",
-        title="Style",
-        position=2,
-        scale="ordinal",
-        scale_max=5,
-        pass_threshold=4,
-        judge_score_type="likert",
-        judge_min=1,
-        judge_max=5,
-        judge_bins=5,
-    )
-    for i, (key, share) in enumerate(REGIONS):
-        Region.objects.create(
-            study=study, key=key, name=key.upper(), traffic_share=Decimal(share), position=i
-        )
+    add_bench_schema(study, REGIONS)
     assert study.traffic_share_error() is None, study.traffic_share_error()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     client0, server0 = _cpu_seconds(connection)
