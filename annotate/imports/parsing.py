@@ -351,8 +351,9 @@ def physical_lines(
     The stream is read a mebibyte at a time and split here: with a ``readline`` per line,
     a profile (py-spy) of the fresh import found the reading thread in ``readline`` more
     often than in the parse, each refill of its small buffer giving the GIL away to the
-    thread formatting the rows; a 100k-response import then took 2.0 s instead of 2.8. A line keeps its ``\n``; the stream ends up read
-    further than the last line yielded, ``read`` (if given) says how far the lines reach.
+    thread formatting the rows; a 100k-response import then took 2.0 s instead of 2.8.
+    A line keeps its ``\n``; the stream ends up read further than the last line yielded,
+    ``read`` (if given) says how far the lines reach.
     """
     number, offset = 0, 0
     pending = b""  # the start of a line whose end is not read yet
