@@ -596,9 +596,16 @@ def run_study(
             "covers": bool(row["lower"] <= t <= row["upper"]),
             "judge": row.get("judge"),
             # Every look: grades, posterior mean and sd of Δ, the candidate's information
-            # fraction (how the interim posteriors behave, not only the last one).
+            # fraction (how the interim posteriors behave, not only the last one) and the
+            # skewness of Δ's draws.
             "looks": [
-                [n, round(r["mean"], 5), round(r["sd"], 5), round(r.get("fraction") or 0.0, 4)]
+                [
+                    n,
+                    round(r["mean"], 5),
+                    round(r["sd"], 5),
+                    round(r.get("fraction") or 0.0, 4),
+                    round(r.get("skew") or 0.0, 4),
+                ]
                 for n, _, r in trail
             ],
         }

@@ -526,6 +526,7 @@ def _delta(d: dict[str, Any]) -> dict[str, Any]:
         "required_z_nogo",
         "fraction",
         "sd",
+        "skew",
         "verdict",
     )
     return {k: d[k] for k in keys}

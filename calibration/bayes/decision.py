@@ -122,6 +122,31 @@ for tail probabilities (``Φ(6) ≈ 1 − 10^{-9}``) that a few thousand draws c
 (:func:`summarise_delta`, :func:`summarise`) the one-look rule above applies: right for a
 single, pre-planned look, wrong for a dashboard.
 
+The skew of the posterior: never more lenient than the normal tail
+------------------------------------------------------------------
+``z_n`` reads the posterior as normal. It is not, where a pass rate is near 1: the draws of
+``Δ`` are skewed (the tail towards the bound is short, the other long), and the tail
+beyond the margin is then heavier on one side than ``Φ(−z)`` says. When the judge
+flatters the candidate the skew is one-sided: the candidate's judge-pass cell, its
+largest and noisiest, sits nearer ½ than the incumbent's, and ``Δ``'s draws come out
+left-skewed (sample skewness −0.1 to −0.35 at every look of six ``flatter_50`` studies
+in ``bench/adversarial.py``). A go then needs more than ``z ≥ b``: at ``b = 1.96`` and
+skewness −0.2 the posterior's own tail below the margin is 2.9%, not 2.5%. Uncorrected,
+the errors ``(E[Δ] − Δ)/sd`` had mean +0.13 to +0.36 sd and an upper tail of 4–11%
+(2.5% nominal) at the looks of 60 such studies, and the rule gave 5 wrong gos in 60.
+
+So ``z`` (:func:`standardised_distance`, :func:`skew_adjusted_z`) is the probit of the
+posterior's tail at the margin, extrapolated from its first three moments by the
+Cornish–Fisher expansion: with ``g = γ/6`` (``γ`` the draws' skewness) the standardised
+``Δ`` has quantiles ``u + g(u² − 1)`` at normal quantile ``u``; the margin sits at
+``x = −z_n``, so ``P(Δ ≤ −δ) ≈ Φ(u)`` with ``u`` the root of ``g u² + u − (g + x) = 0``
+that tends to ``x`` as ``g → 0``, and ``z = −u``. The correction is only ever applied
+towards zero (``|z| ≤ |z_n|``): on the side where the skew thins the tail the expansion
+would loosen the rule, and far in a thin tail it has no root at all. The boundaries are
+unchanged; a verdict simply needs the evidence its own posterior shows, never less than
+the normal reading asks for. ``γ`` is clipped to ``[−1, 1]`` (a few thousand draws give it
+within ±0.05).
+
 Everything returned is plain dataclasses of floats/strings (``to_dict()`` is JSON-ready).
 """
 
@@ -162,9 +187,11 @@ __all__ = [
     "required_probability_at",
     "required_z",
     "required_z_at",
+    "sample_skewness",
     "selector_boundary",
     "sequential_sides",
     "sequential_verdict",
+    "skew_adjusted_z",
     "standardised_distance",
     "strictest_open_boundary",
     "summarise",
@@ -414,11 +441,11 @@ def replan_cell(
     ``cell`` is the verdict of the latest fit as a summary stores it (``mean``, ``sd`` or the
     95% ``lower``/``upper``, ``fraction`` of the budget ``fit_budget`` it ran under). Its
     fraction, rescaled to the current ``budget``, and ``z = (mean + δ') / sd`` at the new
-    margin anchor the new boundary (module docstring, *Re-plans*). Without a fit no
-    posterior was ever shown, so the re-plan starts from ``z = 0`` at
-    ``fallback_fraction`` (the graded counts' :func:`information_fraction`). ``labels``
-    (graded responses now) freezes the verdict when the new budget is already reached
-    (:func:`replan_design`). Used by
+    margin (corrected for the stored ``skew``, :func:`skew_adjusted_z`) anchor the new
+    boundary (module docstring, *Re-plans*). Without a fit no posterior was ever shown, so
+    the re-plan starts from ``z = 0`` at ``fallback_fraction`` (the graded counts'
+    :func:`information_fraction`). ``labels`` (graded responses now) freezes the verdict
+    when the new budget is already reached (:func:`replan_design`). Used by
     :func:`calibration.replans.replan` (the app) and :func:`calibration.bayes.replay.run_loop`.
     """
     sd = (cell or {}).get("sd")
@@ -429,6 +456,7 @@ def replan_cell(
         t = float(cell["fraction"]) * (fit_budget or budget)
         t = min(t / budget, 1.0)
         z = (float(cell["mean"]) + new_margin) / float(sd)
+        z = float(skew_adjusted_z(z, float(cell.get("skew") or 0.0)))
     else:
         t, z = fallback_fraction, 0.0
     new_go, new_nogo = (
@@ -453,15 +481,68 @@ def replan_cell(
     return new_go, new_nogo, spent
 
 
+#: Largest skewness magnitude :func:`skew_adjusted_z` takes from draws.
+SKEW_CLIP = 1.0
+
+
+def skew_adjusted_z(z: ArrayLike, skew: ArrayLike) -> NDArray[np.float64]:
+    """``z`` corrected for the posterior's skewness, only ever towards zero.
+
+    ``z = (E[Δ] + δ) / sd(Δ)`` (the normal reading) and ``skew`` the skewness of the draws
+    of ``Δ``; returns the probit of the Cornish–Fisher tail beyond the margin where that is
+    nearer zero than ``z``, else ``z`` (module docstring, *The skew of the posterior*).
+    Infinite and NaN ``z`` pass through. Broadcasts.
+    """
+    zz = np.asarray(z, dtype=np.float64)
+    g = np.clip(np.nan_to_num(np.asarray(skew, dtype=np.float64)), -SKEW_CLIP, SKEW_CLIP) / 6.0
+    g, zz = np.broadcast_arrays(g, zz)
+    x = -zz
+    finite = np.isfinite(zz)
+    disc = 1.0 + 4.0 * g * (g + np.where(finite, x, 0.0))
+    small = np.abs(g) < 1e-9
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # The root of g u² + u − (g + x) = 0 that tends to x as g → 0, written so that it
+        # stays accurate for small g: u = 2(g + x) / (1 + √disc).
+        u = 2.0 * (g + x) / (1.0 + np.sqrt(np.where(disc > 0, disc, np.nan)))
+    adjusted = np.where(small | ~finite | ~(disc > 0), zz, -u)
+    # Towards zero and no further: near z = 0 (no verdict there) the root may cross it.
+    adjusted = np.where(adjusted * zz < 0, 0.0, adjusted)
+    out = np.where(np.abs(adjusted) < np.abs(zz), adjusted, zz)
+    return np.asarray(out, dtype=np.float64)
+
+
+def sample_skewness(draws: ArrayLike, weights: ArrayLike | None = None) -> NDArray[np.float64]:
+    """Skewness of draws along axis 0, optionally with normalised weights ``(S,)``.
+
+    ``0`` where the draws do not vary.
+    """
+    d = np.asarray(draws, dtype=np.float64)
+    if weights is None:
+        u = np.full(d.shape[0], 1.0 / d.shape[0])
+    else:
+        u = np.asarray(weights, dtype=np.float64)
+    mean = np.tensordot(u, d, axes=1)
+    c = d - mean
+    m2 = np.tensordot(u, c * c, axes=1)
+    m3 = np.tensordot(u, c * c * c, axes=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g = np.where(m2 > 0, m3 / np.power(np.where(m2 > 0, m2, 1.0), 1.5), 0.0)
+    return np.asarray(g, dtype=np.float64)
+
+
 def standardised_distance(draws: ArrayLike, *, margin: float) -> float:
-    """``z = (E[Δ] + δ) / sd(Δ)`` from draws (``±inf`` when the draws do not vary)."""
+    """``z``: ``(E[Δ] + δ) / sd(Δ)`` from draws, corrected for their skewness towards zero.
+
+    :func:`skew_adjusted_z` (module docstring, *The skew of the posterior*); ``±inf`` when
+    the draws do not vary.
+    """
     d = np.asarray(draws, dtype=np.float64).ravel()
     if d.size == 0:
         raise ValueError("no draws")
     num = float(d.mean()) + margin
     sd = float(d.std())
     if sd > 0:
-        return num / sd
+        return float(skew_adjusted_z(num / sd, sample_skewness(d)))
     return float("inf") if num > 0 else (float("-inf") if num < 0 else 0.0)
 
 
@@ -502,7 +583,8 @@ class DeltaSummary:
     ``z`` is the standardised distance to the margin; ``required_z`` the boundary ``b_n`` of
     the sequential rule when it decided the verdict (None: the one-look rule did),
     ``required_p = Φ(b_n)`` the probability it asks for now, at information fraction
-    ``fraction``; ``sd`` the posterior standard deviation of ``Δ``.
+    ``fraction``; ``sd`` the posterior standard deviation of ``Δ`` and ``skew`` the
+    skewness of its draws (``z`` is corrected for it, :func:`skew_adjusted_z`).
     """
 
     mean: float
@@ -517,6 +599,7 @@ class DeltaSummary:
     fraction: float | None = None
     sd: float = 0.0
     required_z_nogo: float | None = None
+    skew: float = 0.0
 
 
 def strictest_open_boundary(cells: Iterable[Mapping[str, Any]]) -> float | None:
@@ -603,6 +686,7 @@ def summarise_delta(
         fraction=fraction,
         sd=float(d.std()),
         required_z_nogo=b_nogo,
+        skew=float(sample_skewness(d)),
     )
 
 

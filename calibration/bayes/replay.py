@@ -605,6 +605,7 @@ def _summaries(
                 "lower": s.lower,
                 "upper": s.upper,
                 "sd": s.sd,
+                "skew": s.skew,
                 "p_noninferior": s.p_noninferior,
                 "z": s.z,
                 "required_z": s.required_z,

@@ -104,7 +104,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from calibration.bayes.decision import delta_draws as arm_delta_draws
-from calibration.bayes.decision import sequential_sides
+from calibration.bayes.decision import sample_skewness, sequential_sides, skew_adjusted_z
 from calibration.bayes.decision import verdict as one_look_verdict
 
 __all__ = [
@@ -280,7 +280,9 @@ def verdicts(
     probabilities). With ``required_z`` (the boundary ``b_n`` of the sequential rule,
     :func:`calibration.bayes.decision.required_z`) the rule the verdicts follow instead,
     :func:`calibration.bayes.decision.sequential_sides` on the weighted
-    ``z = (E_u[Δ] + δ) / sd_u(Δ)``: go when ``z ≥ b_n``, no-go when ``z ≤ −b_n``.
+    ``z = (E_u[Δ] + δ) / sd_u(Δ)``, corrected for the weighted draws' skewness as the
+    fit's verdicts are (:func:`calibration.bayes.decision.skew_adjusted_z`): go when
+    ``z ≥ b_n``, no-go when ``z ≤ −b_n``.
 
     Parameters
     ----------
@@ -301,6 +303,7 @@ def verdicts(
         sd = np.sqrt(np.clip(u @ (d - mean) ** 2, 0.0, None))
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(sd > 0, (mean + margin) / sd, np.sign(mean + margin) * np.inf)
+        z = skew_adjusted_z(z, sample_skewness(d, u))
         go, nogo = sequential_sides(z, required_z)
         out[go] = GO
         out[nogo] = NO_GO

@@ -122,6 +122,7 @@ def test_summary_serialises_to_json() -> None:
         "fraction",
         "sd",
         "required_z_nogo",
+        "skew",
     }
     assert payload["confidence"] == 0.9
 
