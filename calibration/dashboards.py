@@ -273,6 +273,14 @@ def fit_health(fit: Fit, dimension_titles: dict[str, str]) -> list[dict[str, Any
             topped_up = f"{d.get('chains', 0):.0f} chains in all" + (
                 f"; the first run's ESS was {first:.0f}" if first is not None else ""
             )
+        retried = ""
+        if d.get("retries"):
+            first_div = d.get("divergences_first")
+            retried = "sampled again with smaller steps" + (
+                f": the first run had {first_div:.0f} divergent transitions"
+                if first_div is not None
+                else ""
+            )
         rows.append(
             {
                 "key": key,
@@ -284,6 +292,7 @@ def fit_health(fit: Fit, dimension_titles: dict[str, str]) -> list[dict[str, Any
                 "ok": bool(d.get("ok", not problems)),
                 "problems": problems,
                 "topped_up": topped_up,
+                "retried": retried,
             }
         )
     return rows

@@ -438,7 +438,11 @@ def _dimension_diagnostics(dim_fit: DimensionFit, seconds: float) -> dict[str, f
         "chains",
         "draws",
         "tune",
-        # ESS top-ups (Fitter.fit): how many, and the first run alone.
+        # The divergence retry and ESS top-ups (Fitter.fit): how many, and the first run
+        # alone.
+        "target_accept",
+        "retries",
+        "retry_seconds",
         "top_ups",
         "top_up_seconds",
         "max_rhat_first",

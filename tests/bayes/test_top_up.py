@@ -1,5 +1,5 @@
-"""The ESS top-up of ``Fitter.fit``: the decision rule (pure), the plumbing with a fake
-sampler (no PyMC), and one real fit (slow)."""
+"""The ESS top-up and the divergence retry of ``Fitter.fit``: the decision rule (pure), the
+plumbing with a fake sampler (no PyMC), and one real fit (slow)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from calibration.bayes.data import JointCells
 from calibration.bayes.fit import (
     DIVERGENCES_MAX,
     ESS_MIN,
+    RETRY_TARGET_ACCEPT,
     RHAT_MAX,
     TOP_UP_MAX_FACTOR,
     TOP_UP_RHAT_MAX,
@@ -20,6 +21,7 @@ from calibration.bayes.fit import (
     _Derive,
     diagnose,
     ess_top_up_chains,
+    retry_seed,
     top_up_seed,
 )
 from calibration.bayes.simulate import reveal_uniform, simulate_study
@@ -92,16 +94,22 @@ def _design():
 
 
 class _FakeSampler:
-    """AR(1) chains (autocorrelation ``phi``; ``later_phi`` for the top-up runs) for the
+    """AR(1) chains (autocorrelation ``phi``; ``later_phi`` for the later runs) for the
     curve's parameters, seeded per run; ``shift`` moves every chain but the first of the first
     run (chains that disagree), ``divergent`` marks that many draws of the first run as
-    divergent."""
+    divergent (``later_divergent``: of every later run)."""
 
     def __init__(
-        self, phi: float, shift: float = 0.0, divergent: int = 0, later_phi: float | None = None
+        self,
+        phi: float,
+        shift: float = 0.0,
+        divergent: int = 0,
+        later_phi: float | None = None,
+        later_divergent: int = 0,
     ) -> None:
         self.phi, self.shift, self.divergent = phi, shift, divergent
         self.later_phi = phi if later_phi is None else later_phi
+        self.later_divergent = later_divergent
         self.calls: list[dict[str, Any]] = []
 
     def __call__(
@@ -120,8 +128,7 @@ class _FakeSampler:
         if first:
             x[1:] += self.shift
         diverging = np.zeros((chains, draws), dtype=bool)
-        if first:
-            diverging[0, : self.divergent] = True
+        diverging[0, : self.divergent if first else self.later_divergent] = True
         sizes = {
             "intercept": (m,),
             "bin_effect": (m, j),
@@ -189,7 +196,8 @@ def test_fit_tops_up_an_ess_only_failure(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_fit_does_not_top_up_other_failures(
     monkeypatch: pytest.MonkeyPatch, sampler: _FakeSampler, why: str
 ) -> None:
-    fit = _fake_fitter(monkeypatch, sampler).fit(_counts(), seed=3, draws=500)
+    fitter = _fake_fitter(monkeypatch, sampler)
+    fit = fitter.fit(_counts(), seed=3, draws=500, divergence_retry=False)
     d = fit.diagnostics
     assert len(sampler.calls) == 1, why
     assert (d["top_ups"], d["chains"], d["top_up_seconds"]) == (0.0, 2.0, 0.0)
@@ -231,6 +239,74 @@ def test_at_most_ess_top_ups_runs_and_never_beyond_the_cap(
     assert fit1.diagnostics["top_ups"] == 1.0
     assert fit1.diagnostics["chains"] == 2 + one.calls[1]["chains"]
     assert not fit1.ok
+
+
+# ---------------------------------------------------------------------------------------
+# The divergence retry.
+
+
+def test_retry_seeds_are_distinct_from_the_fits_and_the_top_ups() -> None:
+    seeds = {retry_seed(s) for s in range(50)}
+    assert len(seeds) == 50
+    assert not seeds & ({top_up_seed(s, k) for s in range(50) for k in (1, 2)} | set(range(50)))
+    assert retry_seed(7) == retry_seed(7)
+
+
+def test_a_divergent_first_run_is_sampled_again_with_smaller_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sampler = _FakeSampler(phi=0.0, divergent=DIVERGENCES_MAX + 4)
+    fit = _fake_fitter(monkeypatch, sampler).fit(_counts(), seed=3, draws=500, target_accept=0.9)
+    d = fit.diagnostics
+    assert [(c["seed"], c["target_accept"]) for c in sampler.calls] == [
+        (3, 0.9),
+        (retry_seed(3), RETRY_TARGET_ACCEPT),
+    ]
+    assert all(c["chains"] == 2 and c["draws"] == 500 for c in sampler.calls)
+    # The retry replaces the first run: its own draws, its own diagnostics.
+    assert (d["retries"], d["target_accept"], d["chains"]) == (1.0, RETRY_TARGET_ACCEPT, 2.0)
+    assert d["divergences_first"] == DIVERGENCES_MAX + 4
+    assert d["divergences"] == 0.0
+    assert fit.ok
+    assert d["sample_seconds"] >= d["retry_seconds"] > 0
+    assert fit.theta.shape == (1000, 2, 2)
+
+
+def test_a_retry_that_still_diverges_is_served_as_untrustworthy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sampler = _FakeSampler(phi=0.0, divergent=9, later_divergent=DIVERGENCES_MAX + 1)
+    fit = _fake_fitter(monkeypatch, sampler).fit(_counts(), seed=3, draws=500, target_accept=0.9)
+    assert len(sampler.calls) == 2  # one retry, never more
+    assert fit.diagnostics["divergences"] == DIVERGENCES_MAX + 1
+    assert fit.diagnostics["divergences_first"] == 9
+    assert not fit.ok
+
+
+@pytest.mark.parametrize(
+    ("sampler", "kw", "why"),
+    [
+        (_FakeSampler(phi=0.0, divergent=DIVERGENCES_MAX), {}, "at the limit: passes"),
+        (_FakeSampler(phi=0.6, shift=1.5), {}, "chains disagree: R-hat"),
+        (
+            _FakeSampler(phi=0.0, divergent=DIVERGENCES_MAX + 1),
+            {"target_accept": RETRY_TARGET_ACCEPT},
+            "already at the retry's setting",
+        ),
+        (
+            _FakeSampler(phi=0.0, divergent=DIVERGENCES_MAX + 1),
+            {"divergence_retry": False},
+            "retry turned off",
+        ),
+    ],
+)
+def test_no_retry_where_smaller_steps_are_not_the_remedy(
+    monkeypatch: pytest.MonkeyPatch, sampler: _FakeSampler, kw: dict[str, Any], why: str
+) -> None:
+    fit = _fake_fitter(monkeypatch, sampler).fit(_counts(), seed=3, draws=500, **kw)
+    assert len(sampler.calls) == 1, why
+    assert fit.diagnostics["retries"] == 0.0
+    assert fit.diagnostics["target_accept"] == kw.get("target_accept", 0.95)
 
 
 # ---------------------------------------------------------------------------------------

@@ -208,6 +208,20 @@ def test_a_topped_up_dimension_says_how_many_chains_and_the_first_runs_ess(clien
     assert "5 chains in all; the first run&#x27;s ESS was 312" in html
 
 
+def test_a_retried_dimension_says_it_was_sampled_again_and_why(client, study, lead, fitted):
+    key = next(iter(fitted.diagnostics))
+    diagnostics = {k: dict(v) for k, v in fitted.diagnostics.items()}
+    diagnostics[key].update(retries=1.0, divergences_first=11.0, target_accept=0.97)
+    Fit.objects.filter(pk=fitted.pk).update(diagnostics=diagnostics)
+    fitted.refresh_from_db()
+    rows = {r["key"]: r for r in dashboards.fit_health(fitted, {})}
+    expected = "sampled again with smaller steps: the first run had 11 divergent transitions"
+    assert rows[key]["retried"] == expected
+    assert all(not r["retried"] for k, r in rows.items() if k != key)
+    client.force_login(lead)
+    assert expected in client.get(page(study)).content.decode()
+
+
 def test_overview_counts_labels_per_arm_and_region_and_active_annotators(client, study, lead,
                                                                         annotator):  # fmt: skip
     region = study.regions.order_by("position").first()
