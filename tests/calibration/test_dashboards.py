@@ -193,14 +193,19 @@ def test_a_fit_that_passed_needs_no_advice(study, fitted):
     assert dashboards.fit_advice(fitted, dashboards.fit_health(fitted, {})) is None
 
 
-def test_a_topped_up_dimension_says_how_many_chains_and_the_first_runs_ess(client, study, lead,
-                                                                         fitted):  # fmt: skip
+def _health_with(fitted, **extra):
+    """The diagnostics table's rows after adding ``extra`` to the first dimension's."""
     key = next(iter(fitted.diagnostics))
     diagnostics = {k: dict(v) for k, v in fitted.diagnostics.items()}
-    diagnostics[key].update(top_ups=1.0, chains=5.0, min_ess_bulk_first=312.0)
+    diagnostics[key].update(extra)
     Fit.objects.filter(pk=fitted.pk).update(diagnostics=diagnostics)
     fitted.refresh_from_db()
-    rows = {r["key"]: r for r in dashboards.fit_health(fitted, {})}
+    return key, {r["key"]: r for r in dashboards.fit_health(fitted, {})}
+
+
+def test_a_topped_up_dimension_says_how_many_chains_and_the_first_runs_ess(client, study, lead,
+                                                                         fitted):  # fmt: skip
+    key, rows = _health_with(fitted, top_ups=1.0, chains=5.0, min_ess_bulk_first=312.0)
     assert rows[key]["topped_up"] == "5 chains in all; the first run's ESS was 312"
     assert all(not r["topped_up"] for k, r in rows.items() if k != key)
     client.force_login(lead)
@@ -209,12 +214,7 @@ def test_a_topped_up_dimension_says_how_many_chains_and_the_first_runs_ess(clien
 
 
 def test_a_retried_dimension_says_it_was_sampled_again_and_why(client, study, lead, fitted):
-    key = next(iter(fitted.diagnostics))
-    diagnostics = {k: dict(v) for k, v in fitted.diagnostics.items()}
-    diagnostics[key].update(retries=1.0, divergences_first=11.0, target_accept=0.97)
-    Fit.objects.filter(pk=fitted.pk).update(diagnostics=diagnostics)
-    fitted.refresh_from_db()
-    rows = {r["key"]: r for r in dashboards.fit_health(fitted, {})}
+    key, rows = _health_with(fitted, retries=1.0, divergences_first=11.0, target_accept=0.97)
     expected = "sampled again with smaller steps: the first run had 11 divergent transitions"
     assert rows[key]["retried"] == expected
     assert all(not r["retried"] for k, r in rows.items() if k != key)
