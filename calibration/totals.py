@@ -23,7 +23,6 @@ __all__ = [
     "FENCE_EVERY",
     "CellKey",
     "Fences",
-    "cell_fences",
     "cell_totals",
     "fence_every",
     "forget",
@@ -167,11 +166,6 @@ def _fence_list(value: Any) -> Fences | None:
         return None
     doc = json.loads(value) if isinstance(value, str) else value
     return int(doc["every"]), tuple(int(pk) for pk in doc["ids"])
-
-
-def cell_fences(*, study: Study) -> dict[CellKey, Fences | None]:
-    """Each cell's fences (:func:`refresh_cell_totals`), from the stored rows."""
-    return {(row[0], row[1], row[2]): row[7] for row in stored_totals(study)}
 
 
 def stored_totals(study: Study) -> list[tuple[Any, ...]]:

@@ -219,7 +219,8 @@ def test_a_fenced_draw_reaches_each_response_of_a_cell_at_exactly_one_rank(
     refresh_cell_totals(study=study)
     forget_cell_totals()
     key = (cell[0].arm_id, cell[0].region_id, "1.0.3")
-    every_stored, ids = totals.cell_fences(study=study)[key]
+    fences = {(r[0], r[1], r[2]): r[7] for r in totals.stored_totals(study)}
+    every_stored, ids = fences[key]
     ranked = sorted(r.pk for r in cell)
     assert every_stored == every and list(ids) == ranked[::every]
     pick = queue._Pick(*key, "active", 0.1, None, None, total=len(cell), fences=(every, ids))
