@@ -47,20 +47,21 @@ _FORMATS = ("baton-dimension-fit-1", _FORMAT)
 # The calibration curve's geometry is mostly benign, so a target acceptance of 0.9 rather
 # than 0.95 takes longer steps: on the demo at 100 grades, 3.7-5.6 s of CPU per dimension
 # instead of 5.2-7.2, every fit passing (R-hat <= 1.006, bulk ESS >= 870). Where it is not
-# (a large study's funnel), a fit with too many divergences is sampled again once at
-# RETRY_TARGET_ACCEPT (Fitter.fit). 2 x 1000 draws were too few: the folded R-hat over the
-# curve's ~150 scalars reached 1.0175 and 4 of 6 fits failed. bench/fit_diagnostics.py and
-# bench/bayes_fit_time.py measure these settings.
+# (a large study, bench/bayes_fit_time.py), a fit with too many divergences is sampled again
+# once at RETRY_TARGET_ACCEPT (Fitter.fit). 2 x 1000 draws were too few: the folded R-hat
+# over the curve's ~150 scalars reached 1.0175 and 4 of 6 fits failed.
+# bench/fit_diagnostics.py and bench/bayes_fit_time.py measure these settings.
 FIT_SETTINGS: dict[str, Any] = {"draws": 2000, "tune": 500, "chains": 2, "target_accept": 0.9}
 
 #: Target acceptance of the one re-run of a fit whose first run has more than
 #: ``DIVERGENCES_MAX`` divergent transitions (``Fitter.fit``, *Divergence retry*).
 # A large study (3 models x 6 regions x 3 dimensions, 300 grades per model:
 # bench/bayes_fit_time.py) gave 7-14 divergences in 6 of its 18 warm fits at 0.9; at 0.97
-# all 18 passed (at most 3 divergences). Sampling every fit at 0.97 instead cost 15% on that
-# study but 2.3x on a 720-cell study at 20-80 grades (bench/scale_month.py, variant
-# refit_target_accept_097: 19-22 s of sampling per refit against 8-10 s at 0.9), where 0.9
-# already passes; so only the fits that need the smaller steps pay for them.
+# all 18 passed (at most 3 divergences). Sampling every fit at 0.97 instead cost 15-26% on
+# that study but 2.3x on a 720-cell study at 20-80 grades (bench/scale_month.py, variant
+# refit_target_accept_097: 19-22 s of sampling per refit, against 8-10 s at 0.9 in the
+# month's run of the same cells), where 0.9 already passes; so only the fits that need the
+# smaller steps pay for them.
 RETRY_TARGET_ACCEPT = 0.97
 
 #: A fit is ``ok`` when every monitored quantity has rank-normalised split R-hat ≤ this ...
